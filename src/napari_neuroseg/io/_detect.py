@@ -1,0 +1,119 @@
+"""Which reader handles a path, and one entry point that opens any supported input."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from napari_neuroseg.io._types import LazyImage, ReaderError
+
+Format = Literal["slide", "dicom", "nifti", "lgg", "tiff-stack"]
+PathLike = str | Path
+
+_LGG_SLICE = re.compile(r"^(?P<pid>.+)_(?P<n>\d+)\.tiff?$", re.IGNORECASE)
+_TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def _is_lgg_slice(path: Path) -> bool:
+    match = _LGG_SLICE.match(path.name)
+    if match is None or path.stem.endswith("_mask"):
+        return False
+    return path.with_name(f"{path.stem}_mask{path.suffix}").is_file()
+
+
+def detect_format(path: PathLike | Sequence[PathLike]) -> Format | None:
+    """Say which reader can open ``path``, without reading pixel data.
+
+    Parameters
+    ----------
+    path : str, Path or sequence of them
+        A file, a folder, or a list of DICOM files.
+
+    Returns
+    -------
+    str or None
+        ``"slide"``, ``"dicom"``, ``"nifti"``, ``"lgg"`` (Kaggle LGG slices with masks) or
+        ``"tiff-stack"``; ``None`` when no reader handles it. Never raises.
+    """
+    from napari_neuroseg.io import dicom, mri, slide
+
+    try:
+        if not isinstance(path, str | Path):
+            paths = [Path(p) for p in path]
+            if paths and all(p.is_file() and dicom.is_dicom_file(p) for p in paths):
+                return "dicom"
+            return None
+        p = Path(path)
+        if p.is_dir():
+            if mri.is_lgg_folder(p):
+                return "lgg"
+            if dicom.is_dicom_folder(p):
+                return "dicom"
+            return None
+        if not p.is_file():
+            return None
+        if dicom.is_dicom_file(p):
+            return "dicom"
+        if mri.is_nifti(p):
+            return "nifti"
+        if slide.is_slide_file(p):
+            return "slide"
+        if p.suffix.lower() in _TIFF_SUFFIXES:
+            return "lgg" if _is_lgg_slice(p) else "tiff-stack"
+    except OSError:
+        return None
+    return None
+
+
+def open_image(
+    path: PathLike | Sequence[PathLike],
+    *,
+    mpp: float | None = None,
+    series: str | int | None = None,
+    resample: bool = False,
+    spacing: float | None = None,
+) -> list[LazyImage]:
+    """Open any supported input lazily.
+
+    Parameters
+    ----------
+    path : str, Path or sequence of them
+        A slide, a DICOM file, folder, DICOMDIR or list of files, a NIfTI file, a TIFF stack,
+        or a Kaggle LGG patient folder or slice.
+    mpp : float, optional
+        Slides only: microns per pixel to use instead of (or in the absence of) the file's.
+    series : str or int, optional
+        DICOM only: the series to open (SeriesInstanceUID, SeriesNumber or index); all by default.
+    resample : bool
+        DICOM only: resample to a uniform, tilt-corrected grid.
+    spacing : float, optional
+        DICOM only: the slice spacing in mm when resampling (default: the median spacing).
+
+    Returns
+    -------
+    list of LazyImage
+
+    Raises
+    ------
+    ReaderError
+        When no reader handles ``path`` or the file is unreadable; the message names the file.
+    """
+    from napari_neuroseg.io import dicom, mri, slide
+
+    fmt = detect_format(path)
+    label = path if isinstance(path, str | Path) else ", ".join(str(p) for p in path)
+    if fmt is None:
+        if isinstance(path, str | Path) and not Path(path).exists():
+            raise ReaderError(label, "no such file or folder")
+        raise ReaderError(label, "not a slide, DICOM series, NIfTI, TIFF stack or LGG folder")
+    if fmt == "slide":
+        return [slide.read_slide(path, mpp=mpp)]
+    if fmt == "dicom":
+        return dicom.read_dicom(path, series=series, resample=resample, spacing=spacing)
+    if fmt == "nifti":
+        return [mri.read_nifti(path)]
+    if fmt == "lgg":
+        return mri.read_lgg_folder(path)
+    return [mri.read_tiff_stack(path)]
