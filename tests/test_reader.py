@@ -38,7 +38,7 @@ def test_a_list_of_dicom_files_is_one_series(tmp_path):
     files = write_ct_series(tmp_path / "ct", n_slices=6, size=32)
     reader = get_reader([str(f) for f in files])
     assert reader is not None
-    ((data, kwargs, kind),) = reader([str(f) for f in files])
+    ((data, _, kind),) = reader([str(f) for f in files])
     assert kind == "image" and data.shape == (6, 32, 32)
 
 

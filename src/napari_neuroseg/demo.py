@@ -29,7 +29,8 @@ def _load(viewer: napari.Viewer, key: str, path: str | None) -> list:
 def focus(viewer: napari.Viewer, layers: list, margin: float = 0.95) -> None:
     """Show only ``layers``, framed in the canvas, at the middle slice of a volume."""
     for layer in viewer.layers:
-        layer.visible = layer in layers and not layer.name.endswith(("pre-contrast", "post-contrast"))
+        hidden_channel = layer.name.endswith(("pre-contrast", "post-contrast"))
+        layer.visible = layer in layers and not hidden_channel
     lo = np.min([layer.extent.world[0] for layer in layers], axis=0)
     hi = np.max([layer.extent.world[1] for layer in layers], axis=0)
     ndim = viewer.dims.ndim

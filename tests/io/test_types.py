@@ -39,13 +39,14 @@ def test_slide_layer_data_is_multiscale_with_physical_scale():
     assert kwargs["multiscale"] is True and kwargs["rgb"] is True
     assert kwargs["scale"] == (0.5, 0.5)
     meta = kwargs["metadata"]["neuroseg"]
-    assert meta["unit"] == "um" and meta["vendor"] == "aperio" and meta["warnings"] == ["MPP unknown"]
+    assert meta["unit"] == "um" and meta["vendor"] == "aperio"
+    assert meta["warnings"] == ["MPP unknown"]
 
 
 def test_volume_layer_data_is_single_array():
     vol = LazyImage([da.zeros((3, 8, 8), np.int16)], "zyx", (4.0, 0.5, 0.5), "mm", "ct", "CT", "d",
                     translate=(1.0, 2.0, 3.0))
-    ((data, kwargs, kind),) = to_layer_data([vol])
+    ((data, kwargs, _),) = to_layer_data([vol])
     assert isinstance(data, da.Array) and "multiscale" not in kwargs
     assert kwargs["translate"] == (1.0, 2.0, 3.0)
 

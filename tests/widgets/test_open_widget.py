@@ -39,7 +39,7 @@ def test_dicom_folder_lists_series_and_opens_the_chosen_one_resampled(widget, qt
     qtbot.waitUntil(lambda: len(widget._viewer.layers) == 1, timeout=20000)
     layer = widget._viewer.layers[0]
     np.testing.assert_allclose(layer.scale[0], 2.5)
-    assert "Resampled: True" in widget.info.value
+    assert "Resampled: spacing mm 2.5" in widget.info.value
 
 
 def test_slide_without_mpp_takes_the_override(widget, qtbot, tmp_path):

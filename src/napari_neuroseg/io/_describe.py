@@ -6,18 +6,25 @@ from napari_neuroseg.io._types import LazyImage
 
 _KEYS = (
     ("vendor", "Vendor"),
+    ("format", "Format"),
     ("backend", "Read through"),
-    ("mpp_known", "MPP in file"),
+    ("mpp_source", "MPP from"),
+    ("objective_power", "Objective power"),
+    ("manufacturer", "Manufacturer"),
+    ("patient_id", "Patient"),
     ("series_description", "Series"),
     ("series_number", "Series number"),
-    ("orientation", "Orientation"),
+    ("orientation_label", "Orientation"),
     ("tilt_deg", "Gantry tilt (deg)"),
     ("uniform_spacing", "Uniform spacing"),
     ("resampled", "Resampled"),
+    ("slice_numbers", "Slice numbers"),
 )
 
 
 def _fmt(value: object) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k.replace('_', ' ')} {_fmt(v)}" for k, v in value.items())
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, list | tuple):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -12,15 +11,7 @@ from napari_neuroseg.io._types import LazyImage, ReaderError
 Format = Literal["slide", "dicom", "nifti", "lgg", "tiff-stack"]
 PathLike = str | Path
 
-_LGG_SLICE = re.compile(r"^(?P<pid>.+)_(?P<n>\d+)\.tiff?$", re.IGNORECASE)
 _TIFF_SUFFIXES = (".tif", ".tiff")
-
-
-def _is_lgg_slice(path: Path) -> bool:
-    match = _LGG_SLICE.match(path.name)
-    if match is None or path.stem.endswith("_mask"):
-        return False
-    return path.with_name(f"{path.stem}_mask{path.suffix}").is_file()
 
 
 def detect_format(path: PathLike | Sequence[PathLike]) -> Format | None:
@@ -61,7 +52,7 @@ def detect_format(path: PathLike | Sequence[PathLike]) -> Format | None:
         if slide.is_slide_file(p):
             return "slide"
         if p.suffix.lower() in _TIFF_SUFFIXES:
-            return "lgg" if _is_lgg_slice(p) else "tiff-stack"
+            return "lgg" if mri.is_lgg_slice(p) else "tiff-stack"
     except OSError:
         return None
     return None

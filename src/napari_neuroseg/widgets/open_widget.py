@@ -19,7 +19,7 @@ from magicgui.widgets import (
     TextEdit,
 )
 from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error, show_warning
+from napari.utils.notifications import show_warning
 
 from napari_neuroseg.io import LazyImage, detect_format, open_image
 from napari_neuroseg.io._describe import describe
@@ -164,13 +164,12 @@ class OpenWidget(Container):
 
     # -- background work ----------------------------------------------------------------
     def _start(self, func, *args, on_done, **kwargs) -> None:
-        worker = create_worker(func, *args, _start_thread=False, **kwargs)
-        worker.returned.connect(on_done)
-        worker.errored.connect(self._on_error)
-        self._worker = worker
-        worker.start()
+        # napari's workers relay errors to its notifications; connecting ``errored`` here
+        # keeps them from being re-raised on the GUI thread.
+        self._worker = create_worker(
+            func, *args, _connect={"returned": on_done, "errored": self._on_error}, **kwargs
+        )
 
     def _on_error(self, err: Exception) -> None:
         self.status.value = "Failed"
         self.info.value = str(err)
-        show_error(str(err))
