@@ -37,7 +37,7 @@ def test_slide_layer_data_is_multiscale_with_physical_scale():
     ((data, kwargs, kind),) = to_layer_data([image])
     assert kind == "image" and isinstance(data, list) and len(data) == 2
     assert kwargs["multiscale"] is True and kwargs["rgb"] is True
-    assert kwargs["scale"] == (0.5, 0.5)
+    assert kwargs["scale"] == (0.5, 0.5) and kwargs["units"] == ("um", "um")
     meta = kwargs["metadata"]["neuroseg"]
     assert meta["unit"] == "um" and meta["vendor"] == "aperio"
     assert meta["warnings"] == ["MPP unknown"]

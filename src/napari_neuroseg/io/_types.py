@@ -117,6 +117,7 @@ def layer_kwargs(image: LazyImage) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "name": image.name,
         "scale": tuple(float(s) for s in image.scale),
+        "units": tuple(image.unit for _ in image.scale),
         "metadata": {
             "neuroseg": {
                 "source": image.source,

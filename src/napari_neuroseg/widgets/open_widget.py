@@ -31,30 +31,28 @@ ALL_SERIES = "all series"
 
 
 def inspect_path(path: Path) -> dict[str, Any]:
-    """Find out what ``path`` is and list its DICOM series, without reading pixel data.
+    """Find out what ``path`` is and read its metadata, without reading pixel data.
 
     Runs in a worker thread.
 
     Returns
     -------
     dict
-        ``format``, ``series`` (list of ``(label, number_or_uid)`` for DICOM) and ``images``
-        (the opened records, for their metadata; empty for DICOM folders).
+        ``format``, ``images`` (the opened records, for their metadata) and ``series``
+        (``(label, series_uid)`` pairs for a DICOM source; empty otherwise).
     """
-    from napari_neuroseg.io.dicom import scan_dicom
-
     fmt = detect_format(path)
     if fmt is None:
         raise ValueError(f"{path}: not a slide, DICOM series, NIfTI, TIFF stack or LGG folder")
-    info: dict[str, Any] = {"format": fmt, "series": [], "images": []}
+    images = open_image(path)
+    series = []
     if fmt == "dicom":
-        for series in scan_dicom(path):
-            label = f"#{series.number} {series.description or '(no description)'}"
-            label += f" [{series.modality}, {len(series.files)} slices]"
-            info["series"].append((label, series.uid))
-    else:
-        info["images"] = open_image(path)
-    return info
+        for image in images:
+            meta = image.metadata
+            label = f"#{meta.get('series_number')} {meta.get('series_description') or '(none)'}"
+            label += f" [{image.modality}, {image.shape[0]} slices]"
+            series.append((label, meta["series_uid"]))
+    return {"format": fmt, "series": series, "images": images}
 
 
 class OpenWidget(Container):
@@ -128,10 +126,7 @@ class OpenWidget(Container):
         self.series.choices = choices
         self.series.value = ALL_SERIES
         self._set_format(info["format"])
-        text = [describe(image) for image in info["images"]]
-        if info["series"]:
-            text.append("DICOM series found:\n" + "\n".join(self._series_ids))
-        self.info.value = "\n\n".join(text)
+        self.info.value = "\n\n".join(describe(image) for image in info["images"])
         self.status.value = f"{info['format']}: ready to open"
 
     def options(self) -> dict[str, Any]:
