@@ -14,12 +14,9 @@ shown in that nearest orientation, with a warning.
 from __future__ import annotations
 
 import gzip
-import logging
 import os
 import struct
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -31,6 +28,7 @@ from dask.base import tokenize
 from nibabel.affines import obliquity
 from nibabel.orientations import aff2axcodes, axcodes2ornt, io_orientation, ornt_transform
 
+from ._logcapture import captured_log
 from ._types import LazyImage, ReaderError
 
 #: The direction each display axis (z, y, x) points to.
@@ -138,7 +136,7 @@ def _load(path: Path) -> tuple[nib.Nifti1Image, list[str]]:
     # A .nii.gz stream can only be read forwards: keeping it open makes slices read in
     # ascending order cost one pass over the file instead of one pass each.
     keep_open = path.name.lower().endswith(".gz")
-    with _nibabel_log() as fixes:
+    with captured_log("nibabel") as fixes:
         try:
             img = nib.load(path, keep_file_open=keep_open)
         except (*_NIFTI_ERRORS, nib.spatialimages.HeaderDataError) as exc:
@@ -146,24 +144,6 @@ def _load(path: Path) -> tuple[nib.Nifti1Image, list[str]]:
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ReaderError(path, f"not a NIfTI file (nibabel reads it as {type(img).__name__})")
     return img, [f"header fixed by nibabel: {fix}" for fix in fixes]
-
-
-@contextmanager
-def _nibabel_log() -> Iterator[list[str]]:
-    """Collect what nibabel logs (header problems it fixes) while a file is opened."""
-    messages: list[str] = []
-
-    class _Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            messages.append(record.getMessage())
-
-    handler = _Collect(level=logging.WARNING)
-    logger = logging.getLogger("nibabel")
-    logger.addHandler(handler)
-    try:
-        yield messages
-    finally:
-        logger.removeHandler(handler)
 
 
 def _check_size(path: Path, img: nib.Nifti1Image, shape: tuple[int, ...]) -> None:

@@ -15,8 +15,6 @@ import os
 import struct
 import weakref
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -29,6 +27,7 @@ import zarr
 from dask.base import tokenize
 
 from ._lgg import is_lgg_folder, is_lgg_slice, read_lgg_folder
+from ._logcapture import captured_log
 from ._nifti import is_nifti, read_nifti
 from ._types import LazyImage, ReaderError
 
@@ -115,7 +114,7 @@ def read_tiff_stack(path: str | os.PathLike[str]) -> LazyImage:
         If the file is not a readable TIFF, is truncated, or has an unsupported axis layout.
     """
     path = Path(path)
-    with _tifffile_errors() as logged:
+    with captured_log("tifffile", logging.ERROR) as logged:
         try:
             with tifffile.TiffFile(path) as tif:
                 info = _inspect(path, tif)
@@ -194,24 +193,6 @@ def _plane_size(series: tifffile.TiffPageSeries) -> int:
     """Number of values in one page of ``series``."""
     keep = [n for n, a in zip(series.shape, series.axes, strict=True) if a in "YXS"]
     return int(np.prod(keep)) if keep else 1
-
-
-@contextmanager
-def _tifffile_errors() -> Iterator[list[str]]:
-    """Collect the errors tifffile logs (instead of raising) while a file is opened."""
-    messages: list[str] = []
-
-    class _Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            messages.append(record.getMessage())
-
-    handler = _Collect(level=logging.ERROR)
-    logger = logging.getLogger("tifffile")
-    logger.addHandler(handler)
-    try:
-        yield messages
-    finally:
-        logger.removeHandler(handler)
 
 
 def _map_axes(path: Path, tiff_axes: str) -> str:
