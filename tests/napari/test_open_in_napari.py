@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_neuroseg.samples.ct import write_ct_series
-from napari_neuroseg.samples.mri import write_lgg_patient
+from napari_neuroseg.samples.mri import write_lgg_patient, write_nifti_volume, write_tiff_stack
 from napari_neuroseg.samples.slide import write_synthetic_slide
 
 pytestmark = pytest.mark.gui
@@ -46,6 +46,25 @@ def test_lgg_patient_gives_channel_layers_and_a_mask(make_napari_viewer, tmp_pat
     assert labels.data.shape == flair.data.shape == (12, 64, 64)
     np.testing.assert_allclose(labels.scale, flair.scale)
     assert set(np.unique(np.asarray(labels.data))) <= {0, 1}
+
+
+def test_nifti_is_an_axial_volume_in_mm(make_napari_viewer, tmp_path):
+    path = write_nifti_volume(tmp_path / "brain.nii.gz", n_slices=10, size=32,
+                              zooms=(1.0, 1.0, 2.5))
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin=PLUGIN)
+    assert layer.data.shape == (10, 32, 32)
+    np.testing.assert_allclose(layer.scale, (2.5, 1.0, 1.0))
+    assert layer.metadata["neuroseg"]["unit"] == "mm"
+
+
+def test_tiff_stack_takes_its_spacing_from_imagej_metadata(make_napari_viewer, tmp_path):
+    path = write_tiff_stack(tmp_path / "stack.tif", n_slices=7, size=40,
+                            spacing=(2.0, 0.5, 0.5), unit="mm")
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin=PLUGIN)
+    assert layer.data.shape == (7, 40, 40)
+    np.testing.assert_allclose(layer.scale, (2.0, 0.5, 0.5))
 
 
 def test_unreadable_input_adds_no_layer(make_napari_viewer, tmp_path):
