@@ -1,0 +1,114 @@
+"""Tests for napari_neuroseg.models.hovernet_post (marker-controlled watershed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_neuroseg.models.hovernet import hv_targets
+from napari_neuroseg.models.hovernet_post import (
+    hovernet_instances,
+    instance_types,
+    remove_small_objects,
+    sobel,
+)
+from napari_neuroseg.models.instance_metrics import aggregated_jaccard_index, match_instances
+
+
+def _touching_discs(radius: int, spacing: int) -> np.ndarray:
+    """Ten discs in two staggered rows of five, neighbours overlapping (Voronoi split)."""
+    shape = (2 * radius + spacing + 30, 5 * spacing + 2 * radius + 30)
+    centres = [
+        (radius + 10 + r * spacing, radius + 10 + c * spacing + r * spacing // 2)
+        for r in range(2)
+        for c in range(5)
+    ]
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    dist = np.stack([np.hypot(yy - a, xx - b) for a, b in centres])
+    return np.where(dist.min(0) <= radius, dist.argmin(0) + 1, 0).astype(np.int32)
+
+
+def _assert_separated(labels: np.ndarray, instances: np.ndarray) -> None:
+    true_ids, _, iou = match_instances(labels, instances, iou_threshold=0.5)
+    assert instances.dtype == np.int32
+    assert instances.max() == labels.max() == 10
+    assert len(true_ids) == 10 and iou.min() > 0.9
+
+
+@pytest.mark.parametrize(("radius", "spacing", "ksize"), [(10, 16, 21), (12, 20, 21), (6, 10, 11)])
+def test_separates_touching_nuclei_from_perfect_maps(radius, spacing, ksize):
+    labels = _touching_discs(radius, spacing)
+    assert ndi.label(labels > 0)[1] == 1  # all ten form one connected blob
+    prob = (labels > 0).astype(np.float32)
+    instances = hovernet_instances(prob, hv_targets(labels), ksize=ksize)
+    _assert_separated(labels, instances)
+    assert aggregated_jaccard_index(labels, instances) > 0.95
+
+
+def test_separates_touching_nuclei_from_noisy_maps():
+    rng = np.random.default_rng(0)
+    labels = _touching_discs(10, 16)
+    hv = ndi.gaussian_filter(hv_targets(labels), (0, 1, 1)) + rng.normal(0, 0.1, (2, *labels.shape))
+    prob = ndi.gaussian_filter((labels > 0).astype(float), 1) + rng.normal(0, 0.1, labels.shape)
+    instances = hovernet_instances(np.clip(prob, 0, 1), hv)
+    true_ids, _, iou = match_instances(labels, instances)
+    assert instances.max() == 10 and len(true_ids) == 10 and iou.min() > 0.8
+
+
+def test_kernel_too_large_for_small_nuclei_merges_them():
+    # documents why ksize must scale with nucleus size: 21 is far too smooth for radius 6
+    labels = _touching_discs(6, 10)
+    instances = hovernet_instances((labels > 0).astype(float), hv_targets(labels), ksize=21)
+    assert instances.max() < 10
+
+
+def test_empty_and_small_foreground():
+    prob = np.zeros((20, 20))
+    hv = np.zeros((2, 20, 20))
+    out = hovernet_instances(prob, hv)
+    assert out.dtype == np.int32 and not out.any()
+    prob[5:7, 5:7] = 1.0  # 4 pixels < min_size
+    assert not hovernet_instances(prob, hv, min_size=10).any()
+
+
+def test_input_errors():
+    with pytest.raises(ValueError, match=r"hv \(2, H, W\)"):
+        hovernet_instances(np.zeros((8, 8)), np.zeros((8, 8)))
+    with pytest.raises(ValueError, match="odd"):
+        hovernet_instances(np.zeros((8, 8)), np.zeros((2, 8, 8)), ksize=4)
+
+
+@pytest.mark.parametrize("ksize", [3, 5])
+def test_sobel_matches_opencv_kernels(ksize):
+    # OpenCV's d/dx kernels: ksize 3: [-1 0 1] x [1 2 1]^T; ksize 5: [-1 -2 0 2 1] x [1 4 6 4 1]^T
+    derivative = {3: [-1, 0, 1], 5: [-1, -2, 0, 2, 1]}[ksize]
+    smooth = {3: [1, 2, 1], 5: [1, 4, 6, 4, 1]}[ksize]
+    kernel_x = np.outer(smooth, derivative).astype(float)
+    image = np.random.default_rng(1).random((9, 11))
+    np.testing.assert_allclose(
+        sobel(image, axis=1, ksize=ksize), ndi.correlate(image, kernel_x, mode="mirror"), atol=1e-12
+    )
+    np.testing.assert_allclose(
+        sobel(image, axis=0, ksize=ksize),
+        ndi.correlate(image, kernel_x.T, mode="mirror"),
+        atol=1e-12,
+    )
+
+
+def test_instance_types_majority_vote():
+    instances = np.array([[1, 1, 1, 0], [2, 2, 2, 0], [3, 3, 0, 0]])
+    pixel_type = np.array([[1, 1, 2, 3], [0, 0, 3, 1], [0, 0, 2, 2]])
+    tp_prob = np.eye(4)[pixel_type].transpose(2, 0, 1)  # one-hot (T, H, W)
+    # instance 2: background wins the vote but a nucleus type is present -> type 3
+    assert instance_types(instances, tp_prob) == {1: 1, 2: 3, 3: 0}
+    with pytest.raises(ValueError, match="tp_prob"):
+        instance_types(instances, tp_prob[:, :2])
+
+
+def test_remove_small_objects_leaves_input_untouched():
+    labels = np.array([[1, 1, 1, 0, 2], [1, 0, 0, 0, 2], [0, 3, 0, 0, 0]])
+    before = labels.copy()
+    out = remove_small_objects(labels, 3)
+    np.testing.assert_array_equal(labels, before)
+    np.testing.assert_array_equal(out, np.where(labels == 1, 1, 0))
