@@ -1,0 +1,23 @@
+"""Models described by data: specs, registry, safetensors checkpoints, devices and the runner.
+
+Importing this package builds no network: architectures are imported by the registry only
+when a model is built.
+"""
+
+from napari_neuroseg.models.checkpoint import load_checkpoint, save_checkpoint
+from napari_neuroseg.models.device import resolve_device
+from napari_neuroseg.models.registry import DEFAULT_SPECS, ModelRegistry
+from napari_neuroseg.models.runner import ModelRunner
+from napari_neuroseg.models.spec import InputSpec, ModelSpec, SpecError
+
+__all__ = [
+    "DEFAULT_SPECS",
+    "InputSpec",
+    "ModelRegistry",
+    "ModelRunner",
+    "ModelSpec",
+    "SpecError",
+    "load_checkpoint",
+    "resolve_device",
+    "save_checkpoint",
+]

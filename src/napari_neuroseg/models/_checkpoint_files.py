@@ -1,0 +1,120 @@
+"""File helpers for :mod:`.checkpoint`: temporary names, hashing, atomic pair swap, JSON."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import platform
+import secrets
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "cpu_state_dict",
+    "json_default",
+    "sha256_of",
+    "software_versions",
+    "summarize_history",
+    "swap_in_pair",
+    "temporary_sibling",
+]
+
+
+def temporary_sibling(path: Path, suffix: str = ".tmp") -> Path:
+    """A fresh hidden name in the folder of ``path`` (same file system: renames are atomic)."""
+    while True:
+        candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}{suffix}")
+        if not candidate.exists():
+            return candidate
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python and the packages that wrote a checkpoint."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for package in ("napari-neuroseg", "safetensors", "numpy"):
+        with contextlib.suppress(PackageNotFoundError):
+            versions[package] = version(package)
+    return versions
+
+
+def _as_numbers(value: Any) -> np.ndarray | None:
+    """``value`` as a non-empty float array if it is a sequence of numbers, else None."""
+    if not isinstance(value, (list, tuple, np.ndarray)) or len(value) == 0:
+        return None
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return arr if arr.ndim == 1 else None
+
+
+def summarize_history(history: dict[str, Any] | None) -> dict[str, Any]:
+    """Per-epoch number lists become {n, first, last, min, max}; other JSON values stay."""
+    summary: dict[str, Any] = {}
+    for key, value in (history or {}).items():
+        arr = _as_numbers(value)
+        if arr is not None:
+            summary[key] = {
+                "n": int(arr.size),
+                "first": float(arr.flat[0]),
+                "last": float(arr.flat[-1]),
+                "min": float(np.nanmin(arr)),
+                "max": float(np.nanmax(arr)),
+            }
+        else:
+            summary[key] = value.item() if isinstance(value, np.generic) else value
+    return summary
+
+
+def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Contiguous CPU copies of the state dict; tensors sharing memory are cloned apart."""
+    state, seen = {}, set()
+    for key, tensor in model.state_dict().items():
+        t = tensor.detach().to("cpu").contiguous()
+        storage = t.untyped_storage().data_ptr()
+        state[key] = t.clone() if storage in seen else t  # safetensors refuses shared memory
+        seen.add(storage)
+    return state
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps`` fallback for NumPy scalars/arrays and tuples."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (np.ndarray, tuple)):
+        return list(value.tolist() if isinstance(value, np.ndarray) else value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def swap_in_pair(tmp_weights: Path, weights: Path, tmp_sidecar: Path, sidecar: Path) -> None:
+    """Rename weights then sidecar into place; restore the old weights if the sidecar fails."""
+    backup = temporary_sibling(weights, suffix=".old") if weights.exists() else None
+    if backup is not None:
+        os.replace(weights, backup)
+    try:
+        os.replace(tmp_weights, weights)
+        os.replace(tmp_sidecar, sidecar)
+    except BaseException:
+        if backup is not None:
+            os.replace(backup, weights)
+        else:
+            weights.unlink(missing_ok=True)
+        raise
+    if backup is not None:
+        backup.unlink(missing_ok=True)

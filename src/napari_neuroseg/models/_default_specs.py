@@ -1,0 +1,280 @@
+"""The declared models: one :class:`ModelSpec` per seed project (no weights bundled).
+
+Sources for the values, by seed write-up (``shared/seeds``):
+
+* 000 (LGG tissue transfer): 4 LGG classes and their ids, Macenko stain normalisation, HSV
+  tissue mask (saturation > 15, value < 240, 5x5 closing/opening), an 8-class GBM model with
+  a 1x1 conv 8 -> 16 -> 4 mapping head. The seed does not name the 8 GBM classes; they are
+  the IvyGAP anatomic-structure regions that GBM_WSSM segments, as listed in the project's
+  issue (background plus seven regions; IvyGAP's "hyperplastic blood vessels" is not a class
+  of its own here). The seed gives no working resolution: ~1 µm/px (10x) is chosen because the
+  classes are tissue-architecture regions (cell density, infiltration front) that need a few
+  hundred µm of context per patch (256 px = 256 µm) while nuclei stay ~6-10 px wide.
+* 001 (FLAIR MRI): Kaggle LGG slices, 3 channels pre-contrast / FLAIR / post-contrast,
+  256x256, one FLAIR-abnormality mask; U-Net model 1 = 5 floors, 32 base features, two convs
+  per floor (7.77M parameters); TransUNet = 4-floor CNN + transformer bottleneck.
+* 002 (CT metastasis): brain extraction (-50..100 HU), brain window 40/80 HU, 256x256 slices,
+  ResNet-50 with a 1-channel stem and a 2048 -> 512 -> 1 head, one logit per slice, patient =
+  max over slices, operating threshold 0.10.
+* 003 (nuclei tiles): LeNet-5 on 256x256 RGB tiles, classes NO_NUCLEUS / NUCLEI, masks from
+  sliding windows with stride 128 and probability aggregation. No resolution given: native.
+* 004 (title only): CycleGAN IHC -> H&E feeding HoVer-Net. 0.5 µm/px (20x, the resolution
+  of the usual HoVer-Net training sets) is used for both so translated tiles feed HoVer-Net
+  without resampling.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from napari_neuroseg.models.spec import InputSpec, ModelSpec
+
+__all__ = ["default_specs"]
+
+NO_WEIGHTS = (
+    " No trained weights are bundled: train them (issue 4) or convert a checkpoint; until then "
+    "the network has random weights."
+)
+
+GBM_CLASSES = (
+    "background",
+    "leading edge",
+    "infiltrating tumour",
+    "cellular tumour",
+    "perinecrotic zone",
+    "pseudopalisading cells around necrosis",
+    "microvascular proliferation",
+    "necrosis",
+)
+REGION_COLORS = {
+    "background": "#000000",
+    "leading edge": "#17becf",
+    "infiltrating tumour": "#9467bd",
+    "cellular tumour": "#2ca02c",
+    "perinecrotic zone": "#ff7f0e",
+    "pseudopalisading cells around necrosis": "#d62728",
+    "microvascular proliferation": "#e377c2",
+    "necrosis": "#8c564b",
+}
+LGG_CLASSES = ("background", "cellular tumour", "leading edge", "infiltrating tumour")
+RGB = ("R", "G", "B")
+MRI_CHANNELS = ("pre-contrast", "FLAIR", "post-contrast")
+TO_UNIT = {"kind": "range", "scale": 255.0}
+
+
+def _he_tissue_input() -> InputSpec:
+    return InputSpec(
+        channels=RGB,
+        normalization=dict(TO_UNIT),
+        patch_size=(256, 256),
+        halo=32,
+        resolution=1.0,
+        resolution_unit="um",
+        preprocessing=("macenko", "tissue_mask"),
+    )
+
+
+def _mri_input() -> InputSpec:
+    return InputSpec(
+        channels=MRI_CHANNELS,
+        normalization={"kind": "zscore"},
+        patch_size=(256, 256),
+        halo=0,
+        resolution=None,
+        resolution_unit="mm",
+    )
+
+
+def _tissue_specs() -> list[ModelSpec]:
+    tissue_kwargs: dict[str, Any] = {"in_channels": 3, "n_source_classes": 8, "base_features": 32}
+    return [
+        ModelSpec(
+            name="gbm-tissue-8",
+            task="semantic_segmentation",
+            architecture="tissue",
+            arch_kwargs={**tissue_kwargs, "mapping_head": False},
+            input=_he_tissue_input(),
+            classes=GBM_CLASSES,
+            colors=tuple(REGION_COLORS[c] for c in GBM_CLASSES),
+            output="probabilities",
+            description="8-class glioblastoma H&E region segmentation (IvyGAP anatomic "
+            "structures, after GBM_WSSM); the source model of lgg-tissue (seed 000)." + NO_WEIGHTS,
+            extra={"seed": "000", "source": "IvyGAP anatomic structures (GBM_WSSM)"},
+        ),
+        ModelSpec(
+            name="lgg-tissue",
+            task="semantic_segmentation",
+            architecture="tissue",
+            arch_kwargs={**tissue_kwargs, "n_target_classes": 4, "mapping_head": True},
+            input=_he_tissue_input(),
+            classes=LGG_CLASSES,
+            colors=tuple(REGION_COLORS[c] for c in LGG_CLASSES),
+            output="probabilities",
+            description="Lower-grade glioma H&E regions (cellular tumour, leading edge, "
+            "infiltrating tumour) by transfer from the 8-class GBM model through a 1x1 "
+            "mapping head, Macenko-normalised (seed 000)." + NO_WEIGHTS,
+            extra={
+                "seed": "000",
+                "source_model": "gbm-tissue-8",
+                "source_classes": list(GBM_CLASSES),
+                "tissue_mask_hsv": {"saturation_min": 15, "value_max": 240, "kernel": 5},
+            },
+        ),
+    ]
+
+
+def _mri_specs() -> list[ModelSpec]:
+    common: dict[str, Any] = {
+        "task": "semantic_segmentation",
+        "classes": ("background", "FLAIR abnormality"),
+        "colors": ("#000000", "#ffd700"),
+        "output": "logit",
+        "extra": {"seed": "001", "dataset": "Kaggle LGG MRI segmentation (Buda et al. 2019)"},
+    }
+    return [
+        ModelSpec(
+            name="mri-flair-unet",
+            architecture="unet",
+            arch_kwargs={
+                "in_channels": 3,
+                "out_channels": 1,
+                "depth": 5,
+                "base_features": 32,
+                "convs_per_block": 2,
+            },
+            input=_mri_input(),
+            description="FLAIR-abnormality segmentation of brain MRI slices (pre-contrast, "
+            "FLAIR, post-contrast) with the 5-floor U-Net of seed 001 (model 1)." + NO_WEIGHTS,
+            **common,
+        ),
+        ModelSpec(
+            name="mri-flair-transunet",
+            architecture="transunet",
+            arch_kwargs={
+                "in_channels": 3,
+                "out_channels": 1,
+                "base_features": 32,
+                "depth": 4,
+                "embed_dim": 256,
+                "num_heads": 8,
+                "num_layers": 4,
+                "mlp_ratio": 4.0,
+                "dropout": 0.1,
+                "img_size": 256,
+            },
+            input=_mri_input(),
+            description="FLAIR-abnormality segmentation of brain MRI slices with a TransUNet "
+            "(CNN encoder, transformer bottleneck, CNN decoder; seed 001)." + NO_WEIGHTS,
+            **common,
+        ),
+    ]
+
+
+def _ct_spec() -> ModelSpec:
+    return ModelSpec(
+        name="ct-metastasis",
+        task="slice_classification",
+        architecture="resnet50_slice",
+        arch_kwargs={"in_channels": 1, "hidden": 512, "dropout": 0.4},
+        input=InputSpec(
+            channels=("HU",),
+            normalization={"kind": "ct_window", "center": 40.0, "width": 80.0},
+            patch_size=(256, 256),
+            halo=0,
+            resolution=None,
+            resolution_unit="mm",
+            preprocessing=("brain_extraction", "ct_window"),
+        ),
+        classes=("no metastasis", "metastasis"),
+        colors=("#000000", "#ff00ff"),
+        output="logit",
+        threshold=0.10,
+        description="Brain-metastasis probability per head-CT slice (ResNet-50, one logit); "
+        "a patient is the maximum over its slices, positive above 0.10 (seed 002)." + NO_WEIGHTS,
+        extra={
+            "seed": "002",
+            "patient_pooling": "max",
+            "resize_to": [256, 256],
+            "brain_extraction_hu": [-50.0, 100.0],
+        },
+    )
+
+
+def _slide_specs() -> list[ModelSpec]:
+    return [
+        ModelSpec(
+            name="nuclei-lenet",
+            task="tile_classification",
+            architecture="lenet5",
+            arch_kwargs={"in_channels": 3, "n_classes": 2, "input_size": 256, "dropout": 0.5},
+            input=InputSpec(channels=RGB, normalization=dict(TO_UNIT), patch_size=(256, 256)),
+            classes=("NO_NUCLEUS", "NUCLEI"),
+            colors=("#000000", "#00ff00"),
+            output="probabilities",
+            description="Nuclei present / absent per 256x256 H&E window (LeNet-5); windows "
+            "every 128 px are aggregated into a nuclei mask (seed 003)." + NO_WEIGHTS,
+            extra={"seed": "003", "stride": 128},
+        ),
+        ModelSpec(
+            name="nuclei-hovernet",
+            task="instance_segmentation",
+            architecture="hovernet",
+            arch_kwargs={
+                "in_channels": 3,
+                "n_types": None,
+                "base_features": 32,
+                "encoder_depth": 4,
+            },
+            input=InputSpec(
+                channels=RGB,
+                normalization=dict(TO_UNIT),
+                patch_size=(256, 256),
+                halo=32,
+                resolution=0.5,
+                preprocessing=("tissue_mask",),
+            ),
+            classes=("background", "nucleus"),
+            colors=("#000000", "#ffff00"),
+            output="instances",
+            description="Nuclear instance segmentation of H&E (HoVer-Net style: nuclear "
+            "pixels plus horizontal/vertical distance maps, watershed; seed 004)." + NO_WEIGHTS,
+            extra={"seed": "004", "type_classes": []},
+        ),
+        ModelSpec(
+            name="ihc-to-he",
+            task="image_translation",
+            architecture="cyclegan_generator",
+            arch_kwargs={
+                "in_channels": 3,
+                "out_channels": 3,
+                "base_features": 64,
+                "n_blocks": 9,
+                "norm": "instance",
+            },
+            input=InputSpec(
+                channels=RGB,
+                normalization={"kind": "range", "scale": 255.0, "out_range": [-1.0, 1.0]},
+                patch_size=(256, 256),
+                halo=32,
+                resolution=0.5,
+            ),
+            classes=RGB,
+            colors=("#ff0000", "#00ff00", "#0000ff"),
+            output="image",
+            description="Virtual H&E from IHC (CycleGAN ResNet generator, 9 blocks); the "
+            "output can feed nuclei-hovernet (seed 004)." + NO_WEIGHTS,
+            extra={"seed": "004"},
+        ),
+    ]
+
+
+def default_specs() -> list[ModelSpec]:
+    """Fresh copies of the declared models, in menu order.
+
+    Returns
+    -------
+    list of ModelSpec
+        ``gbm-tissue-8``, ``lgg-tissue``, ``mri-flair-unet``, ``mri-flair-transunet``,
+        ``ct-metastasis``, ``nuclei-lenet``, ``nuclei-hovernet``, ``ihc-to-he``.
+    """
+    return [*_tissue_specs(), *_mri_specs(), _ct_spec(), *_slide_specs()]
