@@ -1,0 +1,231 @@
+"""From tiles to predictor outputs: read, preprocess, batch, predict, check, cache.
+
+:class:`TileComputer` turns a batch of :class:`~napari_neuroseg.engine.tiling.Tile` into one
+:class:`TileOutput` per tile. Tiles the ``tile_filter`` rejects are ``"skipped"``; tiles found
+in the cache are ``"cached"``; the rest are read (by reflection past the image border),
+passed through the preprocessing steps in the image's own layout (``"yx"`` or ``"yxc"``),
+converted to float32 ``"chw"``, checked for NaNs, stacked into one NCHW batch and predicted.
+Outputs are checked and cropped to the tile window (the halo removed) before caching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+from scipy import special
+
+from napari_neuroseg.engine.cache import CacheKey, TileCache, TileKey
+from napari_neuroseg.engine.errors import EngineError, TileError
+from napari_neuroseg.engine.tiling import Tile, TileGrid, read_patches
+
+Predictor = Callable[[np.ndarray], Any]
+PreprocessStep = Callable[[np.ndarray], np.ndarray]
+TileFilter = Callable[[Tile], bool]
+Mode = Literal["dense", "tile"]
+Activation = Literal["none", "softmax", "sigmoid"]
+MODES = ("dense", "tile")
+ACTIVATIONS = ("none", "softmax", "sigmoid")
+
+
+class TileOutput(NamedTuple):
+    """One tile's result.
+
+    ``values`` is ``(K, window_h, window_w)`` in dense mode, ``(K,)`` in tile mode, and None
+    when ``source`` is ``"skipped"``; ``source`` is ``"computed"``, ``"cached"`` or
+    ``"skipped"``.
+    """
+
+    tile: Tile
+    values: np.ndarray | None
+    source: str
+
+
+@dataclass
+class TileCounts:
+    """How the tiles of one prediction were obtained."""
+
+    computed: int = 0
+    cached: int = 0
+    skipped: int = 0
+    cancelled: int = 0
+
+    def count(self, output: TileOutput) -> None:
+        """Add one tile output to the tally."""
+        setattr(self, output.source, getattr(self, output.source) + 1)
+
+
+def apply_activation(values: np.ndarray, activation: str) -> np.ndarray:
+    """Softmax or sigmoid over axis 0 (the class axis), or ``values`` unchanged for "none"."""
+    if activation == "sigmoid":
+        return special.expit(values).astype(np.float32)
+    if activation == "softmax":
+        shifted = np.exp(values - values.max(axis=0, keepdims=True))
+        return (shifted / shifted.sum(axis=0, keepdims=True)).astype(np.float32)
+    return values
+
+
+@dataclass
+class TileComputer:
+    """Computes tile outputs of one image with one predictor.
+
+    Parameters
+    ----------
+    image : array-like
+        ``"yx"`` or ``"yxc"`` array, or ``"zyx"`` / ``"zyxc"`` when tiles carry a plane ``z``.
+    predictor : callable
+        ``predictor(batch)`` with ``batch`` float32 ``(N, C, H, W)``.
+    grid : TileGrid
+    mode : {"dense", "tile"}
+    preprocess : sequence of callable
+        Steps ``step(patch) -> patch`` on each raw patch, in order.
+    tile_filter : callable, optional
+        ``tile_filter(tile) -> bool``; False skips the tile.
+    cache : TileCache, optional
+    cache_key : CacheKey, optional
+        Required with ``cache``.
+    volume : bool
+        True when ``image`` is a ``"zyx"`` / ``"zyxc"`` volume and tiles carry their plane.
+    """
+
+    image: Any
+    predictor: Predictor
+    grid: TileGrid
+    mode: str = "dense"
+    preprocess: Sequence[PreprocessStep] = ()
+    tile_filter: TileFilter | None = None
+    cache: TileCache | None = None
+    cache_key: CacheKey | None = None
+    volume: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise EngineError(f"unknown mode {self.mode!r}; use one of {MODES}")
+        if self.cache is not None and self.cache_key is None:
+            raise EngineError("a cache needs a cache_key (image, model and preprocessing keys)")
+        self.preprocess = tuple(self.preprocess)
+
+    def _key(self, tile: Tile) -> TileKey:
+        assert self.cache_key is not None
+        return TileKey.make(self.cache_key, (*self.grid.key(), self.mode), tile.key)
+
+    def compute(self, tiles: Sequence[Tile]) -> list[TileOutput]:
+        """Outputs of ``tiles``, in the same order."""
+        outputs: dict[int, TileOutput] = {}
+        todo: list[tuple[int, Tile]] = []
+        for i, tile in enumerate(tiles):
+            if self.tile_filter is not None and not self.tile_filter(tile):
+                outputs[i] = TileOutput(tile, None, "skipped")
+                continue
+            hit = self.cache.get(self._key(tile)) if self.cache is not None else None
+            if hit is not None:
+                outputs[i] = TileOutput(tile, hit, "cached")
+            else:
+                todo.append((i, tile))
+        if todo:
+            values = self._predict([t for _, t in todo])
+            for (i, tile), v in zip(todo, values, strict=True):
+                if self.cache is not None:
+                    self.cache.put(self._key(tile), v)
+                outputs[i] = TileOutput(tile, v, "computed")
+        return [outputs[i] for i in range(len(tiles))]
+
+    def _read(self, tiles: Sequence[Tile]) -> list[np.ndarray]:
+        if not self.volume:
+            return read_patches(self.image, tiles)
+        patches: dict[int, np.ndarray] = {}
+        for z in sorted({t.z for t in tiles}):
+            idx = [i for i, t in enumerate(tiles) if t.z == z]
+            for i, patch in zip(
+                idx, read_patches(self.image[z], [tiles[i] for i in idx]), strict=True
+            ):
+                patches[i] = patch
+        return [patches[i] for i in range(len(tiles))]
+
+    def _prepare(self, tile: Tile, patch: np.ndarray) -> np.ndarray:
+        if self.preprocess and not patch.flags.owndata:
+            patch = patch.copy()  # a step working in place must not touch the caller's image
+        for step in self.preprocess:
+            try:
+                patch = np.asarray(step(patch))
+            except Exception as err:
+                name = getattr(step, "__name__", repr(step))
+                raise TileError(tile, f"preprocessing step {name} failed: {err}") from err
+        chw = patch[None] if patch.ndim == 2 else np.moveaxis(patch, -1, 0)
+        chw = np.ascontiguousarray(chw, dtype=np.float32)
+        if not np.isfinite(chw).all():
+            raise TileError(
+                tile, "input contains NaN or infinite values (check the image and preprocessing)"
+            )
+        return chw
+
+    def _predict(self, tiles: Sequence[Tile]) -> list[np.ndarray]:
+        batch = np.stack(
+            [self._prepare(t, p) for t, p in zip(tiles, self._read(tiles), strict=True)]
+        )
+        try:
+            out = self.predictor(batch)
+        except Exception as err:
+            raise TileError(
+                tiles[0],
+                f"the predictor failed on a batch of {len(tiles)} tile(s) of shape "
+                f"{batch.shape[1:]} (channels, height, width): {type(err).__name__}: {err}. "
+                f"The image gives {batch.shape[1]} channel(s) per pixel after preprocessing; "
+                "check that this matches the model's input channels (a 'zyx' volume goes "
+                "through predict_volume, not predict_region)",
+            ) from err
+        out = self._check_output(tiles, batch.shape, out)
+        return [self._crop(v) for v in out]
+
+    def _check_output(self, tiles: Sequence[Tile], in_shape: tuple, out: Any) -> np.ndarray:
+        if hasattr(out, "detach"):
+            out = out.detach().cpu().numpy()
+        out = np.asarray(out, dtype=np.float32)
+        n, _, h, w = in_shape
+        if self.mode == "tile" and out.ndim == 1 and out.shape[0] == n:
+            out = out[:, None]
+        ok = out.shape[0] == n and (
+            out.ndim == 2 if self.mode == "tile" else out.ndim == 4 and out.shape[2:] == (h, w)
+        )
+        if not ok:
+            want = "(N, K)" if self.mode == "tile" else f"(N, K, {h}, {w})"
+            hint = "" if self.mode == "tile" else "; per-tile outputs (N, K) need mode='tile'"
+            raise TileError(
+                tiles[0], f"predictor returned shape {out.shape}, expected {want} with N={n}{hint}"
+            )
+        bad = ~np.isfinite(out.reshape(n, -1)).all(axis=1)
+        if bad.any():
+            raise TileError(tiles[int(np.argmax(bad))], "the predictor returned NaN or infinity")
+        return out
+
+    def _crop(self, values: np.ndarray) -> np.ndarray:
+        halo = self.grid.halo
+        if self.mode == "tile" or halo == 0:
+            return values
+        return values[:, halo:-halo, halo:-halo]
+
+
+def iter_outputs(
+    computer: TileComputer,
+    tiles: Sequence[Tile],
+    *,
+    batch_size: int,
+    should_stop: Callable[[], bool] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Iterator[TileOutput]:
+    """Compute ``tiles`` batch by batch, yielding each output as soon as its batch is done.
+
+    ``should_stop()`` is checked before every batch (the generator then just ends);
+    ``on_progress(done, total)`` is called after every batch.
+    """
+    if batch_size < 1:
+        raise EngineError(f"batch_size must be at least 1, got {batch_size}")
+    total = len(tiles)
+    for start in range(0, total, batch_size):
+        if should_stop is not None and should_stop():
+            return
+        yield from computer.compute(tiles[start : start + batch_size])
+        if on_progress is not None:
+            on_progress(min(start + batch_size, total), total)

@@ -1,0 +1,379 @@
+"""Region prediction: tiles in, stitched per-class maps and labels out.
+
+:func:`predict_region` predicts one rectangle of a ``"yx"`` / ``"yxc"`` image,
+:func:`predict_volume` a ``"zyx"`` / ``"zyxc"`` volume slice by slice, and
+:func:`iter_predict_tiles` yields tile outputs as they complete, for viewers that paint
+results progressively. None of them knows about files, models or GUIs: a predictor is any
+callable from a float32 NCHW batch to ``(N, K, H, W)`` (``mode="dense"``) or ``(N, K)``
+(``mode="tile"``, broadcast over the tile's window).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from napari_neuroseg.engine.aggregate import labels_from_probabilities
+from napari_neuroseg.engine.blending import check_blend
+from napari_neuroseg.engine.cache import CacheKey, TileCache
+from napari_neuroseg.engine.compute import (
+    ACTIVATIONS,
+    Predictor,
+    PreprocessStep,
+    TileComputer,
+    TileCounts,
+    TileFilter,
+    TileOutput,
+    apply_activation,
+    iter_outputs,
+)
+from napari_neuroseg.engine.errors import EngineError
+from napari_neuroseg.engine.stitch import AggregatorFactory, stitch, world_offset
+from napari_neuroseg.engine.tiling import Region, Tile, TileGrid, coerce_region
+
+
+@dataclass
+class PredictionResult:
+    """Stitched output of one prediction.
+
+    Parameters
+    ----------
+    probabilities : array-like
+        ``(K, H, W)`` float32 (``(K, Z, H, W)`` for volumes): the blended predictor outputs
+        (probabilities when the predictor or ``activation`` makes them so). numpy, or dask
+        over zarr with :class:`~napari_neuroseg.engine.aggregate.ZarrAggregator`. 0 where no
+        tile was computed.
+    labels : array-like
+        ``(H, W)`` (or ``(Z, H, W)``) uint8 label map: argmax, or a threshold for one output.
+    covered : array-like or None
+        Boolean mask of the pixels some tile contributed to (None if the aggregator cannot say).
+    region : Region
+        The predicted pixels of the input image (in-plane for volumes).
+    planes : range or None
+        The predicted planes of a volume.
+    scale, translate : tuple of float
+        napari layer geometry that overlays the result on the input in world units.
+    counts : TileCounts
+        Tiles computed, served from the cache, skipped by the filter, or cancelled.
+    complete : bool
+        False when ``should_stop`` ended the prediction early.
+    """
+
+    probabilities: Any
+    labels: Any
+    covered: Any
+    region: Region
+    scale: tuple[float, ...]
+    translate: tuple[float, ...]
+    counts: TileCounts
+    complete: bool = True
+    planes: range | None = None
+
+    @property
+    def n_outputs(self) -> int:
+        """Number of output channels K."""
+        return int(self.probabilities.shape[0])
+
+
+def _check_options(blend: str, activation: str) -> None:
+    check_blend(blend)
+    if activation not in ACTIVATIONS:
+        raise EngineError(f"unknown activation {activation!r}; use one of {ACTIVATIONS}")
+
+
+def _order(tiles: list[Tile], focus: tuple[float, float] | None) -> list[Tile]:
+    if focus is None:
+        return tiles
+    fy, fx = focus
+    return sorted(tiles, key=lambda t: math.hypot(t.core.center[0] - fy, t.core.center[1] - fx))
+
+
+def _outputs(
+    computer: TileComputer,
+    tiles: list[Tile],
+    activation: str,
+    batch_size: int,
+    should_stop: Callable[[], bool] | None,
+    on_progress: Callable[[int, int], None] | None,
+) -> Iterator[TileOutput]:
+    outputs = iter_outputs(
+        computer, tiles, batch_size=batch_size, should_stop=should_stop, on_progress=on_progress
+    )
+    for out in outputs:
+        if out.values is not None and activation != "none":
+            out = out._replace(values=apply_activation(out.values, activation))
+        yield out
+
+
+def iter_predict_tiles(
+    image: Any,
+    predictor: Predictor,
+    *,
+    patch_size: int | tuple[int, int],
+    halo: int,
+    region: Region | tuple[slice, slice] | None = None,
+    batch_size: int = 8,
+    blend: str = "gaussian",
+    mode: str = "dense",
+    overlap: int = 0,
+    preprocess: Sequence[PreprocessStep] = (),
+    tile_filter: TileFilter | None = None,
+    cache: TileCache | None = None,
+    cache_key: CacheKey | None = None,
+    activation: str = "none",
+    focus: tuple[float, float] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Iterator[TileOutput]:
+    """Yield one :class:`~napari_neuroseg.engine.compute.TileOutput` per tile of ``region``.
+
+    Takes the arguments of :func:`predict_region` (except ``n_outputs``, ``threshold``,
+    ``aggregator``, ``scale`` and ``translate``) plus ``focus``: a (y, x) point whose nearest
+    tiles come first (raster order when None). ``blend`` only decides which tiles are needed
+    (``"none"``: those whose core meets the region; otherwise those whose window does). Each
+    output's values already went through ``activation``. Arguments are checked at the call;
+    the returned generator ends early when ``should_stop()`` turns true (checked before each
+    batch).
+    """
+    _check_options(blend, activation)
+    computer, tiles, _ = _plan_image(
+        image,
+        predictor,
+        region,
+        blend,
+        patch_size=patch_size,
+        halo=halo,
+        overlap=overlap,
+        mode=mode,
+        preprocess=preprocess,
+        tile_filter=tile_filter,
+        cache=cache,
+        cache_key=cache_key,
+    )
+    return _outputs(
+        computer, _order(tiles, focus), activation, batch_size, should_stop, on_progress
+    )
+
+
+def _plan_image(
+    image: Any,
+    predictor: Predictor,
+    region: Region | tuple[slice, slice] | None,
+    blend: str,
+    *,
+    patch_size: int | tuple[int, int],
+    halo: int,
+    overlap: int,
+    **options: Any,
+) -> tuple[TileComputer, list[Tile], Region]:
+    """Check the image and geometry; the computer (``options`` go to it), tiles and region."""
+    if image.ndim not in (2, 3):
+        raise EngineError(
+            f"expected a 'yx' or 'yxc' image, got shape {tuple(image.shape)}; "
+            "use predict_volume for 'zyx' volumes"
+        )
+    grid = TileGrid(tuple(image.shape[:2]), patch_size, halo, overlap)
+    region = coerce_region(region, image.shape[:2])
+    tiles = grid.tiles_in(region, blended=blend != "none")
+    return TileComputer(image, predictor, grid, **options), tiles, region
+
+
+def predict_region(
+    image: Any,
+    predictor: Predictor,
+    *,
+    patch_size: int | tuple[int, int],
+    halo: int,
+    region: Region | tuple[slice, slice] | None = None,
+    batch_size: int = 8,
+    blend: str = "gaussian",
+    mode: str = "dense",
+    n_outputs: int | None = None,
+    overlap: int = 0,
+    preprocess: Sequence[PreprocessStep] = (),
+    tile_filter: TileFilter | None = None,
+    cache: TileCache | None = None,
+    cache_key: CacheKey | None = None,
+    activation: str = "none",
+    threshold: float | None = None,
+    aggregator: AggregatorFactory | None = None,
+    scale: Sequence[float] = (1.0, 1.0),
+    translate: Sequence[float] = (0.0, 0.0),
+    should_stop: Callable[[], bool] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> PredictionResult:
+    """Predict a region of a 2D image tile by tile and stitch the result.
+
+    Parameters
+    ----------
+    image : array-like
+        Dask or numpy array (or a :class:`~napari_neuroseg.engine.levels.ResampledArray`),
+        axes ``"yx"`` or ``"yxc"``. Only the tiles' pixels are read.
+    predictor : callable
+        ``predictor(batch)``: float32 ``(N, C, H, W)`` -> ``(N, K, H, W)`` or ``(N, K)``.
+    patch_size : int or (int, int)
+        Predictor input size, halo included.
+    halo : int
+        Context pixels on each side of a patch that are cropped from its output. A predictor
+        whose receptive field fits in the halo stitches exactly (no seams).
+    region : Region or (slice, slice), optional
+        Pixels to predict; the whole image when None. Must lie inside the image.
+    batch_size : int
+        Tiles per predictor call.
+    blend : {"gaussian", "linear", "constant", "none"}
+        Weights where tile windows overlap; ``"none"`` writes only the tiles' cores.
+    mode : {"dense", "tile"}
+        Dense outputs per pixel, or one output per tile broadcast over its window.
+    n_outputs : int, optional
+        Expected K (checked; also the shape when every tile is skipped, default 1).
+    overlap : int
+        How much neighbouring tile windows overlap (stride = patch - 2 halo - overlap).
+    preprocess : sequence of callable
+        ``step(patch) -> patch`` on each raw ``"yx"`` / ``"yxc"`` patch, before float32 CHW.
+    tile_filter : callable, optional
+        ``tile_filter(tile) -> bool``: False skips the tile (e.g. no tissue).
+    cache : TileCache, optional
+        Tile outputs are looked up and stored here, under ``cache_key``.
+    cache_key : CacheKey, optional
+        Image, level, model and preprocessing keys; required with ``cache``.
+    activation : {"none", "softmax", "sigmoid"}
+        Applied to each tile's outputs over K before blending.
+    threshold : float, optional
+        Label threshold for K == 1 (default 0.5) or K == 2 (see ``labels_from_probabilities``).
+    aggregator : callable, optional
+        ``factory(n_outputs, shape, origin=...)`` returning an aggregator, e.g.
+        ``functools.partial(ZarrAggregator, "out.zarr")``; in memory when None.
+    scale, translate : (float, float)
+        World geometry of ``image``'s pixel (0, 0); the result's is derived from them.
+    should_stop : callable, optional
+        Checked before every batch; the result is then partial (``complete=False``).
+    on_progress : callable, optional
+        ``on_progress(done, total)`` after every batch.
+
+    Returns
+    -------
+    PredictionResult
+
+    Raises
+    ------
+    EngineError
+        Bad geometry or options, a region outside the image.
+    TileError
+        A tile with NaNs, a failing preprocessing step or predictor, or outputs of the wrong
+        shape; the message names the tile.
+    """
+    _check_options(blend, activation)
+    computer, tiles, region = _plan_image(
+        image,
+        predictor,
+        region,
+        blend,
+        patch_size=patch_size,
+        halo=halo,
+        overlap=overlap,
+        mode=mode,
+        preprocess=preprocess,
+        tile_filter=tile_filter,
+        cache=cache,
+        cache_key=cache_key,
+    )
+    outputs = _outputs(computer, tiles, activation, batch_size, should_stop, on_progress)
+    values, covered, counts = stitch(
+        outputs,
+        len(tiles),
+        shape=region.shape,
+        origin=region.start,
+        blend=blend,
+        mode=mode,
+        n_outputs=n_outputs,
+        aggregator=aggregator,
+    )
+    return PredictionResult(
+        probabilities=values,
+        labels=labels_from_probabilities(values, threshold),
+        covered=covered,
+        region=region,
+        scale=tuple(float(s) for s in scale),
+        translate=world_offset(translate, scale, region.start),
+        counts=counts,
+        complete=counts.cancelled == 0,
+    )
+
+
+def predict_volume(
+    volume: Any,
+    predictor: Predictor,
+    *,
+    patch_size: int | tuple[int, int],
+    halo: int,
+    planes: range | slice | None = None,
+    region: Region | tuple[slice, slice] | None = None,
+    batch_size: int = 8,
+    blend: str = "gaussian",
+    mode: str = "dense",
+    n_outputs: int | None = None,
+    overlap: int = 0,
+    preprocess: Sequence[PreprocessStep] = (),
+    tile_filter: TileFilter | None = None,
+    cache: TileCache | None = None,
+    cache_key: CacheKey | None = None,
+    activation: str = "none",
+    threshold: float | None = None,
+    aggregator: AggregatorFactory | None = None,
+    scale: Sequence[float] = (1.0, 1.0, 1.0),
+    translate: Sequence[float] = (0.0, 0.0, 0.0),
+    should_stop: Callable[[], bool] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> PredictionResult:
+    """Predict a ``"zyx"`` / ``"zyxc"`` volume slice by slice (2D tiles on every plane).
+
+    Takes the arguments of :func:`predict_region`, plus ``planes`` (a range or slice of z,
+    all planes when None); ``region`` is in-plane, ``scale`` / ``translate`` are (z, y, x).
+    Tiles carry their plane (``tile.z``) and batches may mix planes. The result's maps are
+    ``(K, Z, H, W)`` and labels ``(Z, H, W)``.
+    """
+    _check_options(blend, activation)
+    if volume.ndim not in (3, 4):
+        raise EngineError(f"expected a 'zyx' or 'zyxc' volume, got shape {tuple(volume.shape)}")
+    z_range = _coerce_planes(planes, volume.shape[0])
+    grid = TileGrid(tuple(volume.shape[1:3]), patch_size, halo, overlap)
+    region = coerce_region(region, volume.shape[1:3])
+    tiles = [t for z in z_range for t in grid.tiles_in(region, blended=blend != "none", z=z)]
+    computer = TileComputer(
+        volume, predictor, grid, mode, preprocess, tile_filter, cache, cache_key, volume=True
+    )
+    outputs = _outputs(computer, tiles, activation, batch_size, should_stop, on_progress)
+    values, covered, counts = stitch(
+        outputs,
+        len(tiles),
+        shape=(len(z_range), *region.shape),
+        origin=(z_range.start, *region.start),
+        blend=blend,
+        mode=mode,
+        n_outputs=n_outputs,
+        aggregator=aggregator,
+    )
+    start = (z_range.start, *region.start)
+    return PredictionResult(
+        probabilities=values,
+        labels=labels_from_probabilities(values, threshold),
+        covered=covered,
+        region=region,
+        planes=z_range,
+        scale=tuple(float(s) for s in scale),
+        translate=world_offset(translate, scale, start),
+        counts=counts,
+        complete=counts.cancelled == 0,
+    )
+
+
+def _coerce_planes(planes: range | slice | None, depth: int) -> range:
+    if planes is None:
+        return range(depth)
+    if isinstance(planes, slice):
+        planes = range(*planes.indices(depth))
+    if planes.step != 1 or len(planes) == 0 or planes.start < 0 or planes.stop > depth:
+        raise EngineError(f"planes {planes} must be a non-empty, step-1 range inside 0:{depth}")
+    return planes
