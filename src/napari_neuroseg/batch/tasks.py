@@ -1,0 +1,133 @@
+"""The units of batch work: a picklable model description and one slide region per task.
+
+A task carries everything it needs (the slide plan, the model's checkpoint path, the region),
+so the same function runs in a local thread or on a dask.distributed worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_neuroseg.analysis.slide import SlidePlan, predict_slide
+from napari_neuroseg.engine import Region, TileCache
+from napari_neuroseg.models.checkpoint import read_sidecar
+from napari_neuroseg.models.registry import ModelRegistry
+from napari_neuroseg.models.runner import ModelRunner
+from napari_neuroseg.models.spec import ModelSpec
+
+
+class BatchError(ValueError):
+    """A batch run that cannot start (unknown model, no weights); the message says why."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a batch run's model comes from; cheap to send to workers.
+
+    Parameters
+    ----------
+    model : str
+        A checkpoint path (``.safetensors`` with its ``.json`` sidecar) or a registry name.
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``...
+    random_weights : bool
+        Allow a registry model without a checkpoint to run with random weights (for trying
+        the pipeline; its outputs mean nothing and the summary says so).
+    batch_size : int
+    """
+
+    model: str
+    device: str = "auto"
+    random_weights: bool = False
+    batch_size: int = 8
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """The checkpoint file, if ``model`` names one."""
+        path = Path(self.model)
+        if path.suffix in (".safetensors", ".json") or path.with_suffix(".json").is_file():
+            return path
+        return None
+
+    def spec(self) -> ModelSpec:
+        """The model's spec (from the checkpoint's sidecar or the registry)."""
+        if self.checkpoint is not None:
+            return ModelSpec.from_dict(read_sidecar(self.checkpoint)["spec"])
+        registry = ModelRegistry()
+        if self.model not in registry.names():
+            raise BatchError(f"unknown model {self.model!r}: give a checkpoint file or one of "
+                             f"{', '.join(registry.names())}")
+        if not self.random_weights:
+            raise BatchError(f"{self.model} has no trained weights here: give a checkpoint "
+                             "(--model path/to/model.safetensors) or --random-weights to try "
+                             "the pipeline with meaningless outputs")
+        return registry.get(self.model)
+
+    def key(self) -> str:
+        """Identifies the weights (for the tile cache): the checkpoint hash or the seed."""
+        if self.checkpoint is not None:
+            sidecar = read_sidecar(self.checkpoint)
+            return f"{sidecar['spec']['name']}:{sidecar.get('weights_sha256', '')[:16]}"
+        return f"{self.model}:random-seed0"
+
+    def runner(self) -> ModelRunner:
+        """Load the model (in the process that runs the task)."""
+        if self.checkpoint is not None:
+            return ModelRunner.from_checkpoint(self.checkpoint, device=self.device,
+                                               batch_size=self.batch_size)
+        return ModelRunner.from_spec(self.spec(), device=self.device,
+                                     batch_size=self.batch_size)
+
+
+def slide_regions(plan: SlidePlan, size: int) -> list[Region]:
+    """Split the slide into level-0 regions of about ``size`` working pixels a side.
+
+    Region edges fall on multiples of the engine's tile stride at the working level, so no
+    tile is computed by two tasks.
+    """
+    spec = plan.spec
+    stride = spec.input.patch_size[0] - 2 * spec.input.halo - int(spec.extra.get("overlap", 0))
+    step = max(stride, (size // stride) * stride)
+    k = plan.choice.working_mpp / plan.choice.base_mpp
+    h, w = plan.working_shape
+    base_h, base_w = plan.image.shape[0], plan.image.shape[1]
+    regions = []
+    for y in range(0, h, step):
+        for x in range(0, w, step):
+            regions.append(Region(int(y * k), int(x * k), min(base_h, round((y + step) * k)),
+                                  min(base_w, round((x + step) * k))))
+    return regions
+
+
+def cache_dir(root: Path, plan: SlidePlan, source: ModelSource) -> Path:
+    """The on-disk tile cache of one slide and model (what makes an interrupted run resume)."""
+    name = hashlib.sha256(f"{plan.image.source}|{source.key()}".encode()).hexdigest()[:16]
+    return root / name
+
+
+def predict_slide_region(plan: SlidePlan, source: ModelSource, region: Region,
+                         cache_root: str | None = None) -> tuple[Region, np.ndarray, np.ndarray]:
+    """One task: predict ``region`` (level-0 pixels) of a planned slide.
+
+    Returns
+    -------
+    region : Region
+        The region on the working grid.
+    probabilities : numpy.ndarray
+        ``(K, h, w)`` float32.
+    covered : numpy.ndarray
+        ``(h, w)`` bool: pixels some tile contributed to (False where tissue was skipped).
+    """
+    cache = None
+    if cache_root is not None:
+        cache = TileCache(max_bytes=64 * 2**20,
+                          directory=cache_dir(Path(cache_root), plan, source))
+    result = predict_slide(plan, source.runner(), region=region, model_key=source.key(),
+                           cache=cache, batch_size=source.batch_size)
+    covered = result.covered if result.covered is not None else np.ones(
+        np.shape(result.labels), bool)
+    return result.region, np.asarray(result.probabilities, np.float32), np.asarray(covered)

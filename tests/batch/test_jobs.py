@@ -1,0 +1,106 @@
+"""Batch prediction end to end on small synthetic inputs with a tiny real checkpoint."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from napari_neuroseg.__main__ import main
+from napari_neuroseg.batch import ModelSource, predict_inputs
+from napari_neuroseg.batch.tasks import BatchError
+from napari_neuroseg.io.ome_zarr import read_ome_zarr
+from napari_neuroseg.models.checkpoint import save_checkpoint
+from napari_neuroseg.models.registry import ModelRegistry
+from napari_neuroseg.models.runner import ModelRunner
+from napari_neuroseg.models.spec import InputSpec, ModelSpec
+from napari_neuroseg.samples.ct import write_ct_series
+from napari_neuroseg.samples.slide import write_synthetic_slide
+
+SPEC = ModelSpec(
+    name="toy-tissue",
+    task="semantic_segmentation",
+    architecture="unet",
+    arch_kwargs={"in_channels": 3, "out_channels": 2, "depth": 2, "base_features": 4},
+    input=InputSpec(("R", "G", "B"), {"kind": "range", "scale": 255.0}, (64, 64), halo=8,
+                    resolution=1.0, preprocessing=("tissue_mask",)),
+    classes=("background", "tissue"),
+    colors=("#000000", "#ff00ff"),
+    output="probabilities",
+    synthetic=True,
+)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("batch")
+    ckpt = save_checkpoint(root / "toy", ModelRegistry().build(SPEC), SPEC)
+    slide = write_synthetic_slide(root / "slide.tif", size=(768, 1024), tile=256, mpp=0.5,
+                                  layout="pages", compression="zlib", levels=3)
+    write_ct_series(root / "ct", n_slices=3, size=32)
+    bad = root / "notes.txt"
+    bad.write_text("not an image")
+    return ckpt, [slide, root / "ct", bad]
+
+
+def _calls(monkeypatch):
+    counter = {"tiles": 0}
+    original = ModelRunner.__call__
+
+    def counting(self, batch):
+        counter["tiles"] += len(batch)
+        return original(self, batch)
+
+    monkeypatch.setattr(ModelRunner, "__call__", counting)
+    return counter
+
+
+def test_predicts_slides_reports_failures_and_resumes(inputs, tmp_path, monkeypatch):
+    ckpt, paths = inputs
+    source = ModelSource(str(ckpt), device="cpu")
+    calls = _calls(monkeypatch)
+    rows = predict_inputs(paths, source, tmp_path / "out", region_size=128, log=lambda m: None)
+    status = {r["input"]: r["status"] for r in rows}
+    assert status[str(paths[0])] == "ok"
+    assert status[str(paths[1])].startswith("failed") and "runs on slides" in status[str(paths[1])]
+    assert status[str(paths[2])].startswith("failed")
+    first = calls["tiles"]
+    assert first > 0
+    out = tmp_path / "out" / "slide"
+    labels, attrs = read_ome_zarr(out / "labels.ome.zarr")
+    probs, _ = read_ome_zarr(out / "probabilities.ome.zarr")
+    assert labels[0].shape == (384, 512) and probs[0].shape == (2, 384, 512)
+    assert attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [
+        1.0, 1.0]
+    p = probs[0].compute()
+    covered = p.sum(axis=0) > 0
+    np.testing.assert_allclose(p.sum(axis=0)[covered], 1.0, atol=1e-4)
+    assert 0 < covered.mean() < 1  # background tiles were skipped
+    with open(tmp_path / "out" / "summary.csv") as fh:
+        summary = list(csv.DictReader(fh))
+    row = next(r for r in summary if r["status"] == "ok")
+    total = float(row["area_mm2:background"]) + float(row["area_mm2:tissue"])
+    assert total == pytest.approx(float(row["analysed_mm2"]))
+    assert row["synthetic_model"] == "1" and row["random_weights"] == "0"
+
+    # the same command again: every tile comes from the disk cache
+    calls["tiles"] = 0
+    predict_inputs(paths[:1], source, tmp_path / "out", region_size=128, log=lambda m: None)
+    assert calls["tiles"] == 0
+    again, _ = read_ome_zarr(out / "probabilities.ome.zarr")
+    np.testing.assert_allclose(again[0].compute(), p, atol=1e-6)
+
+
+def test_registry_model_without_weights_needs_random_weights():
+    with pytest.raises(BatchError, match="no trained weights"):
+        ModelSource("lgg-tissue").spec()
+    with pytest.raises(BatchError, match="unknown model"):
+        ModelSource("no-such-model").spec()
+    assert ModelSource("lgg-tissue", random_weights=True).spec().name == "lgg-tissue"
+
+
+def test_cli_exit_code_is_1_when_an_input_failed(inputs, tmp_path):
+    ckpt, paths = inputs
+    code = main(["predict", str(paths[2]), "--model", str(ckpt), "--out", str(tmp_path / "o"),
+                 "--device", "cpu"])
+    assert code == 1
+    assert (tmp_path / "o" / "summary.csv").read_text().count("failed") == 1
