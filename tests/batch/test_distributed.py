@@ -4,17 +4,17 @@ import pytest
 
 from napari_neuroseg.batch import ModelSource, predict_inputs
 from napari_neuroseg.io.ome_zarr import read_ome_zarr
+from napari_neuroseg.models.checkpoint import save_checkpoint
+from napari_neuroseg.models.registry import ModelRegistry
+from napari_neuroseg.samples.slide import write_synthetic_slide
+
+from .conftest import SPEC
 
 distributed = pytest.importorskip("distributed")
 
 
 @pytest.mark.slow
 def test_region_tasks_run_on_a_cluster(tmp_path):
-    from tests.batch.test_jobs import SPEC  # the same tiny model as the local test
-    from napari_neuroseg.models.checkpoint import save_checkpoint
-    from napari_neuroseg.models.registry import ModelRegistry
-    from napari_neuroseg.samples.slide import write_synthetic_slide
-
     ckpt = save_checkpoint(tmp_path / "toy", ModelRegistry().build(SPEC), SPEC)
     slide = write_synthetic_slide(tmp_path / "slide.tif", size=(512, 768), tile=256, mpp=0.5,
                                   layout="pages", compression="zlib", levels=2)

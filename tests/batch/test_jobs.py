@@ -12,22 +12,10 @@ from napari_neuroseg.io.ome_zarr import read_ome_zarr
 from napari_neuroseg.models.checkpoint import save_checkpoint
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.runner import ModelRunner
-from napari_neuroseg.models.spec import InputSpec, ModelSpec
 from napari_neuroseg.samples.ct import write_ct_series
 from napari_neuroseg.samples.slide import write_synthetic_slide
 
-SPEC = ModelSpec(
-    name="toy-tissue",
-    task="semantic_segmentation",
-    architecture="unet",
-    arch_kwargs={"in_channels": 3, "out_channels": 2, "depth": 2, "base_features": 4},
-    input=InputSpec(("R", "G", "B"), {"kind": "range", "scale": 255.0}, (64, 64), halo=8,
-                    resolution=1.0, preprocessing=("tissue_mask",)),
-    classes=("background", "tissue"),
-    colors=("#000000", "#ff00ff"),
-    output="probabilities",
-    synthetic=True,
-)
+from .conftest import SPEC
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,16 @@
+"""The tiny slide model the batch tests run (a real U-Net, 2 floors, 4 features)."""
+
+from napari_neuroseg.models.spec import InputSpec, ModelSpec
+
+SPEC = ModelSpec(
+    name="toy-tissue",
+    task="semantic_segmentation",
+    architecture="unet",
+    arch_kwargs={"in_channels": 3, "out_channels": 2, "depth": 2, "base_features": 4},
+    input=InputSpec(("R", "G", "B"), {"kind": "range", "scale": 255.0}, (64, 64), halo=8,
+                    resolution=1.0, preprocessing=("tissue_mask",)),
+    classes=("background", "tissue"),
+    colors=("#000000", "#ff00ff"),
+    output="probabilities",
+    synthetic=True,
+)
