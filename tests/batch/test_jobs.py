@@ -92,3 +92,11 @@ def test_cli_exit_code_is_1_when_an_input_failed(inputs, tmp_path):
                  "--device", "cpu"])
     assert code == 1
     assert (tmp_path / "o" / "summary.csv").read_text().count("failed") == 1
+
+
+def test_progress_bar():
+    from napari_neuroseg.batch.jobs import progress_bar
+
+    assert progress_bar(0, 4, width=8) == "[........]   0%"
+    assert progress_bar(3, 4, width=8) == "[######..]  75%"
+    assert progress_bar(4, 4, width=8) == "[########] 100%"

@@ -90,7 +90,7 @@ def _run_slide(image, spec, source, out, executor, opts, log) -> dict[str, Any]:
         box = (slice(region.y0, region.y1), slice(region.x0, region.x1))
         probs[(slice(None), *box)] = values
         covered[box] = cov
-        log(f"  region {done}/{len(regions)}")
+        log(f"  {progress_bar(done, len(regions))} region {done}/{len(regions)}")
     import dask.array as da
 
     p = da.from_zarr(probs)
@@ -107,6 +107,13 @@ def _run_slide(image, spec, source, out, executor, opts, log) -> dict[str, Any]:
            for name, n in zip(spec.classes, counts, strict=False)}
     row["analysed_mm2"] = round(float(c.sum().compute()) * pixel_mm2, 6)
     return row
+
+
+def progress_bar(done: int, total: int, width: int = 30) -> str:
+    """``[#########.........]  45%``: a text progress bar for log lines."""
+    filled = round(width * done / total) if total else width
+    percent = round(100 * done / total) if total else 100
+    return f"[{'#' * filled}{'.' * (width - filled)}] {percent:3d}%"
 
 
 def _run_volume(image, spec, source, out, opts, log) -> dict[str, Any]:
