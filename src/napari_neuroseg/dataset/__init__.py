@@ -1,0 +1,26 @@
+"""The training dataset layout: ``manifest.json`` + ``images/`` + ``masks/`` (torch-free).
+
+Every ``python -m training`` task reads this layout and the plugin's export writes it; the
+converters turn the layouts people already have into it. See ``docs/dataset-format.md``.
+"""
+
+from .convert_ct import convert_ct_labels
+from .convert_kaggle import convert_kaggle_lgg
+from .convert_nuclei import convert_nuclei_tiles
+from .layout import Dataset
+from .manifest import FORMAT, FORMAT_VERSION, TASK_RULES, DatasetError, Item, TaskRule
+from .writer import DatasetWriter
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "TASK_RULES",
+    "Dataset",
+    "DatasetError",
+    "DatasetWriter",
+    "Item",
+    "TaskRule",
+    "convert_ct_labels",
+    "convert_kaggle_lgg",
+    "convert_nuclei_tiles",
+]
