@@ -6,7 +6,8 @@
   max-pooled per patient (:func:`napari_neuroseg.models.resnet.patient_max_pool_tensor`) and the
   loss counted once per patient (:func:`training.losses.patient_bce_loss`);
   :func:`batch_patient_index` numbers the patients of a batch for that.
-- :func:`search_threshold`: the probability threshold maximising patient-level F1, with its
+- the probability threshold maximising patient-level F1 is
+  :func:`training.metrics.threshold_search`, with its
   sensitivity and specificity (seed 002 reports an optimal threshold of 0.10).
 """
 
@@ -191,65 +192,3 @@ def batch_patient_index(
     index = torch.tensor([number[p] for p in patient_ids], dtype=torch.long, device=device)
     return index, patients
 
-
-@dataclass(frozen=True)
-class ThresholdResult:
-    """Best threshold (predict positive when ``prob >= threshold``) and its metrics."""
-
-    threshold: float
-    f1: float
-    sensitivity: float
-    specificity: float
-
-
-def binary_rates(predicted: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
-    """``(f1, sensitivity, specificity)`` of boolean predictions (0 where undefined)."""
-    predicted, labels = np.asarray(predicted, bool), np.asarray(labels, bool)
-    tp = int(np.sum(predicted & labels))
-    fp = int(np.sum(predicted & ~labels))
-    fn = int(np.sum(~predicted & labels))
-    tn = int(np.sum(~predicted & ~labels))
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-    sensitivity = tp / (tp + fn) if tp + fn else 0.0
-    specificity = tn / (tn + fp) if tn + fp else 0.0
-    return f1, sensitivity, specificity
-
-
-def search_threshold(
-    probs: Sequence[float] | np.ndarray,
-    labels: Sequence[int] | np.ndarray,
-    thresholds: Sequence[float] | np.ndarray | None = None,
-) -> ThresholdResult:
-    """The threshold that maximises F1 (ties: higher specificity, then higher threshold).
-
-    Parameters
-    ----------
-    probs : array-like (n,)
-        Patient probabilities.
-    labels : array-like (n,)
-        0/1 patient labels.
-    thresholds : array-like, optional
-        Candidates; default every distinct probability (the exact optimum). A grid such as
-        ``np.arange(0.05, 1, 0.05)`` gives rounder values.
-
-    Returns
-    -------
-    ThresholdResult
-    """
-    probs = np.asarray(probs, dtype=np.float64).reshape(-1)
-    labels = np.asarray(labels).reshape(-1)
-    if probs.size != labels.size or probs.size == 0:
-        raise ValueError(f"{probs.size} probabilities for {labels.size} labels")
-    if not np.all(np.isin(labels, (0, 1))):
-        raise ValueError("labels must be 0 or 1")
-    if not np.all(np.isfinite(probs)):
-        raise ValueError("probabilities must be finite")
-    candidates = np.unique(probs if thresholds is None else np.asarray(thresholds, float))
-    best: tuple[float, float, float] | None = None
-    result = ThresholdResult(float(candidates[0]), 0.0, 0.0, 0.0)
-    for threshold in candidates:
-        f1, sens, spec = binary_rates(probs >= threshold, labels == 1)
-        key = (f1, spec, float(threshold))
-        if best is None or key > best:
-            best, result = key, ThresholdResult(float(threshold), f1, sens, spec)
-    return result

@@ -13,10 +13,8 @@ from training.losses import patient_bce_loss
 from training.split import (
     PatientBatchSampler,
     batch_patient_index,
-    binary_rates,
     patient_labels,
     patient_split,
-    search_threshold,
 )
 
 
@@ -104,31 +102,3 @@ def test_patient_batches_feed_the_patient_loss():
         logits = torch.zeros(len(batch_ids))
         target = torch.tensor([float(by_patient[p]) for p in patients])
         assert float(patient_bce_loss(logits, index, target)) == pytest.approx(np.log(2))
-
-
-def test_threshold_search_known_cases():
-    perfect = search_threshold([0.1, 0.2, 0.3, 0.4, 0.9], [0, 0, 1, 1, 1])
-    assert perfect.threshold == 0.3
-    assert (perfect.f1, perfect.sensitivity, perfect.specificity) == (1.0, 1.0, 1.0)
-    # Overlap: at 0.35 tp 2, fp 2, fn 0 -> F1 2/3; at 0.2 F1 4/7; at 0.6 F1 1/2.
-    probs, labels = np.array([0.2, 0.35, 0.4, 0.6, 0.7]), np.array([0, 1, 0, 1, 0])
-    res = search_threshold(probs, labels)
-    best = max(binary_rates(probs >= t, labels == 1)[0] for t in np.linspace(0, 1, 1001))
-    assert res.f1 == pytest.approx(best)
-    assert res.f1 == pytest.approx(2 / 3) and res.threshold == 0.35
-    assert res.sensitivity == 1.0 and res.specificity == pytest.approx(1 / 3)
-
-
-def test_threshold_search_grid_and_validation():
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 2, 200)
-    probs = np.clip(0.3 * labels + rng.normal(0.35, 0.2, 200), 0, 1)
-    exact = search_threshold(probs, labels)
-    grid = search_threshold(probs, labels, thresholds=np.arange(0.05, 1.0, 0.05))
-    assert grid.f1 <= exact.f1 + 1e-12
-    f1, sens, spec = binary_rates(probs >= exact.threshold, labels == 1)
-    assert (f1, sens, spec) == (exact.f1, exact.sensitivity, exact.specificity)
-    with pytest.raises(ValueError, match="0 or 1"):
-        search_threshold([0.5], [2])
-    with pytest.raises(ValueError, match="finite"):
-        search_threshold([np.nan], [1])
