@@ -173,3 +173,22 @@ def test_in_place_preprocessing_never_touches_the_image():
     grid = TileGrid((32, 32), 16)
     out = TileComputer(img, lambda b: b, grid, preprocess=[in_place]).compute([grid.tile(0, 0)])
     assert (out[0].values == 10).all() and (img == 1).all()
+
+
+def test_skipped_tiles_take_no_place_in_a_batch():
+    from napari_neuroseg.engine import predict_region
+
+    image = np.random.default_rng(0).random((256, 256)).astype(np.float32)
+    sizes: list[int] = []
+
+    def predictor(batch):
+        sizes.append(len(batch))
+        return batch * 2
+
+    progress: list[tuple[int, int]] = []
+    result = predict_region(image, predictor, patch_size=32, halo=0, batch_size=4,
+                            tile_filter=lambda tile: tile.col % 2 == 0,
+                            on_progress=lambda d, t: progress.append((d, t)))
+    assert result.counts.skipped == 32 and result.counts.computed == 32
+    assert sizes == [4] * 8  # full batches although every other tile is skipped
+    assert progress[-1] == (64, 64) and len(progress) == len(set(progress))

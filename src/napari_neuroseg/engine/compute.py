@@ -111,26 +111,30 @@ class TileComputer:
         assert self.cache_key is not None
         return TileKey.make(self.cache_key, (*self.grid.key(), self.mode), tile.key)
 
+    def triage(self, tile: Tile) -> TileOutput | None:
+        """The output of a tile that needs no prediction (skipped or cached), else None."""
+        if self.tile_filter is not None and not self.tile_filter(tile):
+            return TileOutput(tile, None, "skipped")
+        hit = self.cache.get(self._key(tile)) if self.cache is not None else None
+        return TileOutput(tile, hit, "cached") if hit is not None else None
+
+    def predict(self, tiles: Sequence[Tile]) -> list[TileOutput]:
+        """Predict ``tiles`` as one batch (no filter, no cache lookup) and cache the results."""
+        outputs = []
+        for tile, v in zip(tiles, self._predict(tiles), strict=True):
+            if self.cache is not None:
+                self.cache.put(self._key(tile), v)
+            outputs.append(TileOutput(tile, v, "computed"))
+        return outputs
+
     def compute(self, tiles: Sequence[Tile]) -> list[TileOutput]:
         """Outputs of ``tiles``, in the same order."""
-        outputs: dict[int, TileOutput] = {}
-        todo: list[tuple[int, Tile]] = []
-        for i, tile in enumerate(tiles):
-            if self.tile_filter is not None and not self.tile_filter(tile):
-                outputs[i] = TileOutput(tile, None, "skipped")
-                continue
-            hit = self.cache.get(self._key(tile)) if self.cache is not None else None
-            if hit is not None:
-                outputs[i] = TileOutput(tile, hit, "cached")
-            else:
-                todo.append((i, tile))
+        outputs = [self.triage(tile) for tile in tiles]
+        todo = [i for i, out in enumerate(outputs) if out is None]
         if todo:
-            values = self._predict([t for _, t in todo])
-            for (i, tile), v in zip(todo, values, strict=True):
-                if self.cache is not None:
-                    self.cache.put(self._key(tile), v)
-                outputs[i] = TileOutput(tile, v, "computed")
-        return [outputs[i] for i in range(len(tiles))]
+            for i, out in zip(todo, self.predict([tiles[i] for i in todo]), strict=True):
+                outputs[i] = out
+        return outputs  # type: ignore[return-value]
 
     def _read(self, tiles: Sequence[Tile]) -> list[np.ndarray]:
         if not self.volume:
@@ -215,17 +219,32 @@ def iter_outputs(
     should_stop: Callable[[], bool] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[TileOutput]:
-    """Compute ``tiles`` batch by batch, yielding each output as soon as its batch is done.
+    """Compute ``tiles`` batch by batch, yielding each output as soon as it is known.
 
-    ``should_stop()`` is checked before every batch (the generator then just ends);
-    ``on_progress(done, total)`` is called after every batch.
+    Skipped and cached tiles are yielded at once and take no place in a batch, so every
+    predictor call gets ``batch_size`` tiles to compute (but the last). ``should_stop()`` is
+    checked before every batch (the generator then just ends); ``on_progress(done, total)`` is
+    called after every batch and at the end.
     """
     if batch_size < 1:
         raise EngineError(f"batch_size must be at least 1, got {batch_size}")
-    total = len(tiles)
-    for start in range(0, total, batch_size):
-        if should_stop is not None and should_stop():
-            return
-        yield from computer.compute(tiles[start : start + batch_size])
-        if on_progress is not None:
-            on_progress(min(start + batch_size, total), total)
+    total, done, reported = len(tiles), 0, -1
+    pending: list[Tile] = []
+    for position, tile in enumerate(tiles, 1):
+        out = computer.triage(tile)
+        if out is not None:
+            done += 1
+            yield out
+        else:
+            pending.append(tile)
+        if len(pending) == batch_size or (position == total and pending):
+            if should_stop is not None and should_stop():
+                return
+            yield from computer.predict(pending)
+            done += len(pending)
+            pending = []
+            if on_progress is not None:
+                on_progress(done, total)
+                reported = done
+    if on_progress is not None and reported != done:
+        on_progress(done, total)
