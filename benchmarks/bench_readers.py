@@ -31,6 +31,7 @@ import openslide
 import tifffile
 import zarr
 from _dicom_timing import scan_vs_decode
+from _doc import write_section
 
 from napari_neuroseg.io._slide_tiff import TiffLevelReader
 from napari_neuroseg.io.slide import read_slide
@@ -247,21 +248,6 @@ def render(rows: list[Row], info: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(doc: Path, section: str) -> None:
-    """Replace (or add) the ``## Readers`` section of ``doc``, keeping every other section."""
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    start = text.find(SECTION + "\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        rest = text[end + 1 :] if end >= 0 else ""
-        text = text[:start] + section + ("\n" + rest if rest else "")
-    tmp = doc.with_name(doc.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, doc)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks, print the table and (unless ``--no-write``) update the docs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -279,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     print(section)
     if not args.no_write:
         DOC.parent.mkdir(parents=True, exist_ok=True)
-        write_section(DOC, section)
+        write_section(DOC, SECTION, section)
         print(f"wrote {DOC}")
     return 0
 
