@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    id: str
+    what: str
+    result: str
+    goal: str = ""
+    notes: str = ""
 
 
 def write_section(doc: Path, heading: str, section: str) -> None:

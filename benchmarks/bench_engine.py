@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from _doc import write_section
+from _doc import Row, write_section
 from torch import nn
 
 from napari_neuroseg.engine import Region, TileGrid, ZarrAggregator, blend_weights, predict_region
@@ -54,15 +54,6 @@ RSS_SLIDES = (10_000, 50_000)
 MB = 2**20
 
 
-@dataclass
-class Row:
-    """One line of the results table."""
-
-    id: str
-    what: str
-    result: str
-    goal: str = ""
-    notes: str = ""
 
 
 class Timing(NamedTuple):

@@ -20,7 +20,6 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import openslide
 import tifffile
 import zarr
 from _dicom_timing import scan_vs_decode
-from _doc import write_section
+from _doc import Row, write_section
 
 from napari_neuroseg.io._slide_tiff import TiffLevelReader
 from napari_neuroseg.io.slide import read_slide
@@ -70,15 +69,6 @@ FINDINGS = [
 REPO = Path(__file__).resolve().parents[1]
 
 
-@dataclass
-class Row:
-    """One line of the results table."""
-
-    id: str
-    what: str
-    result: str
-    goal: str = ""
-    notes: str = ""
 
 
 def bench_slide_open(folder: Path, repeats: int) -> tuple[list[Row], Path]:
