@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import as_completed as local_completed
@@ -217,7 +216,6 @@ def predict_inputs(
                     row["output"] = str(out)
                 except Exception as err:  # one bad input must not stop the others
                     log(f"  failed: {type(err).__name__}: {err}")
-                    log("".join(traceback.format_exception_only(type(err), err)).strip())
                     row["status"] = f"failed: {err}"
                 rows.append(row)
     finally:
