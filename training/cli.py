@@ -51,7 +51,42 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="task", metavar="TASK")
     info = sub.add_parser("info", help="show versions and the device training would use")
     info.add_argument("--json", action="store_true", help="print the report as JSON")
+    mri = sub.add_parser(
+        "mri",
+        help="FLAIR abnormality segmentation of LGG MRI slices (U-Net / TransUNet, seed 001)",
+        description="Train mri-flair-unet (or --model mri-flair-transunet via --config) on a "
+        "dataset in the export layout (docs/dataset-format.md), with a patient-wise "
+        "validation split; writes checkpoints, history, metrics, plots and report.md.",
+    )
+    _task_arguments(mri)
     return parser
+
+
+def _task_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every training task takes."""
+    parser.add_argument("--data", required=True, help="dataset folder (export layout)")
+    parser.add_argument("--config", default=None, help="YAML file with task options")
+    parser.add_argument("--init", default=None, help="checkpoint to start from")
+    parser.add_argument("--out", default=None, help="run folder (checkpoints, report)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--resume", action="store_true", default=None,
+                        help="continue the run in --out after an interruption")
+    parser.add_argument("--seed", type=int, default=None)
+
+
+def run_task(args: argparse.Namespace) -> int:
+    """Build the task's configuration (defaults, --config, then flags), print it, run it."""
+    from training.config import build_config, format_config
+    from training.tasks import mri
+
+    overrides = {k: getattr(args, k) for k in
+                 ("data", "init", "out", "epochs", "device", "resume", "seed")}
+    config = build_config(mri.MRIConfig, args.config, overrides)
+    print("effective configuration:\n" + format_config(config), flush=True)
+    metrics = mri.run(config)
+    print(json.dumps(metrics, indent=2, default=str))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,5 +104,4 @@ def main(argv: list[str] | None = None) -> int:
             for key, value in report.items():
                 print(f"{key:16s} {value}")
         return 0
-    parser.error(f"unknown task {args.task!r}")
-    return 2
+    return run_task(args)

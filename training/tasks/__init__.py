@@ -1,0 +1,1 @@
+"""The training tasks of ``python -m training``, one module each."""
