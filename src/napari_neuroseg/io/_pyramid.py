@@ -20,6 +20,8 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from napari_neuroseg.io._slide_common import wrap_reader
+
 #: Largest output block (pixels per side) averaged at once; the source block is twice that.
 DEFAULT_BLOCK = 1024
 
@@ -67,7 +69,7 @@ def extend_pyramid(
     reader: Any = last if source is None else source
     while max(out[-1].shape[:2]) > min_level_size and min(out[-1].shape[:2]) >= 2:
         reader = HalvedLevel(reader, tile)
-        out.append(_as_dask(reader, tile, f"{out[-1].name}-halved"))
+        out.append(wrap_reader(reader, tile, f"{out[-1].name}-halved"))
     return out
 
 
@@ -88,7 +90,7 @@ def halve_level(level: da.Array, source: Any = None) -> da.Array:
     """
     tile = (int(level.chunks[0][0]), int(level.chunks[1][0]))
     reader = HalvedLevel(level if source is None else source, tile)
-    return _as_dask(reader, tile, f"{level.name}-halved")
+    return wrap_reader(reader, tile, f"{level.name}-halved")
 
 
 class HalvedLevel:
@@ -152,20 +154,6 @@ def mean_2x2(block: np.ndarray) -> np.ndarray:
         total = sum((q.astype(np.int64) for q in quads), np.int64(2))
         return (total // 4).astype(block.dtype)
     return (sum(q.astype(np.float64) for q in quads) / 4).astype(block.dtype)
-
-
-def _as_dask(reader: HalvedLevel, tile: tuple[int, int], name: str) -> da.Array:
-    chunks = (min(tile[0], reader.shape[0]), min(tile[1], reader.shape[1]), *reader.shape[2:])
-    return da.from_array(
-        reader,
-        chunks=chunks,
-        name=name,
-        asarray=False,
-        fancy=False,
-        lock=False,
-        inline_array=True,
-        meta=np.empty((0,) * reader.ndim, dtype=reader.dtype),
-    )
 
 
 def _region(key: Any, shape: tuple[int, ...]) -> tuple[tuple[int, int], tuple[int, int], tuple]:

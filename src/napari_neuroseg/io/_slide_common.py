@@ -53,16 +53,25 @@ def level_array(reader: RegionReader, chunks: tuple[int, int], key: tuple[Any, .
     ``key`` identifies the content (file, size, mtime, backend, level) so that two opens of an
     unchanged file share dask task names (and napari's chunk cache).
     """
-    name = "neuroseg-slide-" + tokenize(*key)
+    return wrap_reader(reader, chunks, "neuroseg-slide-" + tokenize(*key))
+
+
+def wrap_reader(reader: Any, chunks: tuple[int, int], name: str) -> da.Array:
+    """A dask array over ``reader`` (``shape``, ``dtype``, ``__getitem__`` with slices).
+
+    Chunks are ``chunks`` along y and x (clamped to the shape) and whole along any further
+    axes; the graph is inlined so that reading one chunk does not walk the whole level.
+    """
+    full = (min(chunks[0], reader.shape[0]), min(chunks[1], reader.shape[1]), *reader.shape[2:])
     return da.from_array(
         reader,
-        chunks=(chunks[0], chunks[1], reader.shape[2]),
+        chunks=full,
         name=name,
         asarray=False,
         fancy=False,
         lock=False,
         inline_array=True,
-        meta=np.empty((0, 0, 0), dtype=reader.dtype),
+        meta=np.empty((0,) * len(reader.shape), dtype=reader.dtype),
     )
 
 
