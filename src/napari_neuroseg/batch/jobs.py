@@ -16,6 +16,7 @@ from concurrent.futures import as_completed as local_completed
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import zarr
 
@@ -24,7 +25,7 @@ from napari_neuroseg.analysis.volume import classify_slices, segment_volume
 from napari_neuroseg.batch.tasks import ModelSource, predict_slide_region, slide_regions
 from napari_neuroseg.io import LazyImage, open_image
 from napari_neuroseg.io._atomic import atomic_path
-from napari_neuroseg.io.ome_zarr import write_ome_zarr
+from napari_neuroseg.io.ome_zarr import read_ome_zarr, write_ome_zarr
 from napari_neuroseg.io.writers import write_labels, write_probabilities
 from napari_neuroseg.models.spec import ModelSpec
 
@@ -90,8 +91,6 @@ def _run_slide(image, spec, source, out, executor, opts, log) -> dict[str, Any]:
         probs[(slice(None), *box)] = values
         covered[box] = cov
         log(f"  {progress_bar(done, len(regions))} region {done}/{len(regions)}")
-    import dask.array as da
-
     p = da.from_zarr(probs)
     c = da.from_zarr(covered)
     labels = da.where(c, p.argmax(axis=0) if spec.n_classes > 1 else p[0] >= spec.threshold, 0)
@@ -100,11 +99,14 @@ def _run_slide(image, spec, source, out, executor, opts, log) -> dict[str, Any]:
     write_ome_zarr(out / "labels.ome.zarr", labels, kind="labels", name="labels", **geo)
     write_ome_zarr(out / "probabilities.ome.zarr", p, axes="cyx", kind="image",
                    channel_names=spec.classes, name="probabilities", **geo)
-    counts = np.bincount(np.asarray(labels[c]).ravel(), minlength=spec.n_classes)
+    # count chunk by chunk on the labels just written: 0 = not analysed, k + 1 = class k
+    written = read_ome_zarr(out / "labels.ome.zarr")[0][0]
+    coded = da.where(c, written.astype(np.int64) + 1, 0).ravel()
+    counts = da.bincount(coded, minlength=spec.n_classes + 1).compute()
     pixel_mm2 = plan.scale[0] * plan.scale[1] / 1e6
     row = {f"area_mm2:{name}": round(float(n) * pixel_mm2, 6)
-           for name, n in zip(spec.classes, counts, strict=False)}
-    row["analysed_mm2"] = round(float(c.sum().compute()) * pixel_mm2, 6)
+           for name, n in zip(spec.classes, counts[1:], strict=False)}
+    row["analysed_mm2"] = round(float(counts[1:].sum()) * pixel_mm2, 6)
     return row
 
 
