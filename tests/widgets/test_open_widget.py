@@ -63,3 +63,19 @@ def test_unreadable_path_reports_the_problem(widget, qtbot, tmp_path):
     assert widget.status.value == "Failed"
     assert "notes.txt" in widget.info.value
     assert not widget.open_button.enabled
+
+
+def test_opening_with_default_options_reuses_what_inspecting_read(widget, qtbot, tmp_path,
+                                                                  monkeypatch):
+    import napari_neuroseg.widgets.open_widget as module
+
+    write_ct_series(tmp_path / "ct", n_slices=4, size=32)
+    widget.folder.value = True
+    widget.path.value = tmp_path / "ct"
+    _wait_ready(qtbot, widget)
+    calls = []
+    monkeypatch.setattr(module, "open_image", lambda *a, **k: calls.append(a) or [])
+    widget.open_button.clicked.emit()
+    qtbot.waitUntil(lambda: len(widget._viewer.layers) == 1, timeout=20000)
+    assert calls == []  # the headers were not read a second time
+    assert widget._viewer.layers[0].data.shape == (4, 32, 32)

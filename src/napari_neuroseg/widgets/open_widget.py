@@ -96,6 +96,7 @@ class OpenWidget(Container):
             ]
         )
         self._series_ids: dict[str, str] = {}
+        self._inspected: tuple[Path, list[LazyImage]] | None = None
         self._set_format(None)
         self.folder.changed.connect(self._on_folder_toggled)
         self.path.changed.connect(self._on_path_changed)
@@ -121,6 +122,7 @@ class OpenWidget(Container):
         self._start(inspect_path, path, on_done=self._show_inspection)
 
     def _show_inspection(self, info: dict[str, Any]) -> None:
+        self._inspected = (Path(self.path.value), info["images"])
         self._series_ids = dict(info["series"])
         choices = [ALL_SERIES, *self._series_ids] if info["series"] else [ALL_SERIES]
         self.series.choices = choices
@@ -144,8 +146,12 @@ class OpenWidget(Container):
 
     def _on_open(self) -> None:
         path = Path(self.path.value)
+        options = self.options()
+        if not options and self._inspected is not None and self._inspected[0] == path:
+            self._add_layers(self._inspected[1])  # what inspecting read is what opening reads
+            return
         self.status.value = f"Opening {path.name} ..."
-        self._start(open_image, path, on_done=self._add_layers, **self.options())
+        self._start(open_image, path, on_done=self._add_layers, **options)
 
     def _add_layers(self, images: list[LazyImage]) -> None:
         from napari_neuroseg.io import to_layer_data
