@@ -56,7 +56,7 @@ def focus(viewer: napari.Viewer, layers: list, margin: float = 0.95) -> None:
     """Show only ``layers``, framed in the canvas, at the middle slice of a volume."""
     for layer in viewer.layers:
         layer.visible = layer in layers and not layer.name.endswith(_HIDDEN_CHANNELS)
-    viewer.layers.selection.active = layers[0]
+    viewer.layers.selection.active = next((lyr for lyr in layers if lyr.visible), layers[0])
     ndim = viewer.dims.ndim
     extents = [_world_extent(viewer, layer) for layer in layers]
     lo = np.min([e[0] for e in extents], axis=0)
