@@ -11,6 +11,7 @@ import json
 import platform
 
 from napari_neuroseg import __version__
+from training.tasks import available_tasks
 
 
 def environment_report() -> dict[str, object]:
@@ -51,14 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="task", metavar="TASK")
     info = sub.add_parser("info", help="show versions and the device training would use")
     info.add_argument("--json", action="store_true", help="print the report as JSON")
-    mri = sub.add_parser(
-        "mri",
-        help="FLAIR abnormality segmentation of LGG MRI slices (U-Net / TransUNet, seed 001)",
-        description="Train mri-flair-unet (or --model mri-flair-transunet via --config) on a "
-        "dataset in the export layout (docs/dataset-format.md), with a patient-wise "
-        "validation split; writes checkpoints, history, metrics, plots and report.md.",
-    )
-    _task_arguments(mri)
+    for name, module in available_tasks().items():
+        task = sub.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
+        _task_arguments(task)
+    evaluate = sub.add_parser(
+        "evaluate", help="the task's metrics for a checkpoint on a dataset",
+        description="Evaluate any checkpoint on any dataset in the export layout with the "
+        "metrics of the dataset's task (segmentation: per-class Dice, recall, precision, "
+        "confusion matrix; nuclei: Dice, AJI, PQ; CT: patient-level F1, sensitivity, "
+        "specificity, AUC; MRI: per-slice and per-volume Dice, false positives on empty "
+        "slices).")
+    evaluate.add_argument("--model", required=True, help="checkpoint (.safetensors + sidecar)")
+    evaluate.add_argument("--data", required=True, help="dataset folder (export layout)")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--out", default=None, help="write metrics.json into this folder")
     return parser
 
 
@@ -78,13 +86,46 @@ def _task_arguments(parser: argparse.ArgumentParser) -> None:
 def run_task(args: argparse.Namespace) -> int:
     """Build the task's configuration (defaults, --config, then flags), print it, run it."""
     from training.config import build_config, format_config
-    from training.tasks import mri
+    from training.ddp import cleanup, init_distributed
+    from training.tasks import load_task
 
+    module = load_task(args.task)
     overrides = {k: getattr(args, k) for k in
                  ("data", "init", "out", "epochs", "device", "resume", "seed")}
-    config = build_config(mri.MRIConfig, args.config, overrides)
-    print("effective configuration:\n" + format_config(config), flush=True)
-    metrics = mri.run(config)
+    config = build_config(module.Config, args.config, overrides)
+    dist = init_distributed(config.device)
+    try:
+        if dist.is_main:
+            print(f"effective configuration ({args.task}):\n" + format_config(config),
+                  flush=True)
+        metrics = module.run(config, dist)
+    finally:
+        cleanup()
+    if dist.is_main:
+        print(json.dumps(metrics, indent=2, default=str))
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """``evaluate``: load the checkpoint and the dataset, compute the task's metrics."""
+    from napari_neuroseg.dataset import Dataset
+    from napari_neuroseg.models.checkpoint import load_checkpoint
+    from napari_neuroseg.models.device import resolve_device
+    from training.runfolder import atomic_write_json
+    from training.tasks import load_task
+
+    data = Dataset.open(args.data)
+    module = load_task(data.task)
+    device = resolve_device(args.device)
+    loaded = load_checkpoint(args.model, device="cpu")
+    metrics = module.evaluate(loaded, data, device, batch_size=args.batch_size)
+    metrics = {"model": loaded.spec.name, "checkpoint": str(args.model),
+               "data": str(data.path), "task": data.task, "items": len(data.items), **metrics}
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(args.out) / "metrics.json", metrics)
     print(json.dumps(metrics, indent=2, default=str))
     return 0
 
@@ -104,4 +145,6 @@ def main(argv: list[str] | None = None) -> int:
             for key, value in report.items():
                 print(f"{key:16s} {value}")
         return 0
+    if args.task == "evaluate":
+        return run_evaluate(args)
     return run_task(args)

@@ -56,6 +56,9 @@ class TrainConfig:
     early_stopping_patience : int or None
     monitor, mode : str
         Value choosing the best checkpoint, ``min`` or ``max``.
+    synthetic : bool
+        The data are synthetic: the checkpoint, the report and the plugin say so. Also set
+        when any dataset item's ``extra`` has ``"synthetic": true``.
     """
 
     data: str | None = None
@@ -74,6 +77,7 @@ class TrainConfig:
     early_stopping_patience: int | None = None
     monitor: str = "val_loss"
     mode: str = "min"
+    synthetic: bool = False
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -9,8 +9,7 @@ positives on empty slices (:class:`training.metrics.MRIMetrics`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,24 +18,43 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from napari_neuroseg.dataset import Dataset
-from napari_neuroseg.models.checkpoint import load_checkpoint
+from napari_neuroseg.models.checkpoint import LoadedModel
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.runner import normalize
 from napari_neuroseg.models.spec import ModelSpec
 from training.augment import tile_augment
 from training.config import TrainConfig
-from training.loop import Trainer, seed_worker
+from training.ddp import DistInfo
+from training.loop import Trainer
 from training.losses import make_loss
 from training.metrics import MRIMetrics
-from training.report import plot_history, write_report
-from training.runfolder import RunFolder, atomic_write_json
-from training.split import patient_split
+from training.tasks._common import (
+    DataError,
+    build_spec,
+    init_weights,
+    is_synthetic,
+    make_loaders,
+    open_task_dataset,
+    optimizer_factory,
+    task_split,
+    trainer_options,
+    write_outputs,
+)
 
+NAME = "mri"
+DATASET_TASK = "mri"
+HELP = "FLAIR abnormality segmentation of LGG MRI slices (U-Net / TransUNet, seed 001)"
+DESCRIPTION = (
+    "Train mri-flair-unet (or model: mri-flair-transunet in --config) on a dataset in the "
+    "export layout (docs/dataset-format.md), with a patient-wise validation split and a "
+    "CE + Dice loss; writes checkpoints, history, metrics (per-slice and per-volume Dice, "
+    "false positives on empty slices), plots and report.md."
+)
 MODELS = ("mri-flair-unet", "mri-flair-transunet")
 
 
 @dataclass
-class MRIConfig(TrainConfig):
+class Config(TrainConfig):
     """Options of the ``mri`` task (plus those every task shares).
 
     Attributes
@@ -89,72 +107,62 @@ class SliceData(TorchDataset):
         return x, y, self.indices[i]
 
 
-def _spec(config: MRIConfig) -> ModelSpec:
+def _spec(config: Config, data: Dataset) -> ModelSpec:
     if config.model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, not {config.model!r}")
-    spec = ModelRegistry().get(config.model)
-    if config.base_features is not None:
-        spec = replace(spec, arch_kwargs={**spec.arch_kwargs,
-                                          "base_features": config.base_features})
-    return spec
+    return build_spec(config.model, {"base_features": config.base_features},
+                      synthetic=is_synthetic(config, data))
 
 
 def _check(data: Dataset) -> None:
-    if data.task != "mri":
-        raise ValueError(f"{data.path}: a {data.task!r} dataset, not an 'mri' one")
     missing = [item.id for item in data.items if item.patient_id is None]
     if missing:
-        raise ValueError(f"{data.path}: items without a patient id (needed for the patient-wise "
-                         f"split): {', '.join(missing[:5])}")
+        raise DataError(f"{data.path}: items without a patient id (needed for the patient-wise "
+                        f"split): {', '.join(missing[:5])}")
 
 
-def _evaluate(data: Dataset, threshold: float):
-    def evaluate(model, loader, device) -> dict[str, float]:
-        metrics = MRIMetrics()
-        model.eval()
-        with torch.inference_mode():
-            for x, y, index in loader:
-                prob = torch.sigmoid(model(x.to(device)))[:, 0].cpu().numpy()
-                ids = [data.items[int(i)].patient_id for i in index]
-                metrics.update(y.numpy() > 0, prob >= threshold, ids)
-        return {k: v for k, v in metrics.compute().items() if isinstance(v, int | float)}
-
-    return evaluate
+def _slice_metrics(model: torch.nn.Module, loader, device: torch.device, data: Dataset,
+                   threshold: float) -> dict[str, float]:
+    metrics = MRIMetrics()
+    model.eval()
+    with torch.inference_mode():
+        for x, y, index in loader:
+            prob = torch.sigmoid(model(x.to(device)))[:, 0].float().cpu().numpy()
+            ids = [data.items[int(i)].patient_id or data.items[int(i)].id for i in index]
+            metrics.update(y.numpy() > 0, prob >= threshold, ids)
+    return {k: v for k, v in metrics.compute().items() if isinstance(v, int | float)}
 
 
-def run(config: MRIConfig) -> dict[str, Any]:
+def evaluate(loaded: LoadedModel, data: Dataset, device: torch.device,
+             batch_size: int = 8) -> dict[str, Any]:
+    """Per-slice and per-volume Dice and false positives on empty slices of ``data``."""
+    loader = DataLoader(SliceData(data, np.arange(len(data.items)), loaded.spec, False),
+                        batch_size=batch_size)
+    model = loaded.model.to(device)
+    return _slice_metrics(model, loader, device, data, loaded.spec.threshold)
+
+
+def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
     """Train (or resume) and return the final validation metrics."""
-    data = Dataset.open(config.data)
+    data = open_task_dataset(config.data, DATASET_TASK)
     _check(data)
-    spec = _spec(config)
+    spec = _spec(config, data)
     model = ModelRegistry().build(spec)
-    if config.init:
-        model.load_state_dict(load_checkpoint(config.init).model.state_dict())
-    split = patient_split([i.patient_id for i in data.items], config.val_fraction, config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    train = DataLoader(SliceData(data, split.train_indices, spec, config.augment),
-                       batch_size=config.batch_size, shuffle=True, generator=generator,
-                       num_workers=config.num_workers, worker_init_fn=seed_worker)
-    val = DataLoader(SliceData(data, split.val_indices, spec, False),
-                     batch_size=config.batch_size, num_workers=config.num_workers)
-    trainer = Trainer(
-        model, spec, train, val, make_loss(config.loss),
-        lambda m: torch.optim.Adam((p for p in m.parameters() if p.requires_grad),
-                                   lr=config.lr, weight_decay=config.weight_decay),
-        epochs=config.epochs, device=config.device, amp=config.amp, grad_clip=config.grad_clip,
-        evaluate_fn=_evaluate(data, config.threshold), monitor=config.monitor,
-        mode=config.mode, run_dir=config.out, seed=config.seed,
-        early_stopping_patience=config.early_stopping_patience,
-    )
+    init_weights(model, config.init)
+    split = task_split(data, config.val_fraction, config.seed)
+    train, val = make_loaders(SliceData(data, split.train_indices, spec, config.augment),
+                              SliceData(data, split.val_indices, spec, False), config, dist)
+
+    def evaluate_fn(net, loader, device):
+        return _slice_metrics(net, loader, device, data, config.threshold)
+
+    trainer = Trainer(model, spec, train, val, make_loss(config.loss),
+                      optimizer_factory(config), evaluate_fn=evaluate_fn,
+                      **trainer_options(config, dist))
     history = trainer.fit(resume=config.resume)
-    metrics = _evaluate(data, config.threshold)(trainer.model, val, trainer.device)
+    metrics = evaluate_fn(trainer.model, val, trainer.device)
     metrics.update(train_patients=len(split.train_patients), val_patients=len(split.val_patients))
-    if config.out:
-        folder = RunFolder(Path(config.out))
-        atomic_write_json(folder.metrics, metrics)
-        plots = [plot_history(history, folder.plots / "history.png")]
-        write_report(folder, title=f"{spec.name} on {data.path.name}", metrics=metrics,
-                     history=history, plots=plots,
-                     notes=[f"patient-wise split: {len(split.val_patients)} validation "
-                            f"patients", f"dataset: {data.path}"])
+    write_outputs(config, spec, data, metrics, history, dist=dist,
+                  notes=[f"Patient-wise split: {len(split.train_patients)} training, "
+                         f"{len(split.val_patients)} validation patients."])
     return metrics

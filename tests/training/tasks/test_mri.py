@@ -46,5 +46,5 @@ def test_a_dataset_of_another_task_is_refused_before_training(tmp_path):
     with DatasetWriter(tmp_path / "tiles", "nuclei-tiles", "HE", {0: "NO_NUCLEUS",
                                                                    1: "NUCLEI"}) as writer:
         writer.add(np.zeros((16, 16, 3), np.uint8), label=1, patient_id="p")
-    with pytest.raises(ValueError, match="not an 'mri' one"):
+    with pytest.raises(ValueError, match="task 'nuclei-tiles', not 'mri'"):
         main(["mri", "--data", str(tmp_path / "tiles"), "--epochs", "1", "--device", "cpu"])
