@@ -3,7 +3,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from training.cli import environment_report, main
+from training.tasks import available_tasks
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,3 +29,21 @@ def test_info_reports_the_auto_device(capsys):
 def test_no_task_prints_help(capsys):
     assert main([]) == 0
     assert "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("task", list(available_tasks()))
+def test_every_task_has_help_with_the_shared_options(task, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([task, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--data", "--config", "--init", "--out", "--epochs", "--device", "--resume",
+                   "--seed"):
+        assert option in text
+
+
+def test_evaluate_needs_a_model_and_data(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--data", "x"])
+    assert exit_info.value.code == 2
+    assert "--model" in capsys.readouterr().err

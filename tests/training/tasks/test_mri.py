@@ -1,6 +1,10 @@
 """``python -m training mri`` end to end: Kaggle-layout data -> one epoch -> a loadable model."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,3 +52,44 @@ def test_a_dataset_of_another_task_is_refused_before_training(tmp_path):
         writer.add(np.zeros((16, 16, 3), np.uint8), label=1, patient_id="p")
     with pytest.raises(ValueError, match="task 'nuclei-tiles', not 'mri'"):
         main(["mri", "--data", str(tmp_path / "tiles"), "--epochs", "1", "--device", "cpu"])
+
+
+def test_evaluate_reports_mri_metrics_for_a_checkpoint(dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    main(["mri", "--data", str(dataset), "--out", str(run), "--epochs", "1", "--device", "cpu",
+          "--seed", "3", "--config", str(_small_config(tmp_path))])
+    capsys.readouterr()
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--model", str(run / "checkpoints" / "best"), "--data",
+                 str(dataset), "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "mri" and metrics["items"] == 16
+    assert metrics["model"] == "mri-flair-unet"
+    assert 0.0 <= metrics["slice_dice"] <= 1.0 and 0.0 <= metrics["volume_dice"] <= 1.0
+    assert json.loads(capsys.readouterr().out)["slice_dice"] == metrics["slice_dice"]
+
+
+def _small_config(tmp_path):
+    config = tmp_path / "small.yaml"
+    config.write_text("base_features: 4\nbatch_size: 4\naugment: false\nnum_workers: 0\n")
+    return config
+
+
+def test_torchrun_two_gloo_processes_run_the_task_end_to_end(dataset, tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "training", "mri", "--data", str(dataset), "--out", str(run), "--epochs", "2",
+         "--device", "cpu", "--seed", "0", "--config", str(_small_config(tmp_path))],
+        cwd=Path(__file__).resolve().parents[3], capture_output=True, text=True, timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("effective configuration") == 1  # rank 0 only
+    history = json.loads((run / "history.json").read_text())
+    assert history["epoch"] == [0, 1]
+    loaded = load_checkpoint(run / "checkpoints" / "last")
+    assert loaded.spec.name == "mri-flair-unet"
+    assert json.loads((run / "metrics.json").read_text())["val_patients"] == 1
