@@ -87,6 +87,7 @@ def run_task(args: argparse.Namespace) -> int:
     """Build the task's configuration (defaults, --config, then flags), print it, run it."""
     from training.config import build_config, format_config
     from training.ddp import cleanup, init_distributed
+    from training.loop import seed_everything
     from training.tasks import load_task
 
     module = load_task(args.task)
@@ -98,6 +99,7 @@ def run_task(args: argparse.Namespace) -> int:
         if dist.is_main:
             print(f"effective configuration ({args.task}):\n" + format_config(config),
                   flush=True)
+        seed_everything(config.seed)  # the model's initial weights depend on it
         metrics = module.run(config, dist)
     finally:
         cleanup()

@@ -34,6 +34,7 @@ __all__ = [
     "DataError",
     "build_spec",
     "check_classes_present",
+    "class_counts",
     "group_ids",
     "init_weights",
     "is_synthetic",
@@ -122,6 +123,21 @@ def task_split(data: Dataset, val_fraction: float, seed: int,
         train_patients=tuple(g for g in order if g in train_groups),
         val_patients=tuple(g for g in order if g in val_groups),
     )
+
+
+def class_counts(data: Dataset, indices: Sequence[int]) -> dict[int, int]:
+    """Per class id: pixels of the items' masks (mask tasks) or items (label tasks)."""
+    items = [data.items[int(i)] for i in indices]
+    totals = dict.fromkeys(data.class_map, 0)
+    if data.rule.mask is None:
+        for item in items:
+            if item.label is not None:
+                totals[item.label] = totals.get(item.label, 0) + 1
+        return totals
+    for counts in data.class_pixel_counts(items).values():
+        for cid, n in counts.items():
+            totals[cid] = totals.get(cid, 0) + n
+    return totals
 
 
 def check_classes_present(data: Dataset, counts: dict[int, int], where: str = "training split"

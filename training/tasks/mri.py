@@ -31,6 +31,8 @@ from training.metrics import MRIMetrics
 from training.tasks._common import (
     DataError,
     build_spec,
+    check_classes_present,
+    class_counts,
     init_weights,
     is_synthetic,
     make_loaders,
@@ -150,6 +152,7 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
     model = ModelRegistry().build(spec)
     init_weights(model, config.init)
     split = task_split(data, config.val_fraction, config.seed)
+    check_classes_present(data, class_counts(data, split.train_indices))
     train, val = make_loaders(SliceData(data, split.train_indices, spec, config.augment),
                               SliceData(data, split.val_indices, spec, False), config, dist)
 

@@ -93,3 +93,26 @@ def test_torchrun_two_gloo_processes_run_the_task_end_to_end(dataset, tmp_path):
     loaded = load_checkpoint(run / "checkpoints" / "last")
     assert loaded.spec.name == "mri-flair-unet"
     assert json.loads((run / "metrics.json").read_text())["val_patients"] == 1
+
+
+def test_two_runs_with_the_same_seed_give_identical_metrics(dataset, tmp_path, capsys):
+    results = []
+    for name in ("a", "b"):
+        run = tmp_path / name
+        main(["mri", "--data", str(dataset), "--out", str(run), "--epochs", "1", "--device",
+              "cpu", "--seed", "5", "--config", str(_small_config(tmp_path))])
+        results.append(json.loads((run / "history.json").read_text()))
+    for key in ("train_loss", "val_loss", "slice_dice"):
+        assert results[0][key] == results[1][key]
+
+
+def test_a_training_split_without_lesions_is_refused(tmp_path):
+    from napari_neuroseg.dataset import DatasetWriter
+
+    with DatasetWriter(tmp_path / "empty", "mri", "MR", {0: "background",
+                                                         1: "FLAIR abnormality"}) as writer:
+        for n in range(3):
+            writer.add(np.zeros((32, 32, 3), np.uint8), mask=np.zeros((32, 32), np.uint8),
+                       patient_id=f"p{n}")
+    with pytest.raises(ValueError, match=r"1 \(FLAIR abnormality\) absent from the training"):
+        main(["mri", "--data", str(tmp_path / "empty"), "--epochs", "1", "--device", "cpu"])
