@@ -1,0 +1,166 @@
+"""Pieces every analysis widget shares: layer -> image record, model picker, workers, errors.
+
+Nothing here computes on the GUI thread: :func:`start_worker` runs a function or generator in
+napari's thread pool and relays its results, progress and errors back to the GUI thread.
+"""
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_warning
+
+from napari_neuroseg.batch.tasks import ModelSource
+from napari_neuroseg.io import LazyImage
+from napari_neuroseg.models.registry import ModelRegistry
+
+__all__ = [
+    "FROM_FILE",
+    "ModelPicker",
+    "device_choices",
+    "image_from_layer",
+    "image_layers",
+    "image_modality",
+    "report_error",
+    "start_worker",
+    "warn",
+]
+
+FROM_FILE = "checkpoint file..."
+
+
+def image_from_layer(layer: Any) -> LazyImage:
+    """The :class:`LazyImage` behind a napari image layer (no pixels read).
+
+    Layers opened by this plugin carry their reader metadata (``metadata["neuroseg"]``:
+    modality, axes, unit, source); other layers are described from their data: an RGB 2-D
+    layer is a slide in µm, a 3-D one a volume in mm.
+    """
+    meta = dict(layer.metadata.get("neuroseg", {}))
+    data = list(layer.data) if getattr(layer, "multiscale", False) else [layer.data]
+    levels = [level if isinstance(level, da.Array) else da.from_array(level, chunks="auto")
+              for level in data]
+    rgb = bool(getattr(layer, "rgb", False))
+    ndim = levels[0].ndim - (1 if rgb else 0)
+    axes = meta.get("axes") or ("zyx"[-ndim:] + ("c" if rgb else ""))
+    modality = meta.get("modality") or ("slide" if rgb and ndim == 2 else
+                                        "MR" if ndim == 3 else "slide")
+    n_spatial = len(axes.replace("c", ""))
+    scale = tuple(float(s) for s in layer.scale[-n_spatial:])
+    translate = tuple(float(t) for t in layer.translate[-n_spatial:])
+    extra = {k: v for k, v in meta.items()
+             if k not in ("source", "modality", "axes", "unit", "warnings")}
+    return LazyImage(levels=levels, axes=axes, scale=scale,
+                     unit=meta.get("unit") or ("um" if modality == "slide" else "mm"),
+                     name=layer.name, modality=modality, source=meta.get("source") or layer.name,
+                     translate=translate, metadata=extra)
+
+
+def image_layers(viewer: Any, modalities: Sequence[str] | None = None) -> list[Any]:
+    """The viewer's image layers, optionally only those of the given modalities."""
+    out = []
+    for layer in viewer.layers:
+        if layer.__class__.__name__ != "Image":
+            continue
+        if modalities is None or image_modality(layer) in modalities:
+            out.append(layer)
+    return out
+
+
+def image_modality(layer: Any) -> str:
+    """``slide``, ``CT``, ``MR``... of a layer (from its reader metadata, else its shape)."""
+    meta = layer.metadata.get("neuroseg", {})
+    if meta.get("modality"):
+        return str(meta["modality"])
+    rgb = bool(getattr(layer, "rgb", False))
+    return "slide" if rgb else ("MR" if layer.ndim == 3 else "slide")
+
+
+def device_choices() -> list[str]:
+    """``auto`` and ``cpu``, plus ``cuda`` when a GPU is visible."""
+    import torch
+
+    return ["auto", "cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+class ModelPicker(Container):
+    """A registry model (filtered by task) or a checkpoint file, and the device to run it on.
+
+    Registry models without a checkpoint run with random weights, and say so in ``warning``.
+
+    Parameters
+    ----------
+    tasks : sequence of str
+        Spec tasks offered (``semantic_segmentation``, ``slice_classification``...).
+    names : sequence of str, optional
+        Restrict to these registry names.
+    """
+
+    def __init__(self, tasks: Sequence[str], names: Sequence[str] | None = None) -> None:
+        super().__init__(labels=True)
+        registry = ModelRegistry()
+        choices = [n for n in registry.names() if registry.get(n).task in tasks
+                   and (names is None or n in names)]
+        self.model = ComboBox(label="Model", choices=[*choices, FROM_FILE])
+        self.file = FileEdit(label="Checkpoint", mode="r", filter="*.safetensors", visible=False)
+        self.device = ComboBox(label="Device", choices=device_choices(), value="auto")
+        self.amp = CheckBox(text="Mixed precision on GPU", value=True)
+        self.extend([self.model, self.file, self.device, self.amp])
+        self.model.changed.connect(lambda v: setattr(self.file, "visible", v == FROM_FILE))
+
+    def source(self) -> ModelSource:
+        """What is chosen, as a :class:`ModelSource` (random weights for registry models)."""
+        if self.model.value == FROM_FILE:
+            path = Path(self.file.value)
+            if not path.is_file():
+                raise ValueError(f"{path}: choose a checkpoint file (.safetensors + .json)")
+            return ModelSource(str(path), device=self.device.value)
+        return ModelSource(self.model.value, device=self.device.value, random_weights=True)
+
+    @property
+    def warning(self) -> str:
+        """What the user must know about the chosen weights ("" for a checkpoint)."""
+        if self.model.value == FROM_FILE:
+            return ""
+        return (f"{self.model.value}: no trained weights here, running with random weights "
+                "(outputs mean nothing; choose a checkpoint file)")
+
+
+def report_error(err: BaseException, where: str = "") -> None:
+    """Show an error as a napari notification (never raised into the event loop)."""
+    prefix = f"{where}: " if where else ""
+    show_error(f"{prefix}{type(err).__name__}: {err}" if not isinstance(err, ValueError)
+               else f"{prefix}{err}")
+
+
+def start_worker(func: Callable[..., Any], *args: Any,
+                 on_yield: Callable[[Any], None] | None = None,
+                 on_done: Callable[[Any], None] | None = None,
+                 on_error: Callable[[BaseException], None] | None = None,
+                 on_finish: Callable[[], None] | None = None, **kwargs: Any) -> Any:
+    """Run ``func`` (a function or a generator function) in napari's thread pool.
+
+    Connecting ``errored`` keeps napari from re-raising the error on the GUI thread; without
+    ``on_error`` it is shown as a notification.
+
+    Returns
+    -------
+    napari.qt.threading.WorkerBase
+        Started; ``quit()`` asks a generator worker to stop at its next ``yield``.
+    """
+    connect: dict[str, Any] = {"errored": on_error or report_error}
+    if on_yield is not None:
+        connect["yielded"] = on_yield
+    if on_done is not None:
+        connect["returned"] = on_done
+    if on_finish is not None:
+        connect["finished"] = on_finish
+    return create_worker(func, *args, _connect=connect, **kwargs)
+
+
+def warn(message: str) -> None:
+    """A warning notification (for a model without weights, a mismatch worth knowing)."""
+    show_warning(message)
