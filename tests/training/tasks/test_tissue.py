@@ -1,0 +1,199 @@
+"""``python -m training tissue`` end to end: GBM checkpoint -> LGG transfer -> a loadable model."""
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_neuroseg.dataset import Dataset, DatasetWriter
+from napari_neuroseg.models.checkpoint import load_checkpoint, save_checkpoint
+from napari_neuroseg.models.registry import ModelRegistry
+from napari_neuroseg.models.runner import ModelRunner
+from training.cli import main
+from training.tasks import tissue
+from training.tasks._common import DataError, build_spec
+from training.tasks.tissue_data import stain_target
+
+CLASSES = {0: "background", 1: "CT", 2: "LE", 3: "IT"}
+HEMATOXYLIN, EOSIN = np.array([0.65, 0.70, 0.29]), np.array([0.07, 0.99, 0.11])
+SIZE = 32
+SMALL = "batch_size: 8\nphase_layers: [0, 10]\nphase_epochs: [1, 1]\n"
+
+
+def he_tile(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """H&E-like RGB: haematoxylin density grows with the class id; column 0-3 is glass."""
+    density = 0.2 + 0.25 * mask + rng.uniform(0, 0.2, mask.shape)
+    od = density[..., None] * HEMATOXYLIN + rng.uniform(0.3, 0.6, mask.shape)[..., None] * EOSIN
+    rgb = 240 * np.exp(-od)
+    rgb[:, :4] = 245  # unstained glass annotated as tumour: the tissue mask makes it background
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def tile_mask(k: int) -> np.ndarray:
+    """Stripes of CT and background, then LE (tiles 0-2) with IT (rare) in tile 0, else CT."""
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[:, :12], mask[:, 22:] = 1, 2 if k < 3 else 1
+    if k == 0:
+        mask[20:, 22:] = 3
+    return mask
+
+
+def write_dataset(root, splits=None, class_map=CLASSES, it_in=(0, 1, 2)):
+    rng = np.random.default_rng(0)
+    with DatasetWriter(root, "tissue", "HE", class_map) as writer:
+        for s in range(3):
+            for k in range(4):
+                mask = tile_mask(k if s in it_in or k else 1)
+                writer.add(he_tile(mask, rng), mask, patient_id=f"P{s}", slide_id=f"S{s}",
+                           split=None if splits is None else splits[s], mpp=1.0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("lgg") / "tiles")
+
+
+@pytest.fixture(scope="module")
+def gbm_checkpoint(tmp_path_factory):
+    spec = build_spec("gbm-tissue-8", {"base_features": 4, "depth": 3})
+    path = tmp_path_factory.mktemp("gbm") / "gbm"
+    save_checkpoint(path, ModelRegistry().build(spec), spec)
+    return path
+
+
+@pytest.fixture(scope="module")
+def transfer_run(dataset, gbm_checkpoint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    (root / "small.yaml").write_text(SMALL)
+    code = main(["tissue", "--data", str(dataset), "--init", str(gbm_checkpoint),
+                 "--out", str(root / "out"), "--epochs", "2", "--device", "cpu",
+                 "--config", str(root / "small.yaml")])
+    assert code == 0
+    return root / "out"
+
+
+def test_gbm_transfer_gives_a_four_class_model_the_plugin_runs(transfer_run, gbm_checkpoint):
+    loaded = load_checkpoint(transfer_run / "checkpoints" / "best")
+    assert loaded.spec.name == "lgg-tissue" and loaded.spec.classes == tuple(CLASSES.values())
+    assert loaded.spec.arch_kwargs["base_features"] == 4 and loaded.model.out_channels == 4
+    assert loaded.spec.input.preprocessing == ("macenko", "tissue_mask")
+    assert loaded.spec.extra["macenko_target"]["target_stain_matrix"] is not None
+    # the encoder's first layers never unfroze: they still hold the GBM weights; the GBM
+    # head is among the last 10 layers that trained in the second epoch
+    gbm = load_checkpoint(gbm_checkpoint).model.state_dict()
+    trained = load_checkpoint(transfer_run / "checkpoints" / "last").model.state_dict()
+    assert np.array_equal(trained["gbm.enc1.0.weight"], gbm["gbm.enc1.0.weight"])
+    assert not np.array_equal(trained["gbm.head.weight"], gbm["gbm.head.weight"])
+    probs = ModelRunner(loaded.model, loaded.spec, device="cpu")(
+        np.random.default_rng(0).random((1, 3, SIZE, SIZE), dtype=np.float32) * 255)
+    assert probs.shape == (1, 4, SIZE, SIZE) and np.allclose(probs.sum(1), 1, atol=1e-4)
+
+
+def test_history_has_frequencies_and_unfreezing(transfer_run):
+    history = json.loads((transfer_run / "history.json").read_text())
+    assert len(history["class_frequencies"]) == 2
+    assert history["unfreeze_phase"] == [0, 1]
+    assert history["trainable_parameters"][1] > history["trainable_parameters"][0]
+    shares = history["class_frequencies"][0]
+    assert list(shares) == list(CLASSES.values()) and sum(shares.values()) == pytest.approx(1)
+    assert "dice/IT" in history and len(history["confusion_matrix"][0]) == 4
+
+
+def test_metrics_report_and_plots(transfer_run):
+    metrics = json.loads((transfer_run / "metrics.json").read_text())
+    assert 0.0 <= metrics["mean_dice"] <= 1.0 and set(metrics["dice"]) == set(CLASSES.values())
+    matrix = np.array(metrics["confusion_matrix"])
+    assert matrix.shape == (4, 4) and matrix.sum() == metrics["val_tiles"] * SIZE * SIZE
+    frequencies = metrics["class_frequencies"]
+    # IT tiles are drawn 20x: its pixel share grows far beyond the dataset's
+    assert frequencies["expected_oversampled"]["IT"] > 2 * frequencies["dataset"]["IT"]
+    # the glass columns were relabelled background (they were annotated CT)
+    assert frequencies["dataset"]["background"] > 12 / SIZE
+    assert len(metrics["class_weights"]) == 4 and min(metrics["class_weights"]) > 0
+    assert 0 < metrics["max_probability"]["IT"] <= 1 and set(metrics["max_probability"]) == {
+        "LE", "IT"}
+    report = (transfer_run / "report.md").read_text()
+    assert "mean_dice" in report and "GBM transfer" in report
+    for name in ("history", "confusion_matrix", "per_class_recall", "rare_class_probabilities"):
+        assert (transfer_run / "plots" / f"{name}.png").stat().st_size > 0
+
+
+def test_evaluate_cli_gives_the_same_metrics(transfer_run, dataset, tmp_path):
+    code = main(["evaluate", "--model", str(transfer_run / "checkpoints" / "best"),
+                 "--data", str(dataset), "--device", "cpu", "--out", str(tmp_path)])
+    assert code == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["task"] == "tissue" and set(metrics["recall"]) == set(CLASSES.values())
+    assert np.array(metrics["confusion_matrix"]).sum() == 12 * SIZE * SIZE
+
+
+def test_evaluate_refuses_a_dataset_with_other_classes(transfer_run, tmp_path):
+    other = {0: "background", 1: "necrosis", 2: "LE", 3: "IT"}
+    data = Dataset.open(write_dataset(tmp_path / "other", class_map=other))
+    loaded = load_checkpoint(transfer_run / "checkpoints" / "best")
+    with pytest.raises(DataError, match="does not agree with the classes of checkpoint"):
+        tissue.evaluate(loaded, data, "cpu")
+
+
+def test_a_four_class_init_loads_as_is(transfer_run, dataset, tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("batch_size: 8\nphase_layers: [null]\nphase_epochs: [1]\n"
+                                     "tissue_mask: ignore\nstain_fit: tile\nloss: focal+dice\n"
+                                     "oversampling: le-focused\n")
+    code = main(["tissue", "--data", str(dataset), "--init",
+                 str(transfer_run / "checkpoints" / "best"), "--out", str(tmp_path / "out"),
+                 "--epochs", "1", "--device", "cpu", "--config", str(tmp_path / "c.yaml")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "loaded as it is" in out and "effective class frequencies" in out
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    # ignored glass pixels are left out of the confusion matrix
+    assert np.array(metrics["confusion_matrix"]).sum() == metrics["val_tiles"] * SIZE * (SIZE - 4)
+    assert metrics["oversampling_rates"] == {"LE": 3.0}
+
+
+def test_without_init_it_warns_that_no_gbm_weights_are_used(dataset, tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("base_features: 4\ndepth: 3\nbatch_size: 6\n"
+                                     "stain_normalization: false\naugment: false\n"
+                                     "oversampling: none\n")
+    main(["tissue", "--data", str(dataset), "--epochs", "1", "--device", "cpu",
+          "--config", str(tmp_path / "c.yaml")])
+    out = capsys.readouterr().out
+    assert "no GBM weights are used" in out
+    metrics = json.loads(out[out.index("{\n"):])
+    assert metrics["oversampling_rates"] == {}
+    assert metrics["class_frequencies"]["expected_oversampled"] == pytest.approx(
+        metrics["class_frequencies"]["dataset"])
+
+
+def test_a_stain_reference_must_be_a_stained_tile(tmp_path):
+    data = Dataset.open(write_dataset(tmp_path / "tiles"))
+    hsv = {"saturation_min": 15, "value_max": 240, "kernel": 5}
+    assert stain_target(data, data.items[5].id, 0, hsv).target_stain_matrix.shape == (2, 3)
+    with pytest.raises(DataError, match="'nope' is not an item id"):
+        stain_target(data, "nope", 0, hsv)
+    with DatasetWriter(tmp_path / "glass", "tissue", "HE", CLASSES) as writer:
+        writer.add(np.full((SIZE, SIZE, 3), 245, np.uint8), tile_mask(0), item_id="glass")
+    with pytest.raises(DataError, match="reference tile 'glass' is unusable"):
+        stain_target(Dataset.open(tmp_path / "glass"), None, 0, hsv)
+
+
+def test_a_training_split_without_infiltrating_tumour_is_refused(tmp_path):
+    data = write_dataset(tmp_path / "tiles", splits=["train", "train", "val"], it_in=(2,))
+    with pytest.raises(DataError, match=r"3 \(IT\) absent from the training split"):
+        main(["tissue", "--data", str(data), "--out", str(tmp_path / "out"), "--epochs", "1",
+              "--device", "cpu"])
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_a_class_map_that_is_not_lgg_is_refused(tmp_path):
+    data = write_dataset(tmp_path / "tiles", class_map={0: "background", 1: "CT", 2: "IT",
+                                                         3: "LE"})
+    with pytest.raises(DataError, match="does not match the LGG tissue classes"):
+        main(["tissue", "--data", str(data), "--epochs", "1", "--device", "cpu"])
+
+
+def test_unknown_option_values_are_refused_before_the_data_is_read(tmp_path):
+    (tmp_path / "c.yaml").write_text("tissue_mask: sometimes\n")
+    with pytest.raises(ValueError, match="tissue_mask must be one of relabel, ignore, off"):
+        main(["tissue", "--data", str(tmp_path / "missing"), "--config", str(tmp_path / "c.yaml")])
