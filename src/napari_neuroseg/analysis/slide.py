@@ -159,10 +159,13 @@ def plan_slide(
     steps: list[Callable[[np.ndarray], np.ndarray]] = []
     key: dict[str, Any] = {}
     if "macenko" in spec.input.preprocessing and stain_normalization:
-        normalizer = MacenkoNormalizer().fit_slide(image.levels)
+        target = spec.extra.get("macenko_target")  # the stains the model was trained to
+        normalizer = (MacenkoNormalizer.from_dict(target) if target else MacenkoNormalizer())
+        normalizer = normalizer.fit_slide(image.levels)
         steps.append(normalizer.transform)
         key["macenko"] = normalizer.to_dict()
-        notes.append("Macenko stain normalisation fitted on a low-resolution level")
+        notes.append("Macenko stain normalisation fitted on a low-resolution level"
+                     + (" (to the model's training stains)" if target else ""))
     tile_filter, mask = None, None
     if "tissue_mask" in spec.input.preprocessing and tissue_only:
         tile_filter, mask = _tissue_filter(image, choice, min_tissue_fraction)

@@ -70,12 +70,13 @@ def summarize_history(history: dict[str, Any] | None) -> dict[str, Any]:
     for key, value in (history or {}).items():
         arr = _as_numbers(value)
         if arr is not None:
+            known = not np.isnan(arr).all()  # e.g. the precision of a class never predicted
             summary[key] = {
                 "n": int(arr.size),
                 "first": float(arr.flat[0]),
                 "last": float(arr.flat[-1]),
-                "min": float(np.nanmin(arr)),
-                "max": float(np.nanmax(arr)),
+                "min": float(np.nanmin(arr)) if known else None,
+                "max": float(np.nanmax(arr)) if known else None,
             }
         else:
             summary[key] = value.item() if isinstance(value, np.generic) else value
