@@ -46,6 +46,8 @@ def image_from_layer(layer: Any) -> LazyImage:
     rgb = bool(getattr(layer, "rgb", False))
     ndim = levels[0].ndim - (1 if rgb else 0)
     axes = meta.get("axes") or ("zyx"[-ndim:] + ("c" if rgb else ""))
+    if "c" in axes and levels[0].ndim == len(axes) - 1:  # one channel of a split stack
+        axes = axes.replace("c", "")
     modality = meta.get("modality") or ("slide" if rgb and ndim == 2 else
                                         "MR" if ndim == 3 else "slide")
     n_spatial = len(axes.replace("c", ""))
