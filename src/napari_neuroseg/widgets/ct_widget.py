@@ -1,0 +1,403 @@
+"""The CT widget: slice metastasis probabilities, patient decision, Grad-CAM, brain mask, windows.
+
+Pick a CT layer and a slice classifier; "Classify slices" plots each slice's metastasis
+probability against its position along the stack, with the threshold and a marker on the slice
+on screen, and states the patient-level decision (maximum over slices). Grad-CAM explains the
+slice on screen; the brain mask fills a labels layer from the slice on screen outwards. All
+computation, model loading included, runs in napari workers.
+"""
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSlider,
+    Label,
+    ProgressBar,
+    PushButton,
+)
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from napari.utils.colormaps import DirectLabelColormap
+
+from napari_neuroseg.analysis.ct_view import (
+    brain_masks,
+    decision_text,
+    iter_classify,
+    mask_volume_ml,
+    outward_planes,
+    patient_decision,
+    slice_gradcam,
+    slice_positions_mm,
+    window_limits,
+)
+from napari_neuroseg.preprocess.ct import WINDOW_PRESETS
+from napari_neuroseg.widgets._common import (
+    ModelPicker,
+    image_from_layer,
+    image_layers,
+    report_error,
+    start_worker,
+    warn,
+)
+
+if TYPE_CHECKING:
+    import napari
+
+BRAIN_COLOR = (0.0, 0.85, 1.0, 1.0)
+
+
+class SliceProbabilityPlot(FigureCanvasQTAgg):
+    """Probability against slice position (mm), the threshold line and the current slice."""
+
+    def __init__(self) -> None:
+        self.figure = Figure(figsize=(4.0, 2.6), layout="tight")
+        super().__init__(self.figure)
+        self.axes = self.figure.add_subplot()
+        self.axes.set(xlabel="slice position (mm)", ylabel="metastasis probability",
+                      ylim=(-0.02, 1.02))
+        (self.curve,) = self.axes.plot([], [], "o-", color="tab:blue", markersize=3)
+        self.threshold_line = self.axes.axhline(0.5, color="tab:red", linestyle="--", lw=1)
+        self.marker = self.axes.axvline(0.0, color="tab:orange", lw=1.5, visible=False)
+        self.setMinimumHeight(180)
+
+    def set_curve(self, positions: np.ndarray, probabilities: np.ndarray) -> None:
+        """Show per-slice probabilities at their positions (mm)."""
+        self.curve.set_data(positions, probabilities)
+        if len(positions):
+            lo, hi = float(np.min(positions)), float(np.max(positions))
+            pad = max(0.02 * (hi - lo), 1.0)
+            self.axes.set_xlim(lo - pad, hi + pad)
+        self.draw_idle()
+
+    def set_threshold(self, value: float) -> None:
+        """Move the threshold line."""
+        self.threshold_line.set_ydata([value, value])
+        self.draw_idle()
+
+    def set_marker(self, position: float | None) -> None:
+        """Put the current-slice marker at ``position`` mm (hidden for ``None``)."""
+        self.marker.set_visible(position is not None)
+        if position is not None:
+            self.marker.set_xdata([position, position])
+        self.draw_idle()
+
+
+class CTWidget(Container):
+    """Slice classification, Grad-CAM, brain mask and window presets for a head-CT layer.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer holding the CT layer; result layers are added to it.
+    """
+
+    def __init__(self, viewer: "napari.viewer.Viewer") -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.layer = ComboBox(label="CT layer", choices=self._ct_layer_names)
+        self.picker = ModelPicker(tasks=("slice_classification",))
+        self.classify_button = PushButton(text="Classify slices")
+        self.progress = ProgressBar(label="Slices", min=0, max=1, value=0)
+        self.threshold = FloatSlider(label="Threshold", min=0.0, max=1.0, step=0.01, value=0.1)
+        self.decision = Label(label="Patient", value="not classified yet")
+        self.cam_button = PushButton(text="Grad-CAM on this slice")
+        self.cam_follow = CheckBox(text="Grad-CAM follows the slice", value=False)
+        self.mask_button = PushButton(text="Brain mask")
+        self.mask_progress = ProgressBar(label="Brain mask", min=0, max=1, value=0)
+        self.windows = Container(layout="horizontal", labels=False, label="Window", widgets=[
+            PushButton(text=name, name=name) for name in WINDOW_PRESETS])
+        self.status = Label(label="Status", value="")
+        self.plot = SliceProbabilityPlot()
+        self.extend([self.layer, self.picker, self.classify_button, self.progress,
+                     self.threshold, self.decision, self.cam_button, self.cam_follow,
+                     self.mask_button, self.mask_progress, self.windows, self.status])
+        self.native.layout().addWidget(self.plot)
+        self.result: Any = None  # the last SliceClassification
+        self._positions: np.ndarray | None = None  # every slice's position (mm)
+        self.cam_layer: Any = None
+        self.mask_layer: Any = None
+        self.mask_volume_ml: float | None = None
+        self._runner: tuple[tuple, Any] | None = None
+        self._model_lock = threading.RLock()
+        self._workers: dict[str, Any] = {}
+        self._cam_pending: int | None = None
+        self._warned: set[str] = set()
+        self._set_threshold_from_model()
+        self.picker.model.changed.connect(self._set_threshold_from_model)
+        self.picker.file.changed.connect(self._set_threshold_from_model)
+        self.threshold.changed.connect(self._on_threshold)
+        self.classify_button.changed.connect(self.classify)
+        self.cam_button.changed.connect(self.gradcam)
+        self.mask_button.changed.connect(self.compute_brain_mask)
+        for button in self.windows:
+            button.changed.connect(lambda _=None, name=button.name: self.apply_window(name))
+        self.layer.changed.connect(self._on_layer_changed)
+        self._connections = [
+            (viewer.layers.events.inserted, self._on_layers_changed),
+            (viewer.layers.events.removed, self._on_layers_changed),
+            (viewer.dims.events.current_step, self._on_step),
+        ]
+        for event, callback in self._connections:
+            event.connect(callback)
+        self.native.destroyed.connect(_disconnector(self._connections))
+
+    # -- layers and slices --------------------------------------------------------------
+    def _ct_layer_names(self, _widget: Any = None) -> list[str]:
+        return [layer.name for layer in image_layers(self._viewer, ("CT",)) if layer.ndim == 3]
+
+    def _on_layers_changed(self, _event: Any = None) -> None:
+        self.layer.reset_choices()
+
+    def _on_layer_changed(self, _value: Any = None) -> None:
+        self._stop("classify")
+        self.result, self._positions = None, None
+        self.plot.set_curve(np.empty(0), np.empty(0))
+        self.decision.value = "not classified yet"
+
+    @property
+    def ct_layer(self) -> Any:
+        """The chosen CT layer (``None`` when there is none)."""
+        name = self.layer.value
+        return self._viewer.layers[name] if name in self._viewer.layers else None
+
+    def current_plane(self) -> int | None:
+        """The CT layer's slice index on screen (from ``viewer.dims``)."""
+        layer = self.ct_layer
+        if layer is None:
+            return None
+        z = layer.world_to_data(self._viewer.dims.point)[0]
+        return int(np.clip(round(float(z)), 0, layer.data.shape[0] - 1))
+
+    def _on_step(self, _event: Any = None) -> None:
+        plane = self.current_plane()
+        if plane is None:
+            return
+        if self._positions is not None and plane < len(self._positions):
+            self.plot.set_marker(float(self._positions[plane]))
+        if self.cam_follow.value:
+            self.gradcam()
+
+    def _image(self) -> Any:
+        layer = self.ct_layer
+        if layer is None:
+            raise ValueError("open a CT series first (File > Open, or the Open widget)")
+        return image_from_layer(layer)
+
+    # -- model --------------------------------------------------------------------------
+    def _set_threshold_from_model(self, _value: Any = None) -> None:
+        try:
+            self.threshold.value = float(self.picker.source().spec().threshold)
+        except (ValueError, OSError):
+            return  # no checkpoint chosen yet: keep the current threshold
+
+    def _source(self) -> Any:
+        source = self.picker.source()
+        message = self.picker.warning
+        if message and message not in self._warned:
+            self._warned.add(message)
+            warn(message)
+        return source
+
+    def _load_runner(self, source: Any) -> Any:
+        """The model runner of ``source``, loaded once (runs in a worker)."""
+        key = (source.key(), source.device)  # a checkpoint's key is its weights' hash
+        with self._model_lock:
+            if self._runner is None or self._runner[0] != key:
+                self._runner = (key, source.runner())
+            return self._runner[1]
+
+    def _locked(self, runner: Any) -> Any:
+        def predict(batch: np.ndarray) -> np.ndarray:
+            with self._model_lock:  # Grad-CAM hooks the same network: one user at a time
+                return runner(batch)
+
+        return predict
+
+    # -- classification -----------------------------------------------------------------
+    def classify(self, _value: Any = None) -> None:
+        """Classify every slice of the chosen layer in a worker, plotting as results come."""
+        try:
+            image, source = self._image(), self._source()
+        except ValueError as err:
+            report_error(err, "CT")
+            return
+        self._stop("classify")
+        self._positions = slice_positions_mm(image)
+        self.progress.max, self.progress.value = int(image.shape[0]), 0
+        self.status.value = "Classifying slices..."
+        threshold = float(self.threshold.value)
+
+        def job():
+            runner = self._load_runner(source)
+            yield from iter_classify(image, self._locked(runner), runner.spec,
+                                     threshold=threshold)
+
+        self._start("classify", job, on_yield=self._show_classification)
+
+    def _show_classification(self, result: Any) -> None:
+        self.result = result
+        self.progress.value = len(result.planes)
+        self.plot.set_curve(result.positions_mm, result.probabilities)
+        self._on_threshold(self.threshold.value)
+        self._on_step()
+        if len(result.planes) == self.progress.max:
+            self.status.value = f"Classified {len(result.planes)} slices"
+
+    def _on_threshold(self, value: float) -> None:
+        self.plot.set_threshold(float(value))
+        if self.result is not None and len(self.result.planes):
+            self.decision.value = decision_text(patient_decision(self.result, float(value)))
+
+    # -- Grad-CAM -----------------------------------------------------------------------
+    def gradcam(self, _value: Any = None) -> None:
+        """Grad-CAM of the slice on screen, into a heatmap layer aligned with the CT.
+
+        While one slice is computed, the latest request waits and runs next.
+        """
+        plane = self.current_plane()
+        if plane is not None and self._workers.get("cam") is not None:
+            self._cam_pending = plane
+            return
+        try:
+            image, source = self._image(), self._source()
+        except ValueError as err:
+            report_error(err, "Grad-CAM")
+            return
+        name = self.ct_layer.name
+        spacing = (float(image.scale[1]), float(image.scale[2]))
+        self.status.value = f"Grad-CAM on slice {plane}..."
+
+        def job():
+            runner = self._load_runner(source)
+            hu = np.asarray(image.levels[0][plane])
+            with self._model_lock:
+                return name, plane, slice_gradcam(runner.model, runner.spec, hu, spacing)
+
+        def next_request() -> None:
+            pending, self._cam_pending = self._cam_pending, None
+            if pending is not None and pending != plane:
+                self.gradcam()
+
+        self._start("cam", job, on_done=self._show_cam, on_finish=next_request)
+
+    def _show_cam(self, result: tuple[str, int, np.ndarray]) -> None:
+        name, plane, cam = result
+        if name not in self._viewer.layers:
+            return
+        source = self._viewer.layers[name]
+        layer = self.cam_layer
+        if (layer is None or layer not in self._viewer.layers
+                or layer.data.shape != source.data.shape
+                or layer.metadata.get("source_layer") != name):
+            layer = self.cam_layer = self._viewer.add_image(
+                np.zeros(source.data.shape, np.float32), name=f"{name} Grad-CAM",
+                colormap="inferno", blending="additive", opacity=0.6, contrast_limits=(0, 1),
+                metadata={"source_layer": name}, **_placement(source))
+        layer.data[plane] = cam
+        layer.refresh()
+        self.status.value = f"Grad-CAM on slice {plane}"
+
+    # -- brain mask ---------------------------------------------------------------------
+    def compute_brain_mask(self, _value: Any = None) -> None:
+        """Brain-extraction mask of every slice (slice on screen first) into a labels layer."""
+        try:
+            image = self._image()
+        except ValueError as err:
+            report_error(err, "Brain mask")
+            return
+        self._stop("mask")
+        source = self.ct_layer
+        self.mask_layer = self._viewer.add_labels(
+            np.zeros(source.data.shape, np.uint8), name=f"{source.name} brain mask",
+            colormap=DirectLabelColormap(color_dict={0: (0, 0, 0, 0), 1: BRAIN_COLOR,
+                                                     None: (0, 0, 0, 0)}),
+            features={"index": [0, 1], "class": ["background", "brain"]},
+            opacity=0.4, **_placement(source))
+        self.mask_volume_ml = None
+        self.mask_progress.max, self.mask_progress.value = int(image.shape[0]), 0
+        spacing = (float(image.scale[1]), float(image.scale[2]))
+        planes = outward_planes(self.current_plane() or 0, int(image.shape[0]))
+        layer, positions = self.mask_layer, slice_positions_mm(image)
+
+        def job():
+            masks = np.zeros(image.shape, bool)
+            for plane, mask in brain_masks(image.levels[0], spacing, planes):
+                masks[plane] = mask
+                yield plane, mask
+            return mask_volume_ml(masks, positions, spacing)
+
+        def show(item: tuple[int, np.ndarray]) -> None:
+            layer.data[item[0]] = item[1]
+            layer.refresh()
+            self.mask_progress.value = min(self.mask_progress.value + 1, self.mask_progress.max)
+
+        def done(volume: float) -> None:
+            self.mask_volume_ml = volume
+            self.status.value = f"Brain mask: {volume:.0f} ml"
+
+        self.status.value = "Brain mask..."
+        self._start("mask", job, on_yield=show, on_done=done)
+
+    # -- windows ------------------------------------------------------------------------
+    def apply_window(self, preset: str) -> None:
+        """Set the CT layer's contrast limits to a window preset (``brain``, ``bone``...)."""
+        layer = self.ct_layer
+        if layer is None:
+            report_error(ValueError("open a CT series first"), "Window")
+            return
+        layer.contrast_limits = window_limits(preset)
+
+    # -- workers and closing ------------------------------------------------------------
+    def _start(self, kind: str, job: Any, **callbacks: Any) -> None:
+        finish = callbacks.pop("on_finish", None)
+
+        def finished() -> None:
+            if self._workers.get(kind) is worker:
+                self._workers.pop(kind, None)
+            if finish is not None:
+                finish()
+
+        def failed(err: BaseException) -> None:
+            self.status.value = "Failed"
+            report_error(err, "CT")
+
+        def current(callback: Any) -> Any:  # results of a stopped run are dropped
+            return lambda value: callback(value) if self._workers.get(kind) is worker else None
+
+        wrapped = {key: current(callback) for key, callback in callbacks.items()}
+        worker = start_worker(job, on_error=failed, on_finish=finished, **wrapped)
+        self._workers[kind] = worker
+
+    def _stop(self, kind: str) -> None:
+        worker = self._workers.pop(kind, None)
+        if worker is not None:
+            worker.quit()
+
+    def close(self) -> None:
+        """Stop the workers, disconnect from the viewer and close."""
+        for kind in list(self._workers):
+            self._stop(kind)
+        _disconnector(self._connections)()
+        super().close()
+
+
+def _placement(layer: Any) -> dict[str, Any]:
+    """Keyword arguments that put a new layer exactly over ``layer``."""
+    return {"scale": tuple(layer.scale), "translate": tuple(layer.translate),
+            "units": tuple(layer.units)}
+
+
+def _disconnector(connections: list[tuple[Any, Any]]) -> Any:
+    def disconnect(*_args: Any) -> None:
+        for event, callback in connections:
+            try:
+                event.disconnect(callback)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+
+    return disconnect
