@@ -78,3 +78,41 @@ def test_wrong_task_and_modality_are_refused(ct, tmp_path):
         segment_volume(ct, Recorder(), DEFAULT_SPECS["ct-metastasis"])
     with pytest.raises(AnalysisError, match="expects 3 channel"):
         segment_volume(ct, Recorder(), DEFAULT_SPECS["mri-flair-unet"])
+
+
+def test_patient_probability_pools_only_the_slices_the_model_was_trained_on(tmp_path):
+    """A model trained with seed 002's quality filter pools over usable slices only."""
+    from dataclasses import replace
+
+    from napari_neuroseg.models.registry import ModelRegistry
+    from napari_neuroseg.preprocess.ct import slice_quality
+
+    write_ct_series(tmp_path / "ct", n_slices=6, size=64)
+    image = open_image(tmp_path / "ct")[0]
+    spacing = (float(image.scale[1]), float(image.scale[2]))
+    volume = np.asarray(image.levels[0])
+    fractions = np.array([slice_quality(s, spacing=spacing).brain_fraction for s in volume])
+    assert fractions.max() > fractions.min()
+    cut = float(fractions.min() + fractions.max()) / 2
+    base = ModelRegistry().get("ct-metastasis")
+    base = replace(base, input=replace(base.input, patch_size=(32, 32)))
+
+    scores = 1.0 - fractions  # what the stand-in model says per slice, by plane
+    lookup = iter(scores)
+
+    def by_plane(batch):
+        return np.array([[next(lookup)] for _ in range(len(batch))])
+
+    spec = replace(base, extra={**base.extra, "min_brain_fraction": cut})
+    result = classify_slices(image, by_plane, spec, batch_size=4)
+    usable = fractions >= cut
+    assert np.array_equal(result.usable, usable) and 0 < usable.sum() < usable.size
+    assert result.patient_probability == pytest.approx(scores[usable].max())
+    assert result.patient_probability < scores.max()
+    lookup = iter(scores)
+    spec = replace(base, extra={**base.extra, "min_brain_fraction": 2.0})  # nothing passes
+    none_usable = classify_slices(image, by_plane, spec, batch_size=4)
+    assert none_usable.patient_probability == pytest.approx(scores.max())
+    lookup = iter(scores)
+    plain = classify_slices(image, by_plane, base, batch_size=4)
+    assert plain.usable is None and plain.patient_probability == pytest.approx(scores.max())

@@ -18,7 +18,7 @@ from napari_neuroseg.analysis.slide import AnalysisError, Predictor
 from napari_neuroseg.engine import PredictionResult, TileCache, predict_volume
 from napari_neuroseg.io import LazyImage
 from napari_neuroseg.models.spec import ModelSpec
-from napari_neuroseg.preprocess.ct import extract_brain
+from napari_neuroseg.preprocess.ct import extract_brain, slice_quality
 
 
 def _check_volume(image: LazyImage, spec: ModelSpec) -> int:
@@ -101,9 +101,13 @@ class SliceClassification:
     positions_mm : numpy.ndarray
         Each slice's position along z in mm (from the volume's scale and translate).
     patient_probability : float
-        The maximum over slices.
+        The maximum over the usable slices.
     threshold : float
         The decision threshold (the model's, unless overridden).
+    usable : numpy.ndarray or None
+        Per classified slice, whether it passed the slice-quality filter the model was
+        trained with (``spec.extra["min_brain_fraction"]``); None when the model has none.
+        When no slice passes, all count.
     """
 
     planes: np.ndarray
@@ -111,6 +115,7 @@ class SliceClassification:
     positions_mm: np.ndarray
     patient_probability: float
     threshold: float
+    usable: np.ndarray | None = None
 
     @property
     def positive(self) -> bool:
@@ -176,7 +181,9 @@ def classify_slices(
     volume = image.levels[0]
     zs = np.arange(volume.shape[0])[planes if planes is not None else slice(None)]
     spacing = (float(image.scale[1]), float(image.scale[2]))
+    min_brain = spec.extra.get("min_brain_fraction")
     probabilities: list[float] = []
+    usable: list[bool] = []
     for start in range(0, len(zs), batch_size):
         if should_stop is not None and should_stop():
             break
@@ -185,15 +192,21 @@ def classify_slices(
         batch = np.stack([prepare_ct_slice(s, spec, spacing) for s in slices])[:, None]
         out = np.asarray(predictor(batch), dtype=np.float64).reshape(len(chunk), -1)
         probabilities.extend(out[:, -1].tolist())
+        if min_brain is not None:
+            usable.extend(slice_quality(s, spacing=spacing, min_brain_fraction=float(min_brain))
+                          .usable for s in slices)
         if on_progress is not None:
             on_progress(min(start + batch_size, len(zs)), len(zs))
     probs = np.asarray(probabilities)
     done = zs[: len(probs)]
     z0 = float(image.translate[0]) if image.translate is not None else 0.0
+    ok = np.asarray(usable, dtype=bool) if min_brain is not None else None
+    pooled = probs[ok] if ok is not None and ok.any() else probs  # as in training
     return SliceClassification(
         planes=done,
         probabilities=probs,
         positions_mm=z0 + done * float(image.scale[0]),
-        patient_probability=float(probs.max()) if probs.size else float("nan"),
+        patient_probability=float(pooled.max()) if pooled.size else float("nan"),
         threshold=float(spec.threshold if threshold is None else threshold),
+        usable=ok,
     )
