@@ -34,6 +34,7 @@ def test_one_epoch_gives_a_checkpoint_the_plugin_loads(dataset, tmp_path, capsys
     assert code == 0
     printed = capsys.readouterr().out
     assert "effective configuration" in printed and "base_features: 4" in printed
+    assert json.loads((run / "config.json").read_text())["base_features"] == 4
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["slice_dice"] <= 1.0 and metrics["val_patients"] == 1
     assert (run / "report.md").read_text().count("slice_dice") >= 1
