@@ -1,0 +1,312 @@
+"""A model over one region of a slide at the model's resolution: nuclei and virtual H&E.
+
+The Nuclei and Stain widgets analyse what is on screen. The widget turns the camera into a
+region of level-0 pixels; the functions here cap its size, run :func:`predict_slide` over it
+(the model's pyramid level, tiles with halos, blending) and turn the stitched outputs into
+one result aligned with the slide:
+
+* :func:`segment_nuclei`: HoVer-Net outputs (nuclear probability + h/v maps, see
+  :class:`~napari_neuroseg.models.runner.ModelRunner`) -> instance labels by the
+  marker-controlled watershed of :func:`~napari_neuroseg.models.hovernet_post.hovernet_instances`,
+  with the nucleus count and density;
+* :func:`translate_stain`: an image-translation model (IHC -> H&E) -> an RGB uint8 image.
+
+Both return a :class:`RegionResult` whose ``scale``/``translate`` place the working-grid
+result on the slide in world units (µm).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from napari_neuroseg.analysis.slide import AnalysisError, Predictor, SlidePlan, predict_slide
+from napari_neuroseg.engine import PredictionResult, Region, TileCache, TileCounts
+from napari_neuroseg.models.hovernet_post import hovernet_instances
+from napari_neuroseg.models.spec import ModelSpec
+
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "DEFAULT_POSTPROCESS",
+    "NucleiResult",
+    "RegionResult",
+    "cap_region",
+    "nuclei_density",
+    "postprocess_options",
+    "segment_nuclei",
+    "to_uint8_rgb",
+    "translate_stain",
+]
+
+#: Largest side of an analysed region, in working pixels (4096 x 4096 at 0.5 µm/px is 2 mm).
+DEFAULT_MAX_SIZE = 4096
+#: :func:`hovernet_instances` options when the model's spec saves none
+#: (``spec.extra["postprocess"]``, written by the nuclei training task).
+DEFAULT_POSTPROCESS: dict[str, Any] = {
+    "np_threshold": 0.5,
+    "marker_threshold": 0.4,
+    "min_size": 10,
+    "ksize": 11,
+}
+_UM_PER_UNIT = {"um": 1.0, "µm": 1.0, "micron": 1.0, "micrometer": 1.0, "mm": 1000.0,
+                "nm": 1e-3}
+
+
+@dataclass
+class RegionResult:
+    """One model's result over one region, on the model's working grid.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        ``(H, W)`` labels or ``(H, W, 3)`` RGB uint8.
+    scale, translate : tuple of float
+        napari geometry that overlays ``data`` on the slide (world units, usually µm).
+    region : Region
+        The level-0 pixels analysed (after capping).
+    working_region : Region
+        The same region on the working grid (``data`` covers it).
+    mpp : float
+        Working pixel size in the slide's unit.
+    unit : str
+        The slide's world unit.
+    counts : TileCounts
+        Tiles computed, served from the cache, skipped (no tissue) or cancelled.
+    complete : bool
+        False when the run was stopped before every tile was computed.
+    capped : bool
+        True when the requested region was larger than the size limit and was cut down
+        around its centre.
+    notes : list of str
+        What was decided, for the user.
+    """
+
+    data: np.ndarray
+    scale: tuple[float, float]
+    translate: tuple[float, float]
+    region: Region
+    working_region: Region
+    mpp: float
+    unit: str
+    counts: TileCounts
+    complete: bool = True
+    capped: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def area_mm2(self) -> float:
+        """Area of the analysed region in mm² (from the working pixel size)."""
+        h, w = self.working_region.shape
+        side_mm = self.mpp * _UM_PER_UNIT.get(self.unit, 1.0) / 1000.0
+        return float(h * w * side_mm * side_mm)
+
+
+@dataclass
+class NucleiResult(RegionResult):
+    """:class:`RegionResult` with instance labels (0 background, 1..n nuclei)."""
+
+    @property
+    def count(self) -> int:
+        """Number of nuclei (labels are consecutive, so the largest id)."""
+        return int(self.data.max()) if self.data.size else 0
+
+    @property
+    def density(self) -> float:
+        """Nuclei per mm² of the analysed region."""
+        return nuclei_density(self.count, self.area_mm2)
+
+
+def nuclei_density(count: int, area_mm2: float) -> float:
+    """Nuclei per mm²: ``count / area_mm2`` (0 for an empty area)."""
+    return float(count) / area_mm2 if area_mm2 > 0 else 0.0
+
+
+def cap_region(region: Region, plan: SlidePlan,
+               max_size: int = DEFAULT_MAX_SIZE) -> tuple[Region, bool]:
+    """Cut ``region`` (level-0 pixels) down to about ``max_size`` working pixels a side.
+
+    Each side longer than the limit is shortened symmetrically around its centre.
+
+    Returns
+    -------
+    region : Region
+        The region to analyse (``region`` itself when small enough).
+    capped : bool
+        Whether it was cut.
+    """
+    if max_size < 1:
+        raise ValueError(f"max_size must be at least 1, got {max_size}")
+    f = plan.choice.working_mpp / plan.choice.base_mpp
+    # region_from_base rounds outwards, so keep two working pixels in hand.
+    limit = max(1, math.floor(max(1, max_size - 2) * f))
+    bounds = [region.y0, region.x0, region.y1, region.x1]
+    capped = False
+    for lo, hi in ((0, 2), (1, 3)):
+        if bounds[hi] - bounds[lo] > limit:
+            start = (bounds[lo] + bounds[hi] - limit) // 2
+            bounds[lo], bounds[hi] = start, start + limit
+            capped = True
+    return Region(*bounds), capped
+
+
+def postprocess_options(spec: ModelSpec,
+                        overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`hovernet_instances` keywords: ``overrides``, else the spec's, else defaults.
+
+    Raises
+    ------
+    ValueError
+        ``ksize`` not odd and >= 3, or a threshold outside [0, 1].
+    """
+    saved = dict(spec.extra.get("postprocess") or {})
+    options = {key: saved.get(key, value) for key, value in DEFAULT_POSTPROCESS.items()}
+    options.update({k: v for k, v in (overrides or {}).items() if k in DEFAULT_POSTPROCESS})
+    if int(options["ksize"]) < 3 or int(options["ksize"]) % 2 == 0:
+        raise ValueError(f"ksize must be an odd integer >= 3, got {options['ksize']}")
+    for key in ("np_threshold", "marker_threshold"):
+        if not 0.0 <= float(options[key]) <= 1.0:
+            raise ValueError(f"{key} must be in [0, 1], got {options[key]}")
+    return options
+
+
+def to_uint8_rgb(values: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """An image-translation output ``(3, H, W)`` as an ``(H, W, 3)`` uint8 image.
+
+    :class:`~napari_neuroseg.models.runner.ModelRunner` already maps the network's output
+    range (the spec's ``normalization["out_range"]``, [-1, 1] for a CycleGAN) to [0, 1]; this
+    multiplies by the normalisation's ``scale`` (255), rounds and clips.
+    """
+    array = np.asarray(values, dtype=np.float32)
+    if array.ndim != 3 or array.shape[0] != 3:
+        raise AnalysisError(f"{spec.name}: expected a (3, H, W) output, got {array.shape}")
+    scale = float(spec.input.normalization.get("scale", 255.0))
+    rgb = np.clip(np.rint(array * scale), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(rgb.transpose(1, 2, 0))
+
+
+def _predict(plan: SlidePlan, predictor: Predictor, region: Region | None, max_size: int,
+             options: dict[str, Any]) -> tuple[PredictionResult, Region, bool]:
+    full = Region(0, 0, int(plan.image.shape[0]), int(plan.image.shape[1]))
+    region, capped = cap_region(region or full, plan, max_size)
+    result = predict_slide(plan, predictor, region=region, **options)
+    return result, region, capped
+
+
+def _result(cls: type, data: np.ndarray, plan: SlidePlan, result: PredictionResult,
+            region: Region, capped: bool, max_size: int) -> Any:
+    notes = list(plan.notes)
+    if capped:
+        notes.append(f"view larger than {max_size} x {max_size} working pixels: only its "
+                     "centre was analysed (zoom in for the rest)")
+    return cls(data=data, scale=tuple(result.scale), translate=tuple(result.translate),
+               region=region, working_region=result.region, mpp=plan.choice.working_mpp,
+               unit=plan.image.unit, counts=result.counts, complete=result.complete,
+               capped=capped, notes=notes)
+
+
+def segment_nuclei(
+    plan: SlidePlan,
+    predictor: Predictor,
+    region: Region | None = None,
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    postprocess: Mapping[str, Any] | None = None,
+    cache: TileCache | None = None,
+    model_key: str | None = None,
+    batch_size: int = 4,
+    should_stop: Callable[[], bool] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> NucleiResult:
+    """Nuclear instance labels of ``region`` at the model's resolution.
+
+    Parameters
+    ----------
+    plan : SlidePlan
+        From :func:`plan_slide` with an ``instance_segmentation`` (HoVer-Net) spec.
+    predictor : callable
+        Returns ``(N, 4 [+ T], H, W)``: nuclear background / foreground probabilities, h and v
+        maps (then type probabilities, unused here), as a ``ModelRunner`` does.
+    region : Region, optional
+        Level-0 pixels; the whole slide when None. Capped to ``max_size`` working pixels.
+    max_size : int
+        Largest side of the analysed region in working pixels.
+    postprocess : mapping, optional
+        :func:`hovernet_instances` options overriding the spec's (see
+        :func:`postprocess_options`).
+    cache, model_key, batch_size, should_stop, on_progress
+        Passed to :func:`predict_slide`.
+
+    Returns
+    -------
+    NucleiResult
+        int32 labels on the working grid (empty when the run was stopped early).
+
+    Raises
+    ------
+    AnalysisError
+        The model is not an instance-segmentation model.
+    """
+    spec = plan.spec
+    if spec.task != "instance_segmentation":
+        raise AnalysisError(f"{spec.name} is a {spec.task} model, not a nuclear instance "
+                            "segmentation (HoVer-Net) model")
+    options = postprocess_options(spec, postprocess)
+    result, region, capped = _predict(
+        plan, predictor, region, max_size,
+        {"cache": cache, "model_key": model_key, "batch_size": batch_size,
+         "should_stop": should_stop, "on_progress": on_progress})
+    maps = np.asarray(result.probabilities, dtype=np.float32)
+    if maps.shape[0] < 4:
+        raise AnalysisError(f"{spec.name}: expected nuclear probabilities and h/v maps "
+                            f"(4 or more outputs), got {maps.shape[0]}")
+    if result.complete:
+        labels = hovernet_instances(maps[1], maps[2:4], **options)
+    else:
+        labels = np.zeros(maps.shape[1:], dtype=np.int32)
+    return _result(NucleiResult, labels, plan, result, region, capped, max_size)
+
+
+def translate_stain(
+    plan: SlidePlan,
+    predictor: Predictor,
+    region: Region | None = None,
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    cache: TileCache | None = None,
+    model_key: str | None = None,
+    batch_size: int = 4,
+    should_stop: Callable[[], bool] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> RegionResult:
+    """The translated (e.g. IHC -> H&E) view of ``region`` as RGB uint8.
+
+    Parameters
+    ----------
+    plan : SlidePlan
+        From :func:`plan_slide` with an ``image_translation`` spec.
+    predictor : callable
+        Returns ``(N, 3, H, W)`` in [0, 1], as a ``ModelRunner`` does.
+    region : Region, optional
+        Level-0 pixels; the whole slide when None. Capped to ``max_size`` working pixels.
+    max_size, cache, model_key, batch_size, should_stop, on_progress
+        As in :func:`segment_nuclei`.
+
+    Returns
+    -------
+    RegionResult
+        ``(H, W, 3)`` uint8 on the working grid.
+    """
+    spec = plan.spec
+    if spec.task != "image_translation":
+        raise AnalysisError(f"{spec.name} is a {spec.task} model, not an image-translation "
+                            "(stain) model")
+    result, region, capped = _predict(
+        plan, predictor, region, max_size,
+        {"cache": cache, "model_key": model_key, "batch_size": batch_size,
+         "should_stop": should_stop, "on_progress": on_progress})
+    rgb = to_uint8_rgb(result.probabilities, spec)
+    return _result(RegionResult, rgb, plan, result, region, capped, max_size)

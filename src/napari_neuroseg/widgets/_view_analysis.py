@@ -1,0 +1,289 @@
+"""Analyse the region on screen of a slide: the machinery the Nuclei and Stain widgets share.
+
+The region on screen is the camera's visible world box (``viewer.scene.camera`` and the
+canvas size, so it works with the viewer hidden) mapped to the slide's level-0 pixels. A
+worker loads the model and plans the slide (once per slide and model), then runs it over that
+region at the model's resolution (:mod:`napari_neuroseg.analysis.region`); the result replaces
+the widget's one result layer, aligned with the slide. "Follow the view" re-runs when the
+camera has stopped moving; a newer view cancels a run in progress.
+"""
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, ProgressBar, PushButton, SpinBox
+from qtpy.QtCore import QTimer
+
+from napari_neuroseg.analysis.region import (
+    DEFAULT_MAX_SIZE,
+    RegionResult,
+)
+from napari_neuroseg.analysis.slide import SlidePlan, plan_slide
+from napari_neuroseg.batch.tasks import ModelSource
+from napari_neuroseg.engine import Region, TileCache
+from napari_neuroseg.io import LazyImage
+from napari_neuroseg.live.viewport import box_to_pixels, visible_box
+from napari_neuroseg.widgets._common import (
+    ModelPicker,
+    image_from_layer,
+    image_layers,
+    report_error,
+    start_worker,
+    warn,
+)
+
+if TYPE_CHECKING:
+    import napari
+
+DEBOUNCE_MS = 250
+PROGRESS_MS = 100
+
+
+@dataclass
+class LoadedModel:
+    """A model loaded and a slide planned for it, reused while the settings stay the same."""
+
+    config: tuple[Any, ...]
+    plan: SlidePlan
+    runner: Any
+    key: str
+
+
+def analyse_view(analyse: Callable[..., RegionResult], image: LazyImage, source: ModelSource,
+                 config: tuple[Any, ...], loaded: LoadedModel | None, region: Region,
+                 max_size: int, tissue_only: bool, cache: TileCache, stop: threading.Event,
+                 progress: list[int]) -> tuple[LoadedModel, RegionResult]:
+    """Load the model and plan the slide (unless ``loaded`` fits), then analyse ``region``.
+
+    Runs in a worker. ``progress`` receives ``[done, total]`` tiles; ``stop`` cancels.
+    """
+    if loaded is None or loaded.config != config:
+        spec = source.spec()
+        runner = source.runner()
+        plan = plan_slide(image, spec, tissue_only=tissue_only)
+        loaded = LoadedModel(config, plan, runner, source.key())
+
+    def on_progress(done: int, total: int) -> None:
+        progress[:] = [done, total]
+
+    result = analyse(loaded.plan, loaded.runner, region, max_size=max_size, cache=cache,
+                     model_key=loaded.key, should_stop=stop.is_set, on_progress=on_progress)
+    return loaded, result
+
+
+class ViewAnalysisWidget(Container):
+    """A slide model over the region on screen, into one result layer (a base class).
+
+    Subclasses set :attr:`TASKS`, :attr:`MODELS`, :attr:`TITLE` and :meth:`analyse` (a
+    function of :mod:`napari_neuroseg.analysis.region`) and implement :meth:`show_result`.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    """
+
+    TASKS: tuple[str, ...] = ()
+    MODELS: tuple[str, ...] | None = None
+    TITLE = "Analyse"
+    RUN_TEXT = "Analyse the view"
+
+    def __init__(self, viewer: "napari.viewer.Viewer") -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.layer = ComboBox(label="Slide", choices=self._slide_choices)
+        self.picker = ModelPicker(self.TASKS, names=self.MODELS)
+        self.tissue = CheckBox(text="Tissue only", value=True)
+        self.max_size = SpinBox(label="Largest side (working px)", min=256, max=16384,
+                                step=256, value=DEFAULT_MAX_SIZE)
+        self.follow = CheckBox(text="Follow the view", value=False)
+        self.run_button = PushButton(text=self.RUN_TEXT)
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="Progress", min=0, max=100, value=0)
+        self.status = Label(value="Choose a slide and a model.")
+        self.extend([self.layer, self.picker, self.tissue, self.max_size, self.follow,
+                     self.run_button, self.cancel_button, self.progress, self.status])
+        self.cache = TileCache(max_bytes=256 * 2**20)
+        self.result_layer: Any = None
+        self.result: RegionResult | None = None
+        self.loaded: LoadedModel | None = None
+        self.runs = 0  # results shown
+        self.discarded = 0  # results of stale or cancelled runs, never shown
+        self._worker: Any = None
+        self._stop: threading.Event | None = None
+        self._pending = False
+        self._progress = [0, 0]
+        self._warned = ""
+        self._debounce = QTimer()
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(DEBOUNCE_MS)
+        self._debounce.timeout.connect(self.run)
+        self._poll = QTimer()
+        self._poll.setInterval(PROGRESS_MS)
+        self._poll.timeout.connect(self._show_progress)
+        self.follow.changed.connect(self._on_follow)
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        camera = viewer.scene.camera
+        self._events = [(camera.events.center, self._on_camera),
+                        (camera.events.zoom, self._on_camera),
+                        (viewer.canvas.events.size, self._on_camera),
+                        (viewer.layers.events.inserted, self._on_layers_changed),
+                        (viewer.layers.events.removed, self._on_layers_changed)]
+        for event, callback in self._events:
+            event.connect(callback)
+        self.native.destroyed.connect(_disconnector(self._events))
+
+    # -- to implement -----------------------------------------------------------------------
+    @staticmethod
+    def analyse(plan: SlidePlan, predictor: Any, region: Region, **kwargs: Any) -> RegionResult:
+        """The analysis function run in the worker."""
+        raise NotImplementedError
+
+    def show_result(self, result: RegionResult) -> None:
+        """Add or update the result layer and the text (on the GUI thread)."""
+        raise NotImplementedError
+
+    # -- choices ----------------------------------------------------------------------------
+    def _slide_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in image_layers(self._viewer, ("slide",))
+                if layer.metadata.get("neuroseg", {}).get("result_of") != self.TITLE]
+
+    def _on_layers_changed(self, _event: Any = None) -> None:
+        self.layer.reset_choices()
+        if self.result_layer is not None and self.result_layer not in self._viewer.layers:
+            self.result_layer = None
+
+    def _config(self) -> tuple[Any, ...]:
+        return (id(self.layer.value), self.picker.model.value, str(self.picker.file.value),
+                self.picker.device.value, self.tissue.value)
+
+    # -- requests ---------------------------------------------------------------------------
+    def visible_region(self) -> Region | None:
+        """The level-0 pixels of the chosen slide under the canvas (None: off the slide)."""
+        layer = self.layer.value
+        camera = self._viewer.scene.camera
+        box = visible_box(camera.center, camera.zoom, self._viewer.canvas.size)
+        shape = layer.data[0].shape if getattr(layer, "multiscale", False) else layer.data.shape
+        return box_to_pixels(box, layer.scale, layer.translate, shape)
+
+    def _on_follow(self, value: bool) -> None:
+        if value:
+            self.run()
+        else:
+            self._debounce.stop()
+
+    def _on_camera(self, _event: Any = None) -> None:
+        if self.follow.value:
+            self._debounce.start()
+
+    def run(self) -> None:
+        """Analyse the region on screen; a run in progress is cancelled and this one follows."""
+        if self._worker is not None:
+            self._pending = True
+            if self._stop is not None:
+                self._stop.set()
+            self.status.value = "View changed: stopping the previous run ..."
+            return
+        try:
+            if self.layer.value is None:
+                raise ValueError("no slide: open one (File > Open, or the sample slide)")
+            image = image_from_layer(self.layer.value)
+            source = self.picker.source()
+            region = self.visible_region()
+            if region is None:
+                raise ValueError("the view does not show the slide: pan or zoom to it")
+        except ValueError as err:
+            self._fail(err)
+            return
+        if self.picker.warning and self.picker.warning != self._warned:
+            self._warned = self.picker.warning
+            warn(self.picker.warning)
+        self._stop = threading.Event()
+        self._progress = [0, 0]
+        self.progress.value = 0
+        self.cancel_button.enabled = True
+        self.status.value = f"Analysing {region.shape[0]} x {region.shape[1]} slide pixels ..."
+        self._poll.start()
+        self._worker = start_worker(
+            analyse_view, self.analyse, image, source, self._config(), self.loaded, region,
+            int(self.max_size.value), bool(self.tissue.value), self.cache, self._stop,
+            self._progress, on_done=self._on_done, on_error=self._fail,
+            on_finish=self._on_finish)
+
+    def cancel(self) -> None:
+        """Stop the run in progress (and any run waiting for it)."""
+        self._pending = False
+        if self._stop is not None:
+            self._stop.set()
+            self.status.value = "Cancelled"
+
+    @property
+    def busy(self) -> bool:
+        """Whether a run is in progress or waiting."""
+        return self._worker is not None or self._pending or self._debounce.isActive()
+
+    # -- results ----------------------------------------------------------------------------
+    def _on_done(self, out: tuple[LoadedModel, RegionResult]) -> None:
+        self.loaded, result = out
+        if (self._stop is not None and self._stop.is_set()) or not result.complete:
+            self.discarded += 1
+            return  # stale or cancelled: a newer run follows, or the user stopped it
+        self.result = result
+        self.progress.value = 100
+        self.show_result(result)
+        self.runs += 1
+
+    def _on_finish(self) -> None:
+        self._worker, self._stop = None, None
+        self._poll.stop()
+        self.cancel_button.enabled = False
+        if self._pending:
+            self._pending = False
+            self.run()
+
+    def _show_progress(self) -> None:
+        done, total = self._progress
+        if total:
+            self.progress.value = round(100 * done / total)
+
+    def _fail(self, err: BaseException) -> None:
+        report_error(err, self.TITLE)
+        self.status.value = f"Failed: {err}"
+
+    def _layer_kwargs(self, result: RegionResult) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"scale": result.scale, "translate": result.translate}
+        units = getattr(self.layer.value, "units", None)
+        if units is not None:
+            kwargs["units"] = tuple(units)[-2:]
+        return kwargs
+
+    def _result_metadata(self) -> dict[str, Any]:
+        spec = self.loaded.plan.spec if self.loaded is not None else None
+        return {"neuroseg": {"model": spec.name if spec else None, "result_of": self.TITLE}}
+
+    def _notes(self, result: RegionResult) -> str:
+        c = result.counts
+        tiles = f"tiles: {c.computed} computed, {c.cached} cached, {c.skipped} skipped"
+        return "; ".join([tiles, *result.notes])
+
+    def close(self) -> None:
+        """Stop the run, the timers and disconnect from the viewer's events."""
+        self._debounce.stop()
+        self._poll.stop()
+        self.cancel()
+        _disconnector(self._events)()
+        super().close()
+
+
+def _disconnector(events: list[tuple[Any, Any]]) -> Callable[..., None]:
+    """Disconnects every (event, callback) once (holds no widget: runs at Qt teardown)."""
+
+    def disconnect(*_: Any) -> None:
+        while events:
+            event, callback = events.pop()
+            event.disconnect(callback)
+
+    return disconnect
+

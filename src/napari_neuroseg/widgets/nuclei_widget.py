@@ -1,0 +1,76 @@
+"""The Nuclei widget: nuclear instances, count and density of the region on screen.
+
+HoVer-Net (or a checkpoint) over the visible region at the model's resolution, through
+:class:`~napari_neuroseg.widgets._view_analysis.ViewAnalysisWidget`; the instance labels
+replace the widget's one result layer, aligned with the slide.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import Label
+
+from napari_neuroseg.analysis.region import (
+    NucleiResult,
+    RegionResult,
+    segment_nuclei,
+)
+
+if TYPE_CHECKING:
+    import napari
+
+from napari_neuroseg.widgets._view_analysis import ViewAnalysisWidget
+
+
+class NucleiWidget(ViewAnalysisWidget):
+    """Nuclear instance labels, count and density of the region on screen (HoVer-Net).
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    """
+
+    TASKS = ("instance_segmentation",)
+    TITLE = "Nuclei"
+    RUN_TEXT = "Find nuclei in the view"
+
+    def __init__(self, viewer: "napari.viewer.Viewer") -> None:
+        super().__init__(viewer)
+        self.count = Label(label="Nuclei", value="-")
+        self.density = Label(label="Density", value="-")
+        self.insert(self.index(self.status), self.count)
+        self.insert(self.index(self.status), self.density)
+
+    analyse = staticmethod(segment_nuclei)
+
+    def show_result(self, result: RegionResult) -> None:
+        """Replace the instance labels layer; show the count and the density."""
+        assert isinstance(result, NucleiResult)
+        spec = self.loaded.plan.spec if self.loaded is not None else None
+        name = f"{spec.name if spec else 'nuclei'} nuclei"
+        features = nucleus_features(result, spec.classes[-1] if spec else "nucleus")
+        layer = self.result_layer
+        if layer is not None and layer in self._viewer.layers:
+            layer.data = result.data
+            for key, value in self._layer_kwargs(result).items():
+                setattr(layer, key, value)
+            layer.features = features
+        else:
+            self.result_layer = self._viewer.add_labels(
+                result.data, name=name, features=features, opacity=0.6,
+                metadata=self._result_metadata(),
+                **self._layer_kwargs(result))
+        self.count.value = f"{result.count}"
+        self.density.value = (f"{result.density:.0f} nuclei/mm² "
+                              f"(in {result.area_mm2:.4g} mm²)")
+        h, w = result.working_region.shape
+        self.status.value = (f"{result.count} nuclei in {h} x {w} px at {result.mpp:.3g} "
+                             f"µm/px; {self._notes(result)}")
+
+
+def nucleus_features(result: NucleiResult, class_name: str = "nucleus") -> dict[str, Any]:
+    """Per-label features for napari (status bar): index, class and area in µm²."""
+    ids = np.arange(result.count + 1)
+    pixels = np.bincount(result.data.ravel(), minlength=len(ids))[: len(ids)]
+    return {"index": ids, "class": ["background"] + [class_name] * result.count,
+            "area_um2": pixels * result.mpp**2}

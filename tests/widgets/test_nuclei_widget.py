@@ -1,0 +1,238 @@
+"""The Nuclei widget driven like a user: open a slide, look somewhere, find nuclei, follow."""
+
+import dataclasses
+import time
+
+import numpy as np
+import pytest
+import torch
+from napari.layers import Labels
+from scipy import ndimage as ndi
+
+from napari_neuroseg.batch.tasks import ModelSource
+from napari_neuroseg.io import open_image, to_layer_data
+from napari_neuroseg.live.viewport import box_to_pixels, visible_box
+from napari_neuroseg.models.checkpoint import save_checkpoint
+from napari_neuroseg.models.hovernet import hv_targets
+from napari_neuroseg.models.registry import ModelRegistry
+from napari_neuroseg.samples.slide import write_synthetic_slide
+from napari_neuroseg.widgets import _view_analysis
+from napari_neuroseg.widgets._common import FROM_FILE
+from napari_neuroseg.widgets.nuclei_widget import NucleiWidget
+
+pytestmark = pytest.mark.gui
+
+
+class Oracle:
+    """A stand-in HoVer-Net: nuclei are the dark pixels; h/v maps from what it sees."""
+
+    output_channels = 4
+
+    def __init__(self, delay=0.0):
+        self.delay = delay
+        self.tiles = 0
+
+    def __call__(self, batch):
+        time.sleep(self.delay)
+        self.tiles += len(batch)
+        out = np.zeros((len(batch), 4, *batch.shape[2:]), np.float32)
+        for i, patch in enumerate(batch):
+            dark = patch.mean(axis=0) < 140
+            out[i, 1], out[i, 0] = dark, ~dark
+            out[i, 2:4] = hv_targets(ndi.label(dark)[0])
+        return out
+
+
+@pytest.fixture(scope="module")
+def slide_path(tmp_path_factory):
+    return write_synthetic_slide(tmp_path_factory.mktemp("nw") / "s.tif", size=(1024, 1536),
+                                 tile=256, mpp=0.5, layout="pages", compression="zlib",
+                                 levels=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """nuclei-hovernet with a tiny random network (a checkpoint, so no warning)."""
+    registry = ModelRegistry()
+    base = registry.get("nuclei-hovernet")
+    spec = dataclasses.replace(base, name="tiny-hovernet", arch_kwargs={
+        **base.arch_kwargs, "base_features": 4, "encoder_depth": 2, "blocks_per_level": 1})
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("ck") / "tiny", registry.build(spec), spec)
+
+
+@pytest.fixture
+def oracle(monkeypatch):
+    """Registry models get the oracle instead of random weights (model loading skipped)."""
+    predictor = Oracle()
+    monkeypatch.setattr(ModelSource, "runner", lambda self: predictor)
+    return predictor
+
+
+@pytest.fixture
+def warnings(monkeypatch):
+    shown = []
+    monkeypatch.setattr(_view_analysis, "warn", shown.append)
+    return shown
+
+
+def _widget(make_napari_viewer, path):
+    viewer = make_napari_viewer()
+    [(data, kwargs, kind)] = to_layer_data(open_image(path))
+    layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = NucleiWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.layer.value = layer
+    widget.picker.device.value = "cpu"
+    return viewer, layer, widget
+
+
+def _look_at(viewer, center, width_um):
+    camera = viewer.scene.camera
+    camera.zoom = viewer.canvas.size[1] / width_um
+    camera.center = (0.0, *center) if len(camera.center) == 3 else center
+
+
+def _expected_region(viewer, layer):
+    camera = viewer.scene.camera
+    box = visible_box(camera.center, camera.zoom, viewer.canvas.size)
+    return box_to_pixels(box, layer.scale, layer.translate, layer.data[0].shape)
+
+
+def _wait_runs(qtbot, widget, n, timeout=30000):
+    qtbot.waitUntil(lambda: widget.runs >= n and not widget.busy, timeout=timeout)
+
+
+def test_nuclei_of_the_view_aligned_counted(make_napari_viewer, qtbot, slide_path, oracle,
+                                            warnings):
+    viewer, slide, widget = _widget(make_napari_viewer, slide_path)
+    _look_at(viewer, (250.0, 380.0), 150.0)
+    widget.run_button.native.click()
+    _wait_runs(qtbot, widget, 1)
+    assert warnings and "random weights" in warnings[0]
+    result = widget.result
+    assert result.region == _expected_region(viewer, slide)  # model at 0.5 µm/px = level 0
+    layer = widget.result_layer
+    assert isinstance(layer, Labels) and layer in viewer.layers
+    assert layer.data.shape == result.working_region.shape
+    # a label pixel sits where its source pixel does
+    y0, x0 = result.region.start
+    for i, j in [(0, 0), (17, 53), (layer.data.shape[0] - 1, layer.data.shape[1] - 1)]:
+        np.testing.assert_allclose(layer.data_to_world((i, j)),
+                                   slide.data_to_world((y0 + i, x0 + j)))
+    np.testing.assert_allclose(layer.scale, slide.scale)
+    # nuclei found, the text agrees with the labels, density = count / area
+    ids = np.unique(layer.data[layer.data > 0])
+    assert len(ids) > 5 and int(widget.count.value) == len(ids) == ids.max()
+    h, w = layer.data.shape
+    area_mm2 = h * w * (0.5e-3) ** 2
+    assert result.density == pytest.approx(len(ids) / area_mm2)
+    assert widget.density.value.startswith(f"{len(ids) / area_mm2:.0f} nuclei/mm²")
+    assert set(layer.features["class"][1:]) == {"nucleus"}
+    # the dark pixels of the source are nuclei
+    source = np.asarray(slide.data[0][result.region.y0:result.region.y1,
+                                      result.region.x0:result.region.x1])
+    dark = source.mean(axis=2) < 140
+    assert (layer.data > 0)[dark].mean() > 0.8  # specks under min_size are dropped
+    assert dark[layer.data > 0].mean() > 0.95
+    # the same view again: every tile from the widget's cache, the same nuclei
+    tiles, before = oracle.tiles, layer.data.copy()
+    widget.run()
+    _wait_runs(qtbot, widget, 2)
+    assert oracle.tiles == tiles and widget.result.counts.computed == 0
+    assert widget.result.counts.cached > 0
+    np.testing.assert_array_equal(layer.data, before)
+    widget.close()
+
+
+def test_follow_the_view_reruns_replaces_and_cancels_stale_runs(make_napari_viewer, qtbot,
+                                                                slide_path, oracle):
+    viewer, slide, widget = _widget(make_napari_viewer, slide_path)
+    n_callbacks = len(viewer.scene.camera.events.center.callbacks) - 1
+    _look_at(viewer, (200.0, 200.0), 100.0)
+    widget.follow.value = True  # runs at once
+    _wait_runs(qtbot, widget, 1)
+    first_layer, first_region = widget.result_layer, widget.result.region
+    oracle.delay = 1.0  # slow enough to move the camera during a run
+    _look_at(viewer, (300.0, 500.0), 100.0)
+    qtbot.waitUntil(lambda: widget._worker is not None, timeout=5000)
+    _look_at(viewer, (320.0, 520.0), 100.0)  # moved again while that run computes
+    _look_at(viewer, (330.0, 600.0), 100.0)
+    _wait_runs(qtbot, widget, 2)
+    qtbot.wait(_view_analysis.DEBOUNCE_MS + 100)
+    assert not widget.busy
+    assert widget.runs == 2 and widget.discarded == 1  # the stale run was not shown
+    assert widget.result.region == _expected_region(viewer, slide) != first_region
+    assert widget.result_layer is first_layer  # replaced in place, one layer
+    assert sum(isinstance(la, Labels) for la in viewer.layers) == 1
+    y0, x0 = widget.result.region.start
+    np.testing.assert_allclose(first_layer.data_to_world((0, 0)),
+                               slide.data_to_world((y0, x0)))
+    widget.follow.value = False
+    _look_at(viewer, (100.0, 100.0), 100.0)
+    qtbot.wait(_view_analysis.DEBOUNCE_MS + 100)
+    assert widget.runs == 2 and not widget.busy
+    widget.close()
+    assert len(viewer.scene.camera.events.center.callbacks) == n_callbacks
+
+
+def test_big_views_are_capped_and_errors_are_notifications(make_napari_viewer, qtbot,
+                                                           slide_path, oracle, monkeypatch):
+    errors = []
+    monkeypatch.setattr(_view_analysis, "report_error", lambda err, where="": errors.append(err))
+    viewer, _, widget = _widget(make_napari_viewer, slide_path)
+    widget.max_size.value = 256
+    _look_at(viewer, (256.0, 384.0), 800.0)  # the whole slide
+    widget.run()
+    _wait_runs(qtbot, widget, 1)
+    assert widget.result.capped and max(widget.result_layer.data.shape) <= 256
+    assert "only its centre" in widget.status.value
+    _look_at(viewer, (-5000.0, -5000.0), 100.0)  # off the slide
+    widget.run()
+    assert errors and "does not show the slide" in str(errors[-1])
+    widget.picker.model.value = FROM_FILE  # no file chosen
+    _look_at(viewer, (256.0, 384.0), 100.0)
+    widget.run()
+    assert "choose a checkpoint" in str(errors[-1])
+    assert not widget.busy and widget.runs == 1  # still usable
+    widget.close()
+
+
+def test_a_real_checkpoint_runs_on_the_view(make_napari_viewer, qtbot, slide_path,
+                                            tiny_checkpoint, warnings):
+    viewer, _, widget = _widget(make_napari_viewer, slide_path)
+    widget.picker.model.value = FROM_FILE
+    widget.picker.file.value = tiny_checkpoint
+    _look_at(viewer, (250.0, 380.0), 150.0)
+    widget.run()
+    _wait_runs(qtbot, widget, 1)
+    assert not warnings  # trained weights from a file: nothing to warn about
+    labels = widget.result_layer.data
+    assert labels.dtype == np.int32 and labels.shape == widget.result.working_region.shape
+    assert int(widget.count.value) == len(np.unique(labels[labels > 0]))
+    assert widget.result_layer.name == "tiny-hovernet nuclei"
+    widget.close()
+
+
+@pytest.mark.realdata
+def test_real_nuclei_tile(make_napari_viewer, qtbot, shared_data, tiny_checkpoint):
+    from skimage.io import imread
+
+    tiles = sorted((shared_data / "nuclei_lgg_tiles" / "raw_image").glob("*.png"))
+    if not tiles:
+        pytest.skip("no nuclei tiles")
+    viewer = make_napari_viewer()
+    pixels = imread(tiles[0])[..., :3]
+    slide = viewer.add_image(pixels, rgb=True, scale=(0.5, 0.5), name="tile")
+    widget = NucleiWidget(viewer)
+    widget.layer.value = slide
+    widget.picker.model.value = FROM_FILE
+    widget.picker.file.value = tiny_checkpoint
+    widget.picker.device.value = "cpu"
+    _look_at(viewer, (128.0, 128.0), 300.0)
+    widget.run()
+    _wait_runs(qtbot, widget, 1)
+    labels = widget.result_layer.data
+    assert labels.shape == pixels.shape[:2]
+    assert int(widget.count.value) == len(np.unique(labels[labels > 0]))
+    widget.close()
