@@ -11,6 +11,7 @@ import json
 import platform
 
 from napari_neuroseg import __version__
+from training.events import PROGRESS_CHOICES, reporting
 from training.tasks import available_tasks
 
 
@@ -81,6 +82,9 @@ def _task_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", default=None,
                         help="continue the run in --out after an interruption")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--progress", choices=PROGRESS_CHOICES, default="bar",
+                        help="bar: a text bar on stderr; jsonl: one JSON event per line on "
+                        "stdout (for the napari Train widget)")
 
 
 def run_task(args: argparse.Namespace) -> int:
@@ -104,11 +108,13 @@ def run_task(args: argparse.Namespace) -> int:
 
                 save_config(config, RunFolder(config.out).create())
         seed_everything(config.seed)  # the model's initial weights depend on it
-        metrics = module.run(config, dist)
+        with reporting(getattr(args, "progress", "bar")) as report:
+            metrics = module.run(config, dist)
     finally:
         cleanup()
     if dist.is_main:
         print(json.dumps(metrics, indent=2, default=str))
+        report.finished(metrics, config.out)
     return 0
 
 

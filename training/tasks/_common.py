@@ -23,6 +23,7 @@ from napari_neuroseg.dataset import Dataset
 from napari_neuroseg.models.checkpoint import LoadedModel, load_checkpoint
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.spec import ModelSpec
+from training import events
 from training.config import TrainConfig
 from training.ddp import DistInfo, distributed_loader
 from training.loop import seed_worker
@@ -256,6 +257,7 @@ def trainer_options(config: TrainConfig, dist: DistInfo | None = None) -> dict[s
         "grad_clip": config.grad_clip, "monitor": config.monitor, "mode": config.mode,
         "run_dir": config.out, "seed": config.seed, "dist": dist,
         "early_stopping_patience": config.early_stopping_patience,
+        "on_progress": events.current(),  # JSON lines under --progress jsonl, else the bar
     }
 
 

@@ -1,0 +1,307 @@
+"""The Train widget: retrain a model on an exported dataset in a separate process.
+
+Pick the task (set from the dataset's manifest when a dataset folder is chosen), the dataset
+folder, the checkpoint to start from (prefilled from the current model when a layer says which
+checkpoint made it), the run folder, epochs, device and extra task options as YAML. The exact
+``python -m training ...`` command is shown, ready to copy to a GPU machine. "Train" launches
+it as a child process (:class:`napari_neuroseg.annotate.trainjob.TrainJob`); a generator worker
+streams its JSON events into a napari progress bar (epochs done of N), the widget's progress
+bar and a log panel. "Cancel" kills the run's process group. When the run finishes, the best
+checkpoint is shown, becomes the next run's starting point, and every callable in
+``on_checkpoint`` is called with its path (to load it and refresh live inference).
+"""
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    TextEdit,
+)
+from napari.utils import progress as napari_progress
+
+from napari_neuroseg.annotate.trainjob import TASKS, TrainJob, dataset_task
+from napari_neuroseg.widgets._common import device_choices, report_error, start_worker
+
+if TYPE_CHECKING:
+    import napari
+
+LOG_LINES = 5000
+_QUIET = {"event", "epoch", "epochs", "seconds", "lr"}
+
+
+def stream_events(job: TrainJob) -> Iterator[dict[str, Any]]:
+    """Start ``job`` and yield its events (the generator worker's body)."""
+    yield from job.events()
+
+
+def event_line(event: dict[str, Any]) -> str:
+    """One log line for an ``epoch_end``, ``resume``, ``finished``... event."""
+    kind = event.get("event")
+    if kind == "epoch_end":
+        values = " ".join(f"{k} {v:.4g}" for k, v in event.items()
+                          if k not in _QUIET and isinstance(v, (int, float))
+                          and not isinstance(v, bool))
+        return (f"epoch {event['epoch'] + 1}/{event['epochs']}: {values} "
+                f"({float(event.get('seconds') or 0.0):.1f} s)")
+    if kind == "resume":
+        return f"resuming at epoch {event['epoch'] + 1}"
+    if kind == "finished":
+        return f"finished: best checkpoint {event.get('best') or '(none written)'}"
+    if kind == "failed":
+        return f"failed: {event.get('error')}"
+    if kind == "cancelled":
+        return "cancelled"
+    return str(event)
+
+
+def layer_checkpoint(layers: Sequence[Any]) -> Path | None:
+    """The checkpoint that made a result layer, if a layer records one that exists.
+
+    Result layers may carry ``metadata["neuroseg"]["checkpoint"]`` (or a ``"model"`` that is
+    a ``.safetensors`` path); the selected layers are looked at first, then the newest.
+    """
+    for layer in layers:
+        meta = getattr(layer, "metadata", {}).get("neuroseg", {})
+        for key in ("checkpoint", "model"):
+            value = meta.get(key)
+            if isinstance(value, str) and value.endswith(".safetensors") and \
+                    Path(value).is_file():
+                return Path(value)
+    return None
+
+
+def _disconnector(events: list[Any], callback: Callable[..., Any]) -> Callable[..., None]:
+    """Disconnects ``callback`` from ``events`` once (holds no widget: runs at Qt teardown)."""
+
+    def disconnect(*_: Any) -> None:
+        while events:
+            events.pop().disconnect(callback)
+
+    return disconnect
+
+
+class TrainWidget(Container):
+    """Launch ``python -m training`` on an export, follow it, hand over the new checkpoint.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        Its layers may say which checkpoint made them (prefills "Start from").
+
+    Attributes
+    ----------
+    on_checkpoint : list of callable
+        Called with the best checkpoint's path when a run finishes.
+    launcher : sequence of str or None
+        The argv prefix of the training command (None: ``python -m training``; tests swap it).
+    job : TrainJob or None
+        The current (or last) run.
+    """
+
+    def __init__(self, viewer: "napari.viewer.Viewer") -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.on_checkpoint: list[Callable[[Path], Any]] = []
+        self.launcher: Sequence[str] | None = None
+        self.job: TrainJob | None = None
+        self.worker: Any = None
+        self._pbar: Any = None
+        self._closed = False
+        self.task = ComboBox(label="Task", choices=list(TASKS), value="mri")
+        self.data = FileEdit(label="Dataset folder", mode="d", nullable=True)
+        self.init = FileEdit(label="Start from", mode="r", filter="*.safetensors",
+                             nullable=True)
+        self.out = FileEdit(label="Run folder (empty: new)", mode="d", nullable=True)
+        self.epochs = SpinBox(label="Epochs", min=1, max=100000, value=5)
+        self.device = ComboBox(label="Device", choices=device_choices(), value="auto")
+        self.config = TextEdit(label="Options (YAML)", value="")
+        self.config.native.setPlaceholderText("e.g.\nbatch_size: 8\nlr: 0.0001")
+        self.command = TextEdit(label="Command", value="")
+        self.command.read_only = True
+        self.copy_button = PushButton(text="Copy command")
+        self.train_button = PushButton(text="Train")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="Epochs", min=0, max=1, value=0)
+        self.status = Label(value="Choose an exported dataset folder.")
+        self.checkpoint = Label(value="")
+        self.log = TextEdit(label="Log", value="")
+        self.log.read_only = True
+        self.log.native.document().setMaximumBlockCount(LOG_LINES)
+        self.extend([self.task, self.data, self.init, self.out, self.epochs, self.device,
+                     self.config, self.command, self.copy_button, self.train_button,
+                     self.cancel_button, self.progress, self.status, self.checkpoint,
+                     self.log])
+        for widget in (self.task, self.init, self.out, self.epochs, self.device):
+            widget.changed.connect(self.update_command)
+        self.config.native.textChanged.connect(self.update_command)  # TextEdit has no `changed`
+        self.data.changed.connect(self._on_data)
+        self.copy_button.changed.connect(self.copy_command)
+        self.train_button.changed.connect(self.start)
+        self.cancel_button.changed.connect(self.cancel)
+        self._events = [viewer.layers.events.inserted, viewer.layers.selection.events.changed]
+        for event in self._events:
+            event.connect(self._on_layers)
+        self.native.destroyed.connect(_disconnector(self._events, self._on_layers))
+        self._on_layers()
+        self.update_command()
+
+    # -- the command ---------------------------------------------------------------------
+    def build_job(self) -> TrainJob:
+        """The job the current fields describe (ValueError when something is missing)."""
+        if self.data.value is None:
+            raise ValueError("choose the dataset folder (an export) to train on")
+        extra = {"launcher": tuple(self.launcher)} if self.launcher else {}
+        return TrainJob(self.task.value, self.data.value, init=self.init.value,
+                        out=self.out.value, epochs=self.epochs.value, device=self.device.value,
+                        extra_config=self.config.value, **extra)
+
+    def update_command(self, *_: Any) -> None:
+        """Show the command line the fields describe (or what is missing)."""
+        try:
+            self.command.value = self.build_job().shell_command()
+        except ValueError as err:
+            self.command.value = f"# {err}"
+
+    def copy_command(self, *_: Any) -> None:
+        """Put the shown command on the clipboard."""
+        from qtpy.QtWidgets import QApplication
+
+        QApplication.clipboard().setText(self.command.value)
+        self.status.value = "Command copied (its --config file is written when you press Train)"
+
+    def set_current_model(self, checkpoint: str | Path | None) -> None:
+        """Start the next run from ``checkpoint`` (e.g. the model the analysis widgets use)."""
+        self.init.value = Path(checkpoint) if checkpoint else None
+
+    def _on_layers(self, *_: Any) -> None:
+        if self.init.value is not None:
+            return
+        layers = [*self._viewer.layers.selection, *reversed(list(self._viewer.layers))]
+        found = layer_checkpoint(layers)
+        if found is not None:
+            self.init.value = found
+
+    def _on_data(self, value: Any = None) -> None:
+        self.update_command()
+        if value is not None:
+            start_worker(dataset_task, value, on_done=self._set_task)
+
+    def _set_task(self, task: str | None) -> None:
+        if task in TASKS and task != self.task.value:
+            self.task.value = task
+            self.status.value = f"Dataset of task {task!r}"
+
+    # -- running -------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """Whether a training run is being followed."""
+        return self.worker is not None
+
+    def start(self, *_: Any) -> None:
+        """Launch the run described by the fields (in a worker; errors as notifications)."""
+        if self.running:
+            return
+        try:
+            job = self.build_job()
+        except ValueError as err:
+            self._fail(err)
+            return
+        self.job = job
+        self.log.value = ""
+        self._log(f"$ {job.shell_command()} --progress jsonl")
+        self.checkpoint.value = ""
+        self.progress.max, self.progress.value = int(job.epochs or 1), 0
+        self._pbar = napari_progress(total=int(job.epochs or 1),
+                                     desc=f"Training {job.task}")
+        self.status.value = f"Training {job.task} in {job.out} ..."
+        self.train_button.enabled, self.cancel_button.enabled = False, True
+        self.worker = start_worker(stream_events, job, on_yield=self._on_event,
+                                   on_error=self._fail, on_finish=self._on_finish)
+
+    def cancel(self, *_: Any) -> None:
+        """Stop the run (SIGTERM, then SIGKILL after a grace period; never blocks here)."""
+        if self.job is not None and self.running:
+            self.job.cancel(block=False)
+            self.status.value = "Cancelling ..."
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        kind = event.get("event")
+        if kind == "step":
+            steps = event.get("steps")
+            self.status.value = (f"Epoch {event['epoch'] + 1}/{event['epochs']}, step "
+                                 f"{event['step'] + 1}{f'/{steps}' if steps else ''}, "
+                                 f"loss {event.get('loss', float('nan')):.4f}")
+            return
+        if kind in ("epoch_end", "resume"):
+            self._set_epochs(event["epoch"] + 1, event.get("epochs"))
+        if kind != "step":
+            self._log(event_line(event))
+        if kind == "finished":
+            self._finished(event)
+        elif kind == "failed":
+            self._fail(RuntimeError(event.get("error") or "training failed"))
+        elif kind == "cancelled":
+            self.status.value = f"Cancelled; partial run in {self.job.out if self.job else ''}"
+
+    def _set_epochs(self, done: int, total: int | None) -> None:
+        if total:
+            self.progress.max = int(total)
+        self.progress.value = min(done, self.progress.max)
+        if self._pbar is not None:
+            if total:
+                self._pbar.total = int(total)
+            self._pbar.n = done
+            self._pbar.refresh()
+
+    def _finished(self, event: dict[str, Any]) -> None:
+        best = event.get("best")
+        if not best:
+            self.status.value = "Finished, but no checkpoint was written"
+            return
+        path = Path(best)
+        self.checkpoint.value = f"New checkpoint: {path}"
+        self.status.value = "Finished"
+        self._set_epochs(self.progress.max, None)
+        self.init.value = path  # the next round starts from it
+        for callback in list(self.on_checkpoint):
+            try:
+                callback(path)
+            except Exception as err:  # one listener must not stop the others
+                report_error(err, "Train: loading the new checkpoint")
+
+    def _on_finish(self) -> None:
+        self.worker = None
+        if self._closed:
+            return
+        self.train_button.enabled, self.cancel_button.enabled = True, False
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+
+    def _fail(self, err: BaseException) -> None:
+        report_error(err, "Train")
+        if not self._closed:
+            self.status.value = f"Failed: {err}"
+
+    def _log(self, line: str) -> None:
+        self.log.native.append(line)
+
+    def close(self) -> None:
+        """Cancel a running job and disconnect from the viewer's events."""
+        self.cancel()
+        self._closed = True
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        _disconnector(self._events, self._on_layers)()
+        super().close()
