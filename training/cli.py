@@ -89,7 +89,7 @@ def _task_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_task(args: argparse.Namespace) -> int:
     """Build the task's configuration (defaults, --config, then flags), print it, run it."""
-    from training.config import build_config, format_config, save_config
+    from training.config import build_config, format_config
     from training.ddp import cleanup, init_distributed
     from training.loop import seed_everything
     from training.tasks import load_task
@@ -103,10 +103,7 @@ def run_task(args: argparse.Namespace) -> int:
         if dist.is_main:
             print(f"effective configuration ({args.task}):\n" + format_config(config),
                   flush=True)
-            if config.out:
-                from training.runfolder import RunFolder
 
-                save_config(config, RunFolder(config.out).create())
         seed_everything(config.seed)  # the model's initial weights depend on it
         with reporting(getattr(args, "progress", "bar")) as report:
             metrics = module.run(config, dist)

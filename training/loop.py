@@ -128,6 +128,9 @@ class Trainer:
         ``(inputs, targets)`` (patient bags, CycleGAN...).
     dist : DistInfo, optional
         Distributed context from :func:`training.ddp.init_distributed`.
+    run_config : dict, optional
+        The run's effective configuration, written to ``RUN_DIR/config.json`` when training
+        starts (after the task has checked its data, so a refused dataset leaves no folder).
     """
 
     def __init__(
@@ -155,6 +158,7 @@ class Trainer:
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         forward: Callable[..., tuple[torch.Tensor, int]] | None = None,
         dist: DistInfo | None = None,
+        run_config: dict[str, Any] | None = None,
     ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
@@ -169,6 +173,7 @@ class Trainer:
         self.forward = forward or self._default_forward
         self.on_progress = on_progress or ProgressBar(enabled=self.dist.is_main)
         self.run = RunFolder(run_dir) if run_dir is not None else None
+        self.run_config = run_config
         cuda = self.device.type == "cuda"
         self.amp_dtype = amp_dtype(self.device) if (amp and cuda) else None
         self.channels_last = bool(channels_last and cuda)
@@ -214,6 +219,8 @@ class Trainer:
         seed_everything(self.seed)
         if self.run is not None and self.dist.is_main:
             self.run.create()
+            if self.run_config is not None:
+                atomic_write_json(self.run.config, self.run_config)
         self.rebuild_optimizer()
         start = self._resume() if resume else 0
         for epoch in range(start, self.epochs):

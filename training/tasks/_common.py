@@ -24,7 +24,7 @@ from napari_neuroseg.models.checkpoint import LoadedModel, load_checkpoint
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.spec import ModelSpec
 from training import events
-from training.config import TrainConfig
+from training.config import TrainConfig, effective_config
 from training.ddp import DistInfo, distributed_loader
 from training.loop import seed_worker
 from training.report import plot_history, write_report
@@ -258,6 +258,7 @@ def trainer_options(config: TrainConfig, dist: DistInfo | None = None) -> dict[s
         "run_dir": config.out, "seed": config.seed, "dist": dist,
         "early_stopping_patience": config.early_stopping_patience,
         "on_progress": events.current(),  # JSON lines under --progress jsonl, else the bar
+        "run_config": effective_config(config),
     }
 
 
