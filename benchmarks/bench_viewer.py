@@ -1,0 +1,229 @@
+"""Live viewer benchmarks (issue 5); writes the ``## Viewer`` section of ``docs/benchmarks.md``.
+
+(a) With a fixed 1280 x 1024 canvas, the time from a camera move to the complete visible
+heatmap in the Analyse widget (napari under Xvfb, viewer hidden), with the default slide
+model (gbm-tissue-8, random weights: the cost does not depend on the weights) on a 10k x 10k
+and a 100k x 100k synthetic slide, and the longest event-loop stall (a 10 ms QTimer heartbeat)
+while it runs. The slides are lazy in-memory pyramids of a repeated synthetic H&E texture
+(no file: the cost of decoding a 100k x 100k TIFF is the reader's benchmark, not this one).
+(b) Peak RSS of a subprocess that pans a LiveSession across 100 views of the 100k x 100k
+slide (a cheap per-pixel predictor: the model's memory does not grow with panning).
+
+Run ``python benchmarks/bench_viewer.py`` (``--no-write`` to only print; ``--zoom`` screen
+pixels per working pixel, default 1). Re-executes itself under ``xvfb-run`` without a display.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from _doc import Row, write_section
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "benchmarks.md"
+SECTION = "## Viewer"
+CANVAS = (1024, 1280)
+MODEL = "gbm-tissue-8"
+MB = 2**20
+
+
+class PeriodicLevel:
+    """A lazy RGB pyramid level: a synthetic H&E texture repeated (slices built on demand)."""
+
+    def __init__(self, shape: tuple[int, int], texture: np.ndarray) -> None:
+        self.shape = (*shape, 3)
+        self.ndim, self.dtype, self.texture = 3, np.dtype(np.uint8), texture
+        self.size = shape[0] * shape[1] * 3
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        ys, xs = (list(key) + [slice(None)] * 2)[:2]
+        ys = ys if isinstance(ys, slice) else slice(ys, ys + 1)
+        xs = xs if isinstance(xs, slice) else slice(xs, xs + 1)
+        iy = np.arange(*ys.indices(self.shape[0])) % self.texture.shape[0]
+        ix = np.arange(*xs.indices(self.shape[1])) % self.texture.shape[1]
+        out = self.texture[iy[:, None], ix[None, :]]
+        return out[(slice(None), slice(None), *key[2:])] if len(key) > 2 else out
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:, :]
+        return out if dtype is None else out.astype(dtype)
+
+
+def lazy_slide(side: int, mpp: float = 0.5):
+    """A LazyImage pyramid of ``side`` x ``side`` pixels at ``mpp`` µm/px."""
+    from napari_neuroseg.io import LazyImage
+    from napari_neuroseg.samples._slide_texture import he_region
+
+    levels, d = [], 1
+    while True:
+        texture = he_region(0, 0, 2048 // d, 2048 // d, downsample=d, size=(2048, 2048))
+        levels.append(PeriodicLevel((side // d, side // d), np.asarray(texture, np.uint8)))
+        if side // d <= 1024:
+            break
+        d *= 2
+    return LazyImage(levels=levels, axes="yxc", scale=(mpp, mpp), unit="um",
+                     name=f"synthetic {side}", modality="slide", source=f"synthetic-{side}",
+                     display={"rgb": True})
+
+
+def gui_timings(sides: list[int], zoom: float) -> dict:
+    """Camera move -> complete visible heatmap, and the longest stall, per slide (in napari)."""
+    import napari
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    from napari_neuroseg.io._types import layer_kwargs
+    from napari_neuroseg.widgets.analyse_widget import AnalyseWidget
+
+    app = QApplication.instance() or QApplication([])
+    out = {}
+    for side in sides:
+        viewer = napari.Viewer(show=False)
+        image = lazy_slide(side)
+        layer = viewer.add_image(image.levels, **layer_kwargs(image))
+        viewer.canvas.size = CANVAS
+        widget = AnalyseWidget(viewer)
+        widget.layer.value = layer
+        widget.picker.model.value = MODEL
+        widget.picker.device.value = "cpu"
+        camera = viewer.scene.camera
+        camera.zoom = zoom  # world is µm; the model works at 1 µm/px
+        beats: list[float] = []
+        timer = QTimer()
+        timer.timeout.connect(lambda beats=beats: beats.append(time.perf_counter()))
+
+        def wait_done(widget=widget):
+            while widget.session is None or widget.session.pending or len(widget.session.queue):
+                app.processEvents()
+                time.sleep(0.002)
+            end = time.perf_counter() + 0.1  # the last refresh
+            while time.perf_counter() < end:
+                app.processEvents()
+
+        mid = side * image.scale[0] / 2
+        camera.center = (mid, mid)
+        widget.live.value = True
+        wait_done()  # model load, slide plan, first view (warm-up)
+        before = dict(widget.counts)
+        generation = widget.session.queue.generation
+        timer.start(10)
+        camera.center = (mid + 1600.0, mid + 1600.0)  # a new view (the canvas is 1280 µm)
+        t0 = time.perf_counter()
+        while widget.session.queue.generation == generation:  # the debounced request
+            app.processEvents()
+            time.sleep(0.002)
+        wait_done()
+        elapsed = time.perf_counter() - t0
+        timer.stop()
+        counts = {k: v - before[k] for k, v in widget.counts.items()}
+        out[side] = {"seconds": elapsed, "stall_ms": 1000 * float(np.diff(beats).max()),
+                     "tiles": counts, "notes": widget.session.plan.notes}
+        widget.close()
+        viewer.close()
+    return out
+
+
+def pan_rss(n_views: int = 100) -> dict:
+    """Pan a LiveSession across ``n_views`` views of the 100k slide (run in a subprocess)."""
+    from napari_neuroseg.analysis import plan_slide
+    from napari_neuroseg.engine import TileCache
+    from napari_neuroseg.live import LiveSession, visible_box
+    from napari_neuroseg.models import ModelRegistry
+
+    spec = ModelRegistry().get(MODEL)
+
+    def predictor(batch):
+        p = 1 - batch.mean(axis=1, keepdims=True) / 255.0
+        return np.repeat(p / 8, 8, axis=1).astype(np.float32)
+
+    plan = plan_slide(lazy_slide(100_000), spec, stain_normalization=False, tissue_only=False)
+    session = LiveSession(plan, predictor, "cheap", cache=TileCache(64 * MB), batch_size=16)
+    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    for i in range(n_views):
+        c = 2000.0 + 480.0 * i  # a diagonal across the slide, views every ~680 µm
+        box = visible_box((c, c), 1.0, CANVAS)
+        session.request(box)
+        for _ in session.serve(should_stop=lambda: len(session.queue) == 0):
+            pass
+        region = session.working_region(box)
+        session.store.heatmap_views(1)[0][region.slices]  # what napari would read
+    return {"views": n_views, "tiles": session.done_tiles,
+            "seconds": time.perf_counter() - t0, "rss_start_mb": rss_start,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "store_mb": session.store.nbytes_stored / MB}
+
+
+def rows(gui: dict, pan: dict, zoom: float) -> list[Row]:
+    t10, t100 = gui[10_000]["seconds"], gui[100_000]["seconds"]
+    out = [Row(f"V{i}", f"camera move -> complete visible heatmap, {side // 1000}k x "
+               f"{side // 1000}k synthetic slide", f"{g['seconds']:.1f} s",
+               "", f"{g['tiles']['computed']} tiles computed, {g['tiles']['skipped']} skipped")
+           for i, (side, g) in enumerate(gui.items(), 1)]
+    out.append(Row("V3", "100k / 10k time ratio", f"{t100 / t10:.2f}", "<= 1.2"))
+    stall = max(g["stall_ms"] for g in gui.values())
+    out.append(Row("V4", "longest event-loop stall during live inference", f"{stall:.0f} ms",
+                   "~100 ms"))
+    out.append(Row("V5", f"peak RSS after panning {pan['views']} views of 100k x 100k",
+                   f"{pan['peak_rss_mb']:.0f} MB", "bounded",
+                   f"{pan['rss_start_mb']:.0f} MB before panning; {pan['tiles']} tiles, "
+                   f"store {pan['store_mb']:.0f} MB on disk, {pan['seconds']:.0f} s"))
+    return out
+
+
+def section(table: list[Row], zoom: float) -> str:
+    lines = [SECTION, "",
+             f"`python benchmarks/bench_viewer.py` on {platform.machine()}, "
+             f"{os.cpu_count()} CPU cores, no GPU; {MODEL} with random weights on the CPU, "
+             f"Macenko and tissue skipping on; canvas {CANVAS[1]} x {CANVAS[0]}, zoom {zoom:g} "
+             "screen px per µm (the model works at 1 µm/px). Slides are lazy synthetic "
+             "pyramids (a repeated H&E-like texture, 0.5 µm/px). The pan uses a per-pixel "
+             "numpy predictor: it measures the live machinery (queue, cache, zarr store), not "
+             "the network.", "",
+             "| id | what | result | goal | notes |", "|---|---|---|---|---|"]
+    lines += [f"| {r.id} | {r.what} | {r.result} | {r.goal} | {r.notes} |" for r in table]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--zoom", type=float, default=1.0)
+    parser.add_argument("--pan-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--views", type=int, default=100)
+    parser.add_argument("--pan-json", help="reuse a pan result (JSON) instead of panning again")
+    args = parser.parse_args()
+    if args.pan_only:
+        print(json.dumps(pan_rss(args.views)))
+        return
+    if not os.environ.get("DISPLAY") and shutil.which("xvfb-run"):
+        cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1200x24", sys.executable, *sys.argv]
+        raise SystemExit(subprocess.call(cmd))
+    if args.pan_json:
+        pan = json.loads(args.pan_json)
+    else:
+        run = subprocess.run([sys.executable, __file__, "--pan-only", "--views", str(args.views)],
+                             capture_output=True, text=True, check=True)
+        pan = json.loads(run.stdout.strip().splitlines()[-1])
+    print("pan:", pan)
+    gui = gui_timings([10_000, 100_000], args.zoom)
+    print("gui:", json.dumps(gui, default=str))
+    text = section(rows(gui, pan, args.zoom), args.zoom)
+    print(text)
+    if not args.no_write:
+        write_section(DOC, SECTION, text)
+
+
+if __name__ == "__main__":
+    main()

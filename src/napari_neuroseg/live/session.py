@@ -1,0 +1,341 @@
+"""A live analysis session: the tiles of what is on screen, computed in a worker, nearest first.
+
+:class:`LiveSession` ties one slide plan and one predictor to a :class:`TileQueue`, a
+:class:`TileCache` and a :class:`ResultStore`. The GUI thread calls :meth:`LiveSession.request`
+with the visible world box whenever the view settles; that maps the box to working-level
+tiles, skips the ones already in the store, cancels what the previous view asked for and
+queues the rest nearest to the centre first. A worker thread iterates
+:meth:`LiveSession.serve`, which computes batches, writes each finished tile core into the
+store and yields a :class:`LiveUpdate` the GUI uses to refresh its layers.
+
+A tile's core is final once every tile whose window overlaps it is known (only the tile
+itself when the model's windows do not overlap); cores are blended from those outputs exactly
+as :func:`napari_neuroseg.analysis.predict_slide` stitches them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from napari_neuroseg.analysis import SlidePlan
+from napari_neuroseg.engine import (
+    MemoryAggregator,
+    Region,
+    Tile,
+    TileCache,
+    TileComputer,
+    TileGrid,
+    TileOutput,
+    TileQueue,
+    labels_from_probabilities,
+)
+from napari_neuroseg.engine.stitch import contribution
+from napari_neuroseg.live.store import ResultStore
+from napari_neuroseg.live.viewport import Box, box_to_pixels
+
+__all__ = ["LiveSession", "LiveUpdate", "ViewTooLarge", "slide_tiling"]
+
+Key = tuple[int | None, int, int]
+
+
+class ViewTooLarge(ValueError):
+    """The view needs more tiles than live mode computes (zoom in, or run the whole image)."""
+
+
+@dataclass(frozen=True)
+class LiveUpdate:
+    """What one step of :meth:`LiveSession.serve` did, for the GUI.
+
+    Attributes
+    ----------
+    tiles : int
+        Tile cores written to the store in this step.
+    region : Region or None
+        Bounding box of the written cores (working pixels); None when nothing was written.
+    computed, cached, skipped : int
+        How this step's tiles were obtained (predictor, tile cache, tissue filter).
+    pending : int
+        Cores of the current request not yet finished.
+    requested : int
+        Cores the current request asked for (for a progress bar).
+    generation : int
+        The request this step served.
+    error : str or None
+        A failed batch (its tiles are dropped; the session goes on).
+    """
+
+    tiles: int = 0
+    region: Region | None = None
+    computed: int = 0
+    cached: int = 0
+    skipped: int = 0
+    pending: int = 0
+    requested: int = 0
+    generation: int = 0
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the current request is finished."""
+        return self.pending == 0
+
+
+def slide_tiling(plan: SlidePlan) -> tuple[TileGrid, str, str]:
+    """The tile grid, engine mode and blend :func:`predict_slide` uses for ``plan``."""
+    spec = plan.spec
+    mode = "tile" if spec.task == "tile_classification" else "dense"
+    overlap = int(spec.extra.get("overlap", 0))
+    if "stride" in spec.extra:
+        overlap = spec.input.patch_size[0] - 2 * spec.input.halo - int(spec.extra["stride"])
+    grid = TileGrid(plan.working_shape, spec.input.patch_size, spec.input.halo, overlap)
+    return grid, mode, "constant" if mode == "tile" else "gaussian"
+
+
+def _bounding(regions: list[Region]) -> Region | None:
+    if not regions:
+        return None
+    return Region(min(r.y0 for r in regions), min(r.x0 for r in regions),
+                  max(r.y1 for r in regions), max(r.x1 for r in regions))
+
+
+class LiveSession:
+    """Live, viewport-driven inference of one model over one slide.
+
+    Parameters
+    ----------
+    plan : SlidePlan
+        From :func:`napari_neuroseg.analysis.plan_slide` (level, preprocessing, tissue filter).
+    predictor : callable
+        Float32 NCHW batches to probabilities (a :class:`ModelRunner`).
+    model_key : str
+        Identifies the weights in the tile cache.
+    cache : TileCache, optional
+        Shared across sessions (keyed by model and preprocessing); a private 128 MiB cache
+        when None.
+    store : ResultStore, optional
+        Where results go; a new one in a temporary directory when None.
+    batch_size : int
+        Tiles per predictor call.
+    max_tiles : int
+        Most tile cores one :meth:`request` may queue (:class:`ViewTooLarge` beyond).
+    margin_tiles : int
+        Whole tiles added around the requested box.
+    """
+
+    def __init__(self, plan: SlidePlan, predictor: Callable[[np.ndarray], Any], model_key: str,
+                 cache: TileCache | None = None, store: ResultStore | None = None,
+                 batch_size: int = 8, max_tiles: int = 600, margin_tiles: int = 0) -> None:
+        self.plan = plan
+        self.predictor = predictor
+        self.model_key = model_key
+        self.batch_size = int(batch_size)
+        self.max_tiles = int(max_tiles)
+        self.margin_tiles = int(margin_tiles)
+        self.grid, self.mode, self.blend = slide_tiling(plan)
+        self.cache = cache if cache is not None else TileCache(max_bytes=128 * 2**20)
+        self.computer = TileComputer(plan.array, predictor, self.grid, self.mode,
+                                     plan.preprocess, plan.tile_filter, self.cache,
+                                     plan.cache_key(model_key))
+        stride = self.grid.stride[0]
+        self.n_outputs = int(getattr(predictor, "output_channels", 0) or plan.spec.n_classes)
+        self.threshold = plan.spec.threshold if plan.spec.n_classes == 1 else None
+        self.store = store if store is not None else ResultStore(
+            plan.working_shape, self.n_outputs, scale=plan.scale, translate=plan.translate,
+            chunk=stride * max(1, round(256 / stride)))
+        self.queue = TileQueue()
+        self._lock = threading.Lock()
+        self._done: set[Key] = set()
+        self._pending: dict[Key, Tile] = {}
+        self._requested = 0
+        self._ready: list[Tile] = []
+        self._weights: dict[tuple[int, int], np.ndarray] = {}
+
+    # -- GUI side -----------------------------------------------------------------------------
+    def working_region(self, box: Box) -> Region | None:
+        """The working-level pixels under a world box (None when it misses the slide)."""
+        return box_to_pixels(box, self.plan.scale, self.plan.translate, self.plan.working_shape)
+
+    def count_tiles(self, box: Box) -> int:
+        """How many tile cores cover ``box`` (cheap: no tile is built)."""
+        region = self.working_region(box)
+        if region is None:
+            return 0
+        sy, sx = self.grid.stride
+        m = 2 * self.margin_tiles
+        rows = (region.y1 - 1) // sy - region.y0 // sy + 1 + m
+        cols = (region.x1 - 1) // sx - region.x0 // sx + 1 + m
+        return rows * cols
+
+    def request(self, box: Box) -> int:
+        """Ask for the tiles under ``box`` (world units), cancelling the previous request.
+
+        Returns
+        -------
+        int
+            Number of tile cores queued (0 when everything there is already computed).
+
+        Raises
+        ------
+        ViewTooLarge
+            When more than ``max_tiles`` cores cover the box (the previous request is
+            cancelled all the same).
+        """
+        n = self.count_tiles(box)
+        if n > self.max_tiles:
+            self._start([], None)
+            raise ViewTooLarge(f"{n} tiles are visible; live mode computes at most "
+                               f"{self.max_tiles}: zoom in, or analyse the whole image")
+        region = self.working_region(box)
+        if region is None:
+            return self._start([], None)
+        sy, sx = self.grid.stride
+        h, w = self.plan.working_shape
+        m = self.margin_tiles
+        region = Region(max(0, region.y0 - m * sy), max(0, region.x0 - m * sx),
+                        min(h, region.y1 + m * sy), min(w, region.x1 + m * sx))
+        cores = self.grid.tiles_in(region, blended=False)
+        return self._start(cores, region.center)
+
+    def request_all(self) -> int:
+        """Ask for every tile of the slide (tissue-only when the plan filters tiles)."""
+        h, w = self.plan.working_shape
+        cores = self.grid.tiles_in(Region(0, 0, h, w), blended=False)
+        return self._start(cores, None)
+
+    def cancel(self) -> None:
+        """Drop everything pending (a new, empty request)."""
+        self._start([], None)
+
+    def _start(self, cores: list[Tile], focus: tuple[float, float] | None) -> int:
+        with self._lock:
+            cores = [t for t in cores if t.key not in self._done]
+            self.queue.new_generation()
+            self._pending = {t.key: t for t in cores}
+            self._requested = len(cores)
+            needed: dict[Key, Tile] = {}
+            for core in cores:
+                for tile in self._contributors(core):
+                    needed.setdefault(tile.key, tile)
+            self.queue.set_focus(focus)
+            self.queue.put(needed.values())
+            return len(cores)
+
+    @property
+    def pending(self) -> int:
+        """Cores of the current request not finished yet."""
+        with self._lock:
+            return len(self._pending)
+
+    @property
+    def done_tiles(self) -> int:
+        """Cores finished so far (written, or all tissue-free)."""
+        with self._lock:
+            return len(self._done)
+
+    def close(self) -> None:
+        """Stop serving (the worker's :meth:`serve` returns) and delete a temporary store."""
+        self.queue.close()
+        self.store.close()
+
+    # -- worker side --------------------------------------------------------------------------
+    def serve(self, should_stop: Callable[[], bool] | None = None,
+              poll_interval: float = 0.05) -> Iterator[LiveUpdate]:
+        """Compute queued tiles batch by batch, writing finished cores; yield an update each.
+
+        Runs until :meth:`close` (or ``should_stop()``); an idle session waits for requests.
+        A batch that fails (a model that does not fit the image, out of GPU memory) yields an
+        update with ``error`` and its tiles are dropped; later requests are served as usual.
+        """
+        while not (should_stop is not None and should_stop()):
+            batch = self.queue.get_batch(self.batch_size, timeout=poll_interval)
+            if not batch:
+                if self.queue.closed:
+                    return
+                continue
+            generation = batch[0].generation
+            tiles = [req.tile for req in batch]
+            try:
+                outputs = self.computer.compute(tiles)
+            except Exception as err:  # reported to the GUI; the session serves on
+                yield self._failed(tiles, err, generation)
+                continue
+            yield self._finish(outputs, generation)
+
+    def _failed(self, tiles: list[Tile], err: Exception, generation: int) -> LiveUpdate:
+        failed = {t.key for t in tiles}
+        with self._lock:
+            for key, core in list(self._pending.items()):
+                if any(c.key in failed for c in self._contributors(core)):
+                    del self._pending[key]
+            pending, requested = len(self._pending), self._requested
+        return LiveUpdate(pending=pending, requested=requested, generation=generation,
+                          error=f"{type(err).__name__}: {err}")
+
+    def _finish(self, outputs: list[TileOutput], generation: int) -> LiveUpdate:
+        counts = {"computed": 0, "cached": 0, "skipped": 0}
+        known: dict[Key, TileOutput] = {}
+        for out in outputs:
+            counts[out.source] += 1
+            known[out.tile.key] = out
+        written: list[Region] = []
+        for core in self._affected(outputs):
+            region = self._compose_and_write(core, known)
+            if region is not None:
+                written.append(region)
+        bounds = _bounding(written)
+        if bounds is not None:
+            self.store.update_pyramid(bounds)  # once per batch, not per tile
+        with self._lock:
+            pending, requested = len(self._pending), self._requested
+        return LiveUpdate(tiles=len(written), region=bounds, pending=pending,
+                          requested=requested, generation=generation, **counts)
+
+    def _contributors(self, core: Tile) -> list[Tile]:
+        if self.grid.overlap == 0:
+            return [core]
+        return self.grid.tiles_in(self._clip(core.core), blended=True)
+
+    def _clip(self, region: Region) -> Region:
+        h, w = self.plan.working_shape
+        return Region(max(0, region.y0), max(0, region.x0), min(h, region.y1), min(w, region.x1))
+
+    def _affected(self, outputs: list[TileOutput]) -> list[Tile]:
+        """Unfinished cores that the outputs contribute to."""
+        if self.grid.overlap == 0:
+            cores = [out.tile for out in outputs]
+        else:
+            seen: dict[Key, Tile] = {}
+            for out in outputs:
+                for core in self.grid.tiles_in(self._clip(out.tile.window), blended=False):
+                    seen.setdefault(core.key, core)
+            cores = list(seen.values())
+        with self._lock:
+            return [c for c in cores if c.key not in self._done]
+
+    def _compose_and_write(self, core: Tile, known: dict[Key, TileOutput]) -> Region | None:
+        parts = []
+        for tile in self._contributors(core):
+            out = known.get(tile.key) or self.computer.triage(tile)
+            if out is None:
+                return None  # a neighbour is still to come
+            parts.append(out)
+        region = self._clip(core.core)
+        wrote = None
+        if any(p.values is not None for p in parts):
+            agg = MemoryAggregator(self.n_outputs, region.shape, origin=region.start)
+            for out in parts:
+                if out.values is not None:
+                    agg.aggregate(*contribution(out, self.blend, self.mode, self._weights))
+            probs = agg.finalize()
+            labels = labels_from_probabilities(probs, self.threshold)
+            self.store.write(region, probs, labels, update_pyramid=False)
+            wrote = region
+        with self._lock:
+            self._done.add(core.key)
+            self._pending.pop(core.key, None)
+        return wrote

@@ -1,0 +1,285 @@
+"""Tile-sparse results of a live session: per-class probabilities and labels, with a pyramid.
+
+A :class:`ResultStore` holds what has been computed so far on a model's working grid, in zarr
+arrays (in a temporary directory by default): chunks nobody wrote are never stored and read
+as 0, so a 100k x 100k slide costs only what was looked at. Every write also updates the
+downsampled levels above it (block means of the probabilities, the top-left label of each
+2 x 2 block), and the levels are exposed as lazy dask lists that napari shows as multiscale
+layers. zarr replaces chunk files atomically, so a reader never sees a chunk half-written
+(only, for a moment, some chunks of a region newer than others).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import zarr
+
+from napari_neuroseg.engine import Region
+
+__all__ = ["LevelView", "ResultStore"]
+
+DTYPES = ("uint8", "float16", "float32")
+
+
+def _pyramid_shapes(shape: tuple[int, int], chunk: int, min_side: int) -> list[tuple[int, int]]:
+    """Level shapes, each exactly half the one below (level 0 padded to make that so)."""
+    n = 1
+    while max(shape) / 2 ** (n - 1) > max(min_side, chunk):
+        n += 1
+    f = 2 ** (n - 1)
+    h, w = math.ceil(shape[0] / f) * f, math.ceil(shape[1] / f) * f
+    return [(h // 2**i, w // 2**i) for i in range(n)]
+
+
+class LevelView:
+    """A numpy-like, lazy view of one stored level, sliced without dask.
+
+    napari slices layer data on the GUI thread; reading the zarr chunks directly costs less
+    there than a dask graph and scheduler round trip per refresh.
+
+    Parameters
+    ----------
+    array : zarr.Array
+        A stored level.
+    index : int, optional
+        Take this index of the first axis (one class of the probabilities).
+    divide : float, optional
+        Return float32 values divided by this (255 for uint8 probabilities).
+    """
+
+    def __init__(self, array: zarr.Array, index: int | None = None,
+                 divide: float | None = None) -> None:
+        self._array, self._index, self._divide = array, index, divide
+        self.shape = tuple(array.shape[1:] if index is not None else array.shape)
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(np.float32) if divide is not None else np.dtype(array.dtype)
+        self.size = int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if self._index is not None:
+            key = (self._index, *key)
+        data = np.asarray(self._array[key])
+        if self._divide is not None:
+            data = data.astype(np.float32) / np.float32(self._divide)
+        return data
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = self[...]
+        return data if dtype is None else data.astype(dtype)
+
+
+class ResultStore:
+    """Probabilities and labels on a working grid, written region by region.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        (height, width) of the working grid (the model's pixels).
+    n_classes : int
+        K, the number of probability maps.
+    scale, translate : (float, float)
+        napari geometry of working pixel (0, 0) in world units (``SlidePlan.scale`` and
+        ``SlidePlan.translate``).
+    chunk : int
+        Chunk edge of every level (the engine's tile stride makes level 0 writes whole chunks).
+    dtype : {"uint8", "float16", "float32"}
+        How probabilities are kept: ``uint8`` stores ``round(p * 255)`` (1/510 error).
+    directory : str or Path, optional
+        Where the zarr group goes; a temporary directory (deleted by :meth:`close`) when None.
+    min_side : int
+        Levels are halved until the longest side is at most ``max(min_side, chunk)``.
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        n_classes: int,
+        *,
+        scale: Sequence[float] = (1.0, 1.0),
+        translate: Sequence[float] = (0.0, 0.0),
+        chunk: int = 256,
+        dtype: str = "uint8",
+        directory: str | Path | None = None,
+        min_side: int = 512,
+    ) -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        if n_classes < 1 or min(shape) < 1:
+            raise ValueError(f"bad store extent: {n_classes} classes on a {tuple(shape)} grid")
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.n_classes = int(n_classes)
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.translate = (float(translate[0]), float(translate[1]))
+        self.chunk = int(chunk)
+        self.dtype = np.dtype(dtype)
+        self._owns_directory = directory is None
+        self.directory = Path(tempfile.mkdtemp(prefix="neuroseg-live-") if directory is None
+                              else directory)
+        self.lock = threading.RLock()
+        self.level_shapes = _pyramid_shapes(self.shape, self.chunk, min_side)
+        group = zarr.open_group(str(self.directory / "results.zarr"), mode="w")
+        self._probs: list[zarr.Array] = []
+        self._labels: list[zarr.Array] = []
+        for i, (h, w) in enumerate(self.level_shapes):
+            ch = (min(self.chunk, h), min(self.chunk, w))
+            self._probs.append(group.create_array(
+                f"probabilities/{i}", shape=(self.n_classes, h, w), chunks=(1, *ch),
+                dtype=self.dtype, fill_value=0))
+            self._labels.append(group.create_array(
+                f"labels/{i}", shape=(h, w), chunks=ch, dtype="uint8", fill_value=0))
+        self.writes = 0
+        self._closed = False
+
+    # -- geometry ---------------------------------------------------------------------------
+    @property
+    def n_levels(self) -> int:
+        """Number of pyramid levels."""
+        return len(self.level_shapes)
+
+    def level_geometry(self, level: int) -> tuple[tuple[float, float], tuple[float, float]]:
+        """napari ``(scale, translate)`` of ``level`` on its own (a pixel = a 2^level block).
+
+        A level-``i`` pixel covers a ``2^i`` block of working pixels, so its centre sits
+        ``(2^i - 1) / 2`` working pixels past the block's first pixel: the placement napari
+        gives level ``i`` of a multiscale layer with the level-0 geometry.
+        """
+        f = 2**level
+        scale = (self.scale[0] * f, self.scale[1] * f)
+        translate = tuple(t + s * (f - 1) / 2 for t, s in zip(self.translate, self.scale,
+                                                               strict=True))
+        return scale, (translate[0], translate[1])
+
+    # -- writing ----------------------------------------------------------------------------
+    def write(self, region: Region, probabilities: np.ndarray, labels: np.ndarray,
+              update_pyramid: bool = True) -> None:
+        """Store one region's results (working pixels) and update the levels above it.
+
+        Parameters
+        ----------
+        region : Region
+            Where, on the working grid (clipped to the grid).
+        probabilities : numpy.ndarray
+            ``(K, h, w)`` float in [0, 1].
+        labels : numpy.ndarray
+            ``(h, w)`` integer labels (< 256).
+        update_pyramid : bool
+            False leaves the coarser levels to one :meth:`update_pyramid` call over several
+            writes (cheaper than one per tile).
+        """
+        if self._closed:
+            raise RuntimeError("this ResultStore is closed")
+        probabilities = np.asarray(probabilities)
+        if probabilities.shape != (self.n_classes, *region.shape):
+            raise ValueError(f"probabilities of shape {probabilities.shape} do not fit "
+                             f"{self.n_classes} classes over {region}")
+        h, w = self.shape
+        clip = Region(region.y0, region.x0, min(region.y1, h), min(region.x1, w))
+        if clip.y1 <= clip.y0 or clip.x1 <= clip.x0:
+            return
+        sl = (slice(0, clip.y1 - clip.y0), slice(0, clip.x1 - clip.x0))
+        probs = self._encode(probabilities[(slice(None), *sl)])
+        with self.lock:
+            self._probs[0][(slice(None), *clip.slices)] = probs
+            self._labels[0][clip.slices] = np.asarray(labels)[sl].astype(np.uint8)
+        self.writes += 1
+        if update_pyramid:
+            self.update_pyramid(clip)
+
+    def update_pyramid(self, region: Region) -> None:
+        """Recompute every coarser level over ``region`` (working pixels) from level 0."""
+        for level in range(1, self.n_levels):
+            region = self._downsample(level, region)
+
+    def _encode(self, probabilities: np.ndarray) -> np.ndarray:
+        if self.dtype == np.uint8:
+            return np.rint(np.clip(probabilities, 0.0, 1.0) * 255.0).astype(np.uint8)
+        return probabilities.astype(self.dtype)
+
+    def _downsample(self, level: int, below: Region) -> Region:
+        """Recompute the part of ``level`` over ``below`` (pixels of ``level - 1``)."""
+        src_p, src_l = self._probs[level - 1], self._labels[level - 1]
+        y0, x0 = below.y0 // 2 * 2, below.x0 // 2 * 2
+        y1, x1 = -(-below.y1 // 2) * 2, -(-below.x1 // 2) * 2
+        probs = src_p[:, y0:y1, x0:x1]
+        labels = src_l[y0:y1:2, x0:x1:2]
+        k, hh, ww = probs.shape
+        mean = probs.astype(np.float32).reshape(k, hh // 2, 2, ww // 2, 2).mean(axis=(2, 4))
+        if self.dtype == np.uint8:
+            mean = np.rint(mean)
+        out = Region(y0 // 2, x0 // 2, y1 // 2, x1 // 2)
+        with self.lock:
+            self._probs[level][(slice(None), *out.slices)] = mean.astype(self.dtype)
+            self._labels[level][out.slices] = labels
+        return out
+
+    # -- reading ----------------------------------------------------------------------------
+    def _lazy(self, array: zarr.Array) -> da.Array:
+        return da.from_array(array, chunks=array.chunks, lock=False, asarray=True,
+                             inline_array=True)
+
+    def labels_levels(self) -> list[da.Array]:
+        """The label pyramid: lazy ``(h, w)`` uint8 arrays, finest first."""
+        return [self._lazy(a) for a in self._labels]
+
+    def probability_levels(self) -> list[da.Array]:
+        """The probability pyramid as stored: lazy ``(K, h, w)`` arrays, finest first."""
+        return [self._lazy(a) for a in self._probs]
+
+    def heatmap_levels(self, class_index: int) -> list[da.Array]:
+        """One class's probability pyramid as lazy float32 arrays in [0, 1]."""
+        if not 0 <= class_index < self.n_classes:
+            raise ValueError(f"class {class_index} is not in 0..{self.n_classes - 1}")
+        levels = []
+        for level in self.probability_levels():
+            plane = level[class_index]
+            levels.append(plane.astype(np.float32) / 255.0 if self.dtype == np.uint8
+                          else plane.astype(np.float32))
+        return levels
+
+    def labels_views(self) -> list[LevelView]:
+        """The label pyramid as :class:`LevelView` s (for napari layers)."""
+        return [LevelView(a) for a in self._labels]
+
+    def heatmap_views(self, class_index: int) -> list[LevelView]:
+        """One class's probability pyramid as float32 :class:`LevelView` s in [0, 1]."""
+        if not 0 <= class_index < self.n_classes:
+            raise ValueError(f"class {class_index} is not in 0..{self.n_classes - 1}")
+        divide = 255.0 if self.dtype == np.uint8 else 1.0
+        return [LevelView(a, class_index, divide) for a in self._probs]
+
+    def read(self, region: Region) -> tuple[np.ndarray, np.ndarray]:
+        """Level-0 ``(probabilities as float32 in [0, 1], labels)`` of ``region``."""
+        probs = self._probs[0][(slice(None), *region.slices)]
+        labels = self._labels[0][region.slices]
+        probs = probs.astype(np.float32)
+        return (probs / 255.0 if self.dtype == np.uint8 else probs), labels
+
+    @property
+    def nbytes_stored(self) -> int:
+        """Bytes of chunk files on disk (what was written, compressed)."""
+        return sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
+
+    def close(self) -> None:
+        """Delete the temporary directory (a given ``directory`` is kept)."""
+        self._closed = True
+        if self._owns_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

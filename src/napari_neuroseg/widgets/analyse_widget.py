@@ -1,0 +1,356 @@
+"""The Analyse widget: a slide model over what is on screen, or over the whole slide.
+
+Thin over :class:`napari_neuroseg.live.LiveSession`: the model, the slide plan (level, Macenko
+fit, tissue mask) and the session are built in a worker; one long-lived generator worker runs
+``session.serve`` and every update refreshes the result layers. In live mode the camera's
+centre and zoom (and the canvas size) are debounced, turned into the visible world box and
+handed to ``session.request``, which queues only tiles not computed yet, nearest first.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSlider,
+    Label,
+    ProgressBar,
+    PushButton,
+)
+from qtpy.QtCore import QTimer
+
+from napari_neuroseg.analysis import plan_slide
+from napari_neuroseg.batch.tasks import ModelSource
+from napari_neuroseg.engine import TileCache
+from napari_neuroseg.io import LazyImage
+from napari_neuroseg.live import LiveSession, LiveUpdate, ViewTooLarge, visible_box
+from napari_neuroseg.widgets._common import (
+    ModelPicker,
+    image_from_layer,
+    image_layers,
+    report_error,
+    start_worker,
+    warn,
+)
+from napari_neuroseg.widgets._results import (
+    HEATMAP_COLORMAPS,
+    add_heatmap_layer,
+    add_labels_layer,
+)
+
+if TYPE_CHECKING:
+    import napari
+
+SLIDE_MODELS = ("gbm-tissue-8", "lgg-tissue", "nuclei-lenet")
+DEBOUNCE_MS = 100
+REFRESH_MS = 50
+MARGIN = 0.1
+
+
+def build_session(image: LazyImage, source: ModelSource, stain: bool, tissue: bool,
+                  cache: TileCache) -> LiveSession:
+    """Load the model and plan the slide (runs in a worker: model loading, Macenko, mask)."""
+    spec = source.spec()
+    runner = source.runner()
+    plan = plan_slide(image, spec, stain_normalization=stain, tissue_only=tissue)
+    return LiveSession(plan, runner, source.key(), cache=cache, batch_size=4)
+
+
+class AnalyseWidget(Container):
+    """Segment a slide live (what is on screen) or whole, into labels and a heatmap.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    """
+
+    def __init__(self, viewer: "napari.viewer.Viewer") -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.layer = ComboBox(label="Slide", choices=self._slide_choices)
+        self.picker = ModelPicker(("semantic_segmentation", "tile_classification"),
+                                  names=SLIDE_MODELS)
+        self.stain = CheckBox(text="Stain normalisation (Macenko)", value=True)
+        self.tissue = CheckBox(text="Tissue only", value=True)
+        self.live = CheckBox(text="Live: analyse what is on screen", value=False)
+        self.whole_button = PushButton(text="Whole image / all tissue")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="Progress", min=0, max=100, value=0)
+        self.heat_class = ComboBox(label="Heatmap class", choices=self._class_choices)
+        self.colormap = ComboBox(label="Colormap", choices=list(HEATMAP_COLORMAPS),
+                                 value="inferno")
+        self.opacity = FloatSlider(label="Opacity", min=0.0, max=1.0, value=0.5)
+        self.status = Label(value="Choose a slide and a model.")
+        self.extend([self.layer, self.picker, self.stain, self.tissue, self.live,
+                     self.whole_button, self.cancel_button, self.progress, self.heat_class,
+                     self.colormap, self.opacity, self.status])
+        self.cache = TileCache(max_bytes=256 * 2**20)
+        self.session: LiveSession | None = None
+        self.session_config: tuple[Any, ...] | None = None
+        self.labels_layer: Any = None
+        self.heatmap_layer: Any = None
+        self._serve_worker: Any = None
+        self._build_worker: Any = None
+        self._then: Any = None
+        self._whole = False
+        self._errors: set[str] = set()
+        self.counts = {"computed": 0, "cached": 0, "skipped": 0}
+        self._debounce = QTimer()
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(DEBOUNCE_MS)
+        self._debounce.timeout.connect(self.request_view)
+        self._refresh = QTimer()
+        self._refresh.setSingleShot(True)
+        self._refresh.setInterval(REFRESH_MS)
+        self._refresh.timeout.connect(self._refresh_layers)
+        for widget in (self.layer, self.picker.model, self.picker.file, self.picker.device,
+                       self.stain, self.tissue):
+            widget.changed.connect(self._on_config_changed)
+        self.live.changed.connect(self._on_live)
+        self.whole_button.changed.connect(self.run_whole)
+        self.cancel_button.changed.connect(self.cancel)
+        self.heat_class.changed.connect(self._on_heat_class)
+        self.colormap.changed.connect(self._on_display)
+        self.opacity.changed.connect(self._on_display)
+        camera = viewer.scene.camera
+        self._events = [(camera.events.center, self._on_camera),
+                        (camera.events.zoom, self._on_camera),
+                        (viewer.canvas.events.size, self._on_camera),
+                        (viewer.layers.events.inserted, self._on_layers_changed),
+                        (viewer.layers.events.removed, self._on_layers_changed)]
+        for event, callback in self._events:
+            event.connect(callback)
+        self._queues: list[Any] = []  # closed at teardown, so no worker outlives the widget
+        self.native.destroyed.connect(_disconnector(self._events, self._queues))
+
+    # -- choices and configuration ----------------------------------------------------------
+    def _slide_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in image_layers(self._viewer, ("slide",))]
+
+    def _class_choices(self, _widget: Any = None) -> list[str]:
+        session = getattr(self, "session", None)
+        return list(session.plan.spec.classes) if session is not None else []
+
+    def _on_layers_changed(self, event: Any = None) -> None:
+        self.layer.reset_choices()
+        layers = list(self._viewer.layers)
+        if self.labels_layer is not None and self.labels_layer not in layers:
+            self.labels_layer = None
+        if self.heatmap_layer is not None and self.heatmap_layer not in layers:
+            self.heatmap_layer = None
+
+    def _config(self) -> tuple[Any, ...]:
+        return (id(self.layer.value), self.picker.model.value, str(self.picker.file.value),
+                self.picker.device.value, self.stain.value, self.tissue.value)
+
+    def _on_config_changed(self, _value: Any = None) -> None:
+        """A new slide, model or preprocessing: a new session (cached tiles are kept)."""
+        if self.session is not None and self.session_config != self._config():
+            self._retire()
+            self.status.value = "Settings changed: results will be recomputed."
+            if self.live.value:
+                self.ensure_session(self.request_view)
+
+    # -- session lifecycle ------------------------------------------------------------------
+    def ensure_session(self, then: Any = None) -> None:
+        """Build the session for the current settings in a worker, then call ``then()``."""
+        if self.session is not None and self.session_config == self._config():
+            if then is not None:
+                then()
+            return
+        self._then = then
+        if self._build_worker is not None:
+            return
+        try:
+            if self.layer.value is None:
+                raise ValueError("no slide: open one (File > Open, or the sample slide)")
+            image = image_from_layer(self.layer.value)
+            source = self.picker.source()
+        except ValueError as err:
+            self._fail(err)
+            return
+        if self.picker.warning:
+            warn(self.picker.warning)
+        config = self._config()
+        self.status.value = f"Loading {source.model} and planning the slide ..."
+        self._build_worker = start_worker(
+            build_session, image, source, self.stain.value, self.tissue.value, self.cache,
+            on_done=lambda session: self._install(session, config), on_error=self._fail,
+            on_finish=self._build_finished)
+
+    def _build_finished(self) -> None:
+        self._build_worker = None
+
+    def _install(self, session: LiveSession, config: tuple[Any, ...]) -> None:
+        self._retire()
+        if config != self._config():  # settings changed while loading: build again
+            session.close()
+            self._build_worker = None
+            self.ensure_session(self._then)
+            return
+        self.session, self.session_config = session, config
+        self._queues.append(session.queue)
+        self.counts = dict.fromkeys(self.counts, 0)
+        self._errors.clear()
+        spec, source = session.plan.spec, self.layer.value
+        self.heat_class.reset_choices()
+        self.heat_class.value = spec.classes[-1]
+        units = getattr(source, "units", None)
+        self.labels_layer = add_labels_layer(self._viewer, session, f"{spec.name} labels",
+                                             units)
+        self.heatmap_layer = add_heatmap_layer(
+            self._viewer, session, list(spec.classes).index(self.heat_class.value),
+            f"{spec.name} heatmap", self.colormap.value, self.opacity.value, units)
+        self._serve_worker = start_worker(session.serve, on_yield=self._on_update,
+                                          on_error=self._fail)
+        self.status.value = "; ".join(session.plan.notes)
+        then, self._then = self._then, None
+        if then is not None:
+            then()
+
+    def _retire(self) -> None:
+        """Stop the current session's worker, drop its layers and (after the worker) its store."""
+        session, worker = self.session, self._serve_worker
+        self.session, self._serve_worker = None, None
+        self._set_whole(False)
+        for layer in (self.labels_layer, self.heatmap_layer):
+            if layer is not None and layer in self._viewer.layers:
+                self._viewer.layers.remove(layer)
+        self.labels_layer = self.heatmap_layer = None
+        if session is None:
+            return
+        session.queue.close()
+        if session.queue in self._queues:
+            self._queues.remove(session.queue)
+        if worker is None:
+            session.store.close()
+            return
+        worker.finished.connect(session.store.close)
+        worker.quit()
+
+    # -- requests ---------------------------------------------------------------------------
+    def _on_live(self, value: bool) -> None:
+        if value:
+            self.ensure_session(self.request_view)
+        else:
+            self._debounce.stop()
+            if self.session is not None and not self._whole:
+                self.session.cancel()
+
+    def _on_camera(self, _event: Any = None) -> None:
+        if self.live.value and not self._whole:
+            self._debounce.start()
+
+    def visible_box(self) -> Any:
+        """The world box on screen (plus a margin), from the camera and the canvas size."""
+        camera = self._viewer.scene.camera
+        return visible_box(camera.center, camera.zoom, self._viewer.canvas.size, MARGIN)
+
+    def request_view(self) -> int:
+        """Queue the visible tiles not computed yet; the number queued (-1: no session)."""
+        if self.session is None or self._whole:
+            return -1
+        try:
+            queued = self.session.request(self.visible_box())
+        except ViewTooLarge as err:
+            self.status.value = str(err)
+            return 0
+        self.status.value = (f"{queued} new tile(s) queued" if queued
+                             else "Everything visible is computed")
+        return queued
+
+    def run_whole(self) -> None:
+        """Analyse every tile (every tissue tile with "Tissue only"), with progress."""
+        self.ensure_session(self._start_whole)
+
+    def _start_whole(self) -> None:
+        assert self.session is not None
+        self._set_whole(True)
+        self.progress.value = 0
+        self.status.value = "Queueing every tile ..."
+        start_worker(self.session.request_all, on_error=self._fail)
+
+    def cancel(self) -> None:
+        """Stop the whole-image run (what is computed stays)."""
+        if self.session is not None:
+            self.session.cancel()
+        self._set_whole(False)
+        self.status.value = "Cancelled"
+        if self.live.value:
+            self._debounce.start()
+
+    def _set_whole(self, value: bool) -> None:
+        self._whole = value
+        self.cancel_button.enabled = value
+        self.whole_button.enabled = not value
+
+    # -- updates ----------------------------------------------------------------------------
+    def _on_update(self, update: LiveUpdate) -> None:
+        if update.error is not None:
+            if update.error not in self._errors:
+                self._errors.add(update.error)
+                report_error(RuntimeError(update.error), "Analyse")
+            self.status.value = f"Failed tiles: {update.error}"
+            return
+        for key in self.counts:
+            self.counts[key] += getattr(update, key)
+        if update.tiles and not self._refresh.isActive():
+            self._refresh.start()
+        if self._whole and update.requested:
+            self.progress.value = round(100 * (1 - update.pending / update.requested))
+        c = self.counts
+        self.status.value = (f"{update.pending} tile(s) pending; computed {c['computed']}, "
+                             f"cached {c['cached']}, skipped {c['skipped']}")
+        if self._whole and update.done:
+            self._set_whole(False)
+            self.status.value += " - whole image done"
+
+    def _refresh_layers(self) -> None:
+        for layer in (self.labels_layer, self.heatmap_layer):
+            if layer is not None:
+                layer.refresh()
+
+    def _on_heat_class(self, value: Any = None) -> None:
+        if (self.session is None or self.heatmap_layer is None
+                or value not in self.session.plan.spec.classes):
+            return  # (while a session is installed its heatmap is added with the class)
+        old = self.heatmap_layer
+        index = list(self.session.plan.spec.classes).index(value)
+        self.heatmap_layer = add_heatmap_layer(
+            self._viewer, self.session, index, f"{self.session.plan.spec.name} heatmap",
+            self.colormap.value, self.opacity.value, getattr(self.layer.value, "units", None))
+        if old is not None and old in self._viewer.layers:
+            self._viewer.layers.remove(old)
+
+    def _on_display(self, _value: Any = None) -> None:
+        if self.heatmap_layer is not None:
+            self.heatmap_layer.colormap = self.colormap.value
+            self.heatmap_layer.opacity = self.opacity.value
+
+    def _fail(self, err: BaseException) -> None:
+        report_error(err, "Analyse")
+        self.status.value = f"Failed: {err}"
+        self._set_whole(False)
+
+    def close(self) -> None:
+        """Stop the workers, drop the session and disconnect from the viewer's events."""
+        self._debounce.stop()
+        self._refresh.stop()
+        self._retire()
+        _disconnector(self._events, self._queues)()
+        super().close()
+
+
+def _disconnector(events: list[tuple[Any, Any]], queues: list[Any]) -> Any:
+    """Disconnects every (event, callback) and closes the session queues (ending the serve
+    workers) once; holds no widget, as it runs at Qt teardown."""
+
+    def disconnect(*_: Any) -> None:
+        while events:
+            event, callback = events.pop()
+            event.disconnect(callback)
+        while queues:
+            queues.pop().close()
+
+    return disconnect

@@ -1,0 +1,236 @@
+"""The Analyse widget driven like a user: pick a slide and a model, go live, pan, pan back."""
+
+import time
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QTimer
+
+from napari_neuroseg.analysis import predict_slide
+from napari_neuroseg.io import open_image
+from napari_neuroseg.io._types import layer_kwargs
+from napari_neuroseg.samples.slide import write_synthetic_slide
+from napari_neuroseg.widgets import analyse_widget
+from napari_neuroseg.widgets.analyse_widget import AnalyseWidget
+
+pytestmark = pytest.mark.gui
+MODEL = "nuclei-lenet"  # the cheapest slide model (random weights); tile mode, windows overlap
+
+
+class Counted:
+    """Wraps a predictor and counts the tiles it is given."""
+
+    def __init__(self, predictor):
+        self.predictor = predictor
+        self.tiles = 0
+        self.output_channels = predictor.output_channels
+
+    def __call__(self, batch):
+        self.tiles += len(batch)
+        return self.predictor(batch)
+
+
+@pytest.fixture(scope="module")
+def slide_path(tmp_path_factory):
+    return write_synthetic_slide(tmp_path_factory.mktemp("aw") / "s.tif", size=(1024, 1536),
+                                 tile=256, mpp=0.5, layout="pages", compression="zlib",
+                                 levels=3)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Every session the widget builds gets a counting predictor; the list of them."""
+    made = []
+    build = analyse_widget.build_session
+
+    def counting_build(*args, **kwargs):
+        session = build(*args, **kwargs)
+        session.computer.predictor = Counted(session.predictor)
+        made.append(session.computer.predictor)
+        return session
+
+    monkeypatch.setattr(analyse_widget, "build_session", counting_build)
+    return made
+
+
+@pytest.fixture
+def closing():
+    """Widgets to close after the test (their serve workers hold a thread-pool slot)."""
+    widgets = []
+    yield widgets
+    for widget in widgets:
+        widget.close()
+
+
+def _widget(make_napari_viewer, path, closing, show=False):
+    viewer = make_napari_viewer(show=show)
+    image = open_image(path)[0]
+    layer = viewer.add_image(image.levels, **layer_kwargs(image))
+    widget = AnalyseWidget(viewer)
+    closing.append(widget)
+    viewer.window.add_dock_widget(widget)
+    widget.layer.value = layer
+    widget.picker.model.value = MODEL
+    widget.picker.device.value = "cpu"
+    return viewer, widget
+
+
+def _look_at(viewer, center, width_um):
+    """Centre the camera on ``center`` (µm) with ``width_um`` µm across the canvas."""
+    camera = viewer.scene.camera
+    camera.zoom = viewer.canvas.size[1] / width_um
+    camera.center = (0.0, *center) if len(camera.center) == 3 else center
+
+
+def _settle(qtbot, widget, timeout=60000):
+    qtbot.wait(analyse_widget.DEBOUNCE_MS + 50)
+    qtbot.waitUntil(lambda: widget.session is not None and widget.session.pending == 0
+                    and len(widget.session.queue) == 0, timeout=timeout)
+    qtbot.wait(analyse_widget.REFRESH_MS + 50)
+
+
+def _expected_tiles(session, box, before=()):
+    region = session.working_region(box)
+    cores = session.grid.tiles_in(region, blended=False)
+    needed = {t.key for c in cores for t in session._contributors(c)}
+    return needed - set(before)
+
+
+def test_live_computes_only_new_tiles_aligned_with_the_engine(make_napari_viewer, qtbot,
+                                                              slide_path, counted, closing):
+    viewer, widget = _widget(make_napari_viewer, slide_path, closing)
+    _look_at(viewer, (128.0, 128.0), 100.0)
+    widget.live.value = True
+    _settle(qtbot, widget)
+    session, predictor = widget.session, counted[0]
+    first_box = widget.visible_box()
+    first = _expected_tiles(session, first_box)
+    assert predictor.tiles == len(first) > 0
+    # pan right: only tiles not computed before
+    _look_at(viewer, (128.0, 400.0), 100.0)
+    _settle(qtbot, widget)
+    second = _expected_tiles(session, widget.visible_box(), first)
+    assert 0 < len(second) and predictor.tiles == len(first) + len(second)
+    # pan back: nothing new
+    calls = predictor.tiles
+    _look_at(viewer, (128.0, 128.0), 100.0)
+    _settle(qtbot, widget)
+    assert predictor.tiles == calls
+    assert "computed" in widget.status.value or "Everything" in widget.status.value
+    # the layers hold the engine's own result there, on the same grid
+    region = session.working_region(first_box)
+    direct = predict_slide(session.plan, predictor.predictor, region=region)
+    labels = np.asarray(widget.labels_layer.data[0][region.slices])
+    heat = np.asarray(widget.heatmap_layer.data[0][region.slices])
+    k = list(session.plan.spec.classes).index(widget.heat_class.value)
+    np.testing.assert_allclose(heat, direct.probabilities[k], atol=0.5 / 255 + 1e-4)
+    assert (labels == direct.labels).mean() > 0.999  # argmax ties at 1/255 aside
+    # aligned: a world point maps to the same slide pixel through both layers
+    point = (100.3, 77.9)
+    slide_px = np.asarray(widget.layer.value.world_to_data(point))
+    label_px = np.asarray(widget.labels_layer.world_to_data(point))
+    np.testing.assert_allclose(label_px, slide_px, atol=1e-9)  # native resolution model
+    assert widget.labels_layer.multiscale and widget.heatmap_layer.contrast_limits == [0, 1]
+    assert widget.labels_layer.features["class"].tolist() == ["NO_NUCLEUS", "NUCLEI"]
+
+
+def test_heartbeat_while_live_inference_runs(make_napari_viewer, qtbot, slide_path, counted,
+                                             closing):
+    viewer, widget = _widget(make_napari_viewer, slide_path, closing)
+    _look_at(viewer, (256.0, 384.0), 80.0)
+    widget.live.value = True
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
+    beats = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: beats.append(time.perf_counter()))
+    timer.start(10)
+    _look_at(viewer, (256.0, 384.0), 300.0)  # a wider view: a few dozen tiles
+    _settle(qtbot, widget)
+    timer.stop()
+    assert counted[0].tiles >= 16
+    gap = float(np.diff(beats).max())
+    print(f"longest event-loop gap during live inference: {1000 * gap:.0f} ms "
+          f"over {len(beats)} beats, {counted[0].tiles} tiles")
+    assert gap < 0.15
+
+
+def test_heatmap_class_colormap_opacity_rerender_only(make_napari_viewer, qtbot, slide_path,
+                                                      counted, closing):
+    viewer, widget = _widget(make_napari_viewer, slide_path, closing)
+    _look_at(viewer, (128.0, 128.0), 60.0)
+    widget.live.value = True
+    _settle(qtbot, widget)
+    calls = counted[0].tiles
+    widget.heat_class.value = "NO_NUCLEUS"
+    widget.colormap.value = "viridis"
+    widget.opacity.value = 0.8
+    assert widget.heatmap_layer.colormap.name == "viridis"
+    assert widget.heatmap_layer.opacity == pytest.approx(0.8)
+    assert widget.heatmap_layer.metadata["neuroseg"]["class"] == "NO_NUCLEUS"
+    assert len([la for la in viewer.layers if "heatmap" in la.name]) == 1
+    qtbot.wait(200)
+    assert counted[0].tiles == calls and len(counted) == 1  # no recompute, same session
+    # a preprocessing change makes a new session; the tile cache still serves old tiles
+    widget.stain.value = False
+    _settle(qtbot, widget)
+    assert len(counted) == 2 and counted[1].tiles == 0  # nuclei-lenet has no Macenko step
+    widget.close()
+    assert widget.session is None
+
+
+def test_whole_image_with_progress_and_cancel(make_napari_viewer, qtbot, slide_path, counted,
+                                              closing):
+    _viewer, widget = _widget(make_napari_viewer, slide_path, closing)
+    widget.whole_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.cancel_button.enabled, timeout=60000)
+    qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=60000)
+    widget.cancel_button.clicked.emit()
+    assert not widget.cancel_button.enabled and widget.status.value == "Cancelled"
+    qtbot.wait(500)
+    done = counted[0].tiles
+    total = np.prod(widget.session.grid.n_tiles)
+    assert 0 < done < total
+
+
+def test_a_model_that_does_not_fit_is_a_notification(make_napari_viewer, qtbot, monkeypatch,
+                                                     closing):
+    errors = []
+    monkeypatch.setattr(analyse_widget, "report_error", lambda err, where="": errors.append(err))
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((300, 300), np.uint8), name="gray")
+    widget = AnalyseWidget(viewer)
+    closing.append(widget)
+    widget.picker.model.value = MODEL
+    widget.live.value = True
+    qtbot.waitUntil(lambda: widget.status.value.startswith("Failed"), timeout=60000)
+    assert errors and "expects 3 channel" in str(errors[0])
+    assert widget.session is None and widget.whole_button.enabled
+
+
+def test_close_disconnects_the_camera(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = AnalyseWidget(viewer)
+    before = len(viewer.scene.camera.events.center.callbacks)
+    widget.close()
+    assert len(viewer.scene.camera.events.center.callbacks) == before - 1
+    widget.live.value = True
+    viewer.scene.camera.center = (0.0, 5.0, 5.0)
+    assert not widget._debounce.isActive()
+
+
+@pytest.mark.realdata
+def test_live_on_the_real_svs(make_napari_viewer, qtbot, shared_data, counted, closing):
+    path = shared_data / "wsi" / "cmu-1-small-region.svs"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    viewer, widget = _widget(make_napari_viewer, path, closing)
+    layer = widget.layer.value
+    h, w = layer.data[0].shape[:2]
+    centre = (h / 2 * layer.scale[0], w / 2 * layer.scale[1])
+    _look_at(viewer, centre, 60 * layer.scale[1] * 4)
+    widget.live.value = True
+    _settle(qtbot, widget, timeout=120000)
+    region = widget.session.working_region(widget.visible_box())
+    heat = np.asarray(widget.heatmap_layer.data[0][region.slices])
+    assert counted[0].tiles > 0 and heat.max() > 0
+    assert 0 <= heat.min() and heat.max() <= 1
