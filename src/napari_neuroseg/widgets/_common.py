@@ -20,6 +20,7 @@ from napari_neuroseg.models.registry import ModelRegistry
 __all__ = [
     "FROM_FILE",
     "ModelPicker",
+    "connect_events",
     "device_choices",
     "image_from_layer",
     "image_layers",
@@ -166,3 +167,30 @@ def start_worker(func: Callable[..., Any], *args: Any,
 def warn(message: str) -> None:
     """A warning notification (for a model without weights, a mismatch worth knowing)."""
     show_warning(message)
+
+
+def connect_events(native: Any, events: list[tuple[Any, Any]],
+                   closers: list[Any] | None = None) -> Callable[..., None]:
+    """Connect every ``(event, callback)`` and return the function that undoes it once.
+
+    The returned function also runs when the Qt widget ``native`` is destroyed. It holds no
+    reference to the widget (it runs at Qt teardown): it disconnects the events and calls
+    ``close()`` on everything in ``closers`` (e.g. queues whose workers must end, since napari's
+    thread pool is small). Calling it again does nothing.
+    """
+    pending, to_close = events, closers if closers is not None else []
+    for event, callback in pending:
+        event.connect(callback)
+
+    def disconnect(*_: Any) -> None:
+        while pending:
+            event, callback = pending.pop()
+            try:
+                event.disconnect(callback)
+            except (TypeError, ValueError, RuntimeError):
+                pass  # already gone with the viewer
+        while to_close:
+            to_close.pop().close()
+
+    native.destroyed.connect(disconnect)
+    return disconnect

@@ -27,6 +27,7 @@ from napari_neuroseg.io import LazyImage
 from napari_neuroseg.live.viewport import box_to_pixels, visible_box
 from napari_neuroseg.widgets._common import (
     ModelPicker,
+    connect_events,
     image_from_layer,
     image_layers,
     report_error,
@@ -131,9 +132,7 @@ class ViewAnalysisWidget(Container):
                         (viewer.canvas.events.size, self._on_camera),
                         (viewer.layers.events.inserted, self._on_layers_changed),
                         (viewer.layers.events.removed, self._on_layers_changed)]
-        for event, callback in self._events:
-            event.connect(callback)
-        self.native.destroyed.connect(_disconnector(self._events))
+        self._disconnect = connect_events(self.native, self._events)
 
     # -- to implement -----------------------------------------------------------------------
     @staticmethod
@@ -273,17 +272,5 @@ class ViewAnalysisWidget(Container):
         self._debounce.stop()
         self._poll.stop()
         self.cancel()
-        _disconnector(self._events)()
+        self._disconnect()
         super().close()
-
-
-def _disconnector(events: list[tuple[Any, Any]]) -> Callable[..., None]:
-    """Disconnects every (event, callback) once (holds no widget: runs at Qt teardown)."""
-
-    def disconnect(*_: Any) -> None:
-        while events:
-            event, callback = events.pop()
-            event.disconnect(callback)
-
-    return disconnect
-

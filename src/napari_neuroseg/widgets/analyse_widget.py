@@ -27,6 +27,7 @@ from napari_neuroseg.io import LazyImage
 from napari_neuroseg.live import LiveSession, LiveUpdate, ViewTooLarge, visible_box
 from napari_neuroseg.widgets._common import (
     ModelPicker,
+    connect_events,
     image_from_layer,
     image_layers,
     report_error,
@@ -119,10 +120,9 @@ class AnalyseWidget(Container):
                         (viewer.canvas.events.size, self._on_camera),
                         (viewer.layers.events.inserted, self._on_layers_changed),
                         (viewer.layers.events.removed, self._on_layers_changed)]
-        for event, callback in self._events:
-            event.connect(callback)
+        self._closed = False
         self._queues: list[Any] = []  # closed at teardown, so no worker outlives the widget
-        self.native.destroyed.connect(_disconnector(self._events, self._queues))
+        self._disconnect = connect_events(self.native, self._events, self._queues)
 
     # -- choices and configuration ----------------------------------------------------------
     def _slide_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
@@ -183,6 +183,9 @@ class AnalyseWidget(Container):
         self._build_worker = None
 
     def _install(self, session: LiveSession, config: tuple[Any, ...]) -> None:
+        if self._closed:  # the widget closed while the model was loading
+            session.close()
+            return
         self._retire()
         if config != self._config():  # settings changed while loading: build again
             session.close()
@@ -287,6 +290,8 @@ class AnalyseWidget(Container):
 
     # -- updates ----------------------------------------------------------------------------
     def _on_update(self, update: LiveUpdate) -> None:
+        if self._closed or self.session is None:  # delivered after close or a retired session
+            return
         if update.error is not None:
             if update.error not in self._errors:
                 self._errors.add(update.error)
@@ -329,28 +334,17 @@ class AnalyseWidget(Container):
             self.heatmap_layer.opacity = self.opacity.value
 
     def _fail(self, err: BaseException) -> None:
+        if self._closed:
+            return
         report_error(err, "Analyse")
         self.status.value = f"Failed: {err}"
         self._set_whole(False)
 
     def close(self) -> None:
         """Stop the workers, drop the session and disconnect from the viewer's events."""
+        self._closed = True
         self._debounce.stop()
         self._refresh.stop()
         self._retire()
-        _disconnector(self._events, self._queues)()
+        self._disconnect()
         super().close()
-
-
-def _disconnector(events: list[tuple[Any, Any]], queues: list[Any]) -> Any:
-    """Disconnects every (event, callback) and closes the session queues (ending the serve
-    workers) once; holds no widget, as it runs at Qt teardown."""
-
-    def disconnect(*_: Any) -> None:
-        while events:
-            event, callback = events.pop()
-            event.disconnect(callback)
-        while queues:
-            queues.pop().close()
-
-    return disconnect

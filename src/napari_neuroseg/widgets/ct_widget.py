@@ -38,6 +38,7 @@ from napari_neuroseg.analysis.ct_view import (
 from napari_neuroseg.preprocess.ct import WINDOW_PRESETS
 from napari_neuroseg.widgets._common import (
     ModelPicker,
+    connect_events,
     image_from_layer,
     image_layers,
     report_error,
@@ -142,9 +143,7 @@ class CTWidget(Container):
             (viewer.layers.events.removed, self._on_layers_changed),
             (viewer.dims.events.current_step, self._on_step),
         ]
-        for event, callback in self._connections:
-            event.connect(callback)
-        self.native.destroyed.connect(_disconnector(self._connections))
+        self._disconnect = connect_events(self.native, self._connections)
 
     # -- layers and slices --------------------------------------------------------------
     def _ct_layer_names(self, _widget: Any = None) -> list[str]:
@@ -382,7 +381,7 @@ class CTWidget(Container):
         """Stop the workers, disconnect from the viewer and close."""
         for kind in list(self._workers):
             self._stop(kind)
-        _disconnector(self._connections)()
+        self._disconnect()
         super().close()
 
 
@@ -390,14 +389,3 @@ def _placement(layer: Any) -> dict[str, Any]:
     """Keyword arguments that put a new layer exactly over ``layer``."""
     return {"scale": tuple(layer.scale), "translate": tuple(layer.translate),
             "units": tuple(layer.units)}
-
-
-def _disconnector(connections: list[tuple[Any, Any]]) -> Any:
-    def disconnect(*_args: Any) -> None:
-        for event, callback in connections:
-            try:
-                event.disconnect(callback)
-            except (TypeError, ValueError, RuntimeError):
-                pass
-
-    return disconnect
