@@ -361,3 +361,35 @@ def test_label_store_regions_export_with_their_own_flags(slide, tmp_path):
     assert [i.corrected_by_person for i in ds.items] == [True, False]
     assert ds.items[1].region["offset"] == [64, 64] and ds.items[1].region["size"] == [32, 64]
     assert len(label_store_items(slide, _FakeStore(slide, labels), only_corrected=True)) == 1
+
+
+def test_a_label_store_exports_each_committed_region_once(tmp_path):
+    """The Annotate widget's store feeds the export directly (no fake store)."""
+    from napari_neuroseg.annotate.labelstore import LabelStore, slide_grid
+    from napari_neuroseg.annotate.palette import STANDARD_CLASS_MAPS
+    from napari_neuroseg.dataset import Dataset
+    from napari_neuroseg.engine import Region
+    from napari_neuroseg.io import open_image
+    from napari_neuroseg.samples.slide import write_synthetic_slide
+
+    slide = write_synthetic_slide(tmp_path / "s.tif", size=(1024, 1024), mpp=0.5)
+    image = open_image(slide)[0]
+    class_map = next(m for m in STANDARD_CLASS_MAPS.values() if len(m.names) == 4)
+    grid = slide_grid(image, 1.0)
+    store = LabelStore.create(tmp_path / "store", grid.shape, class_map, scale=grid.scale,
+                              translate=grid.translate, level=grid.level, mpp=grid.mpp,
+                              source={"path": str(slide)})
+    labels = np.zeros((64, 96), np.uint8)
+    labels[:, :24], labels[:, 24:48], labels[:, 48:72], labels[:, 72:] = 0, 1, 2, 3
+    for y0 in (0, 128):
+        store.commit(Region(y0, 32, y0 + 64, 128), labels)
+    store.commit(Region(0, 32, 64, 128), labels)  # the same region again: one item
+    items = label_store_items(image, LabelStore.open(tmp_path / "store"), task="tissue")
+    report = export_items(items, tmp_path / "ds", "tissue", class_map.class_map(),
+                          modality="HE")
+    data = Dataset.open(tmp_path / "ds")
+    assert report.added == 2 and len(data.items) == 2
+    item = data.items[0]
+    assert item.corrected_by_person and item.region["size"] == [64, 96]
+    assert np.array_equal(data.read_mask(item), labels)
+    assert data.read_image(item).shape == (64, 96, 3)

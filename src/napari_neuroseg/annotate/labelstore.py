@@ -1,0 +1,567 @@
+"""A tile-sparse label store on disk: corrections of one slide at one working resolution.
+
+A :class:`LabelStore` is a folder::
+
+    STORE/
+      labelstore.json   the header: shape, chunk, dtype, class map, source, level, µm/px,
+                        napari scale/translate, pyramid level shapes, created (written once)
+      regions.json      the committed regions, with times and ``corrected_by_person``
+      labels.zarr/      a zarr group, one array per pyramid level ("0" finest)
+
+Chunks nobody wrote are not stored and read as 0, so a 100k x 100k slide costs what was
+annotated. The folder is created under a temporary name and renamed; zarr writes every chunk
+file under a temporary name too, and ``regions.json`` is replaced atomically. A commit first
+records itself as pending in ``regions.json``, then writes the chunks and the levels above
+them, then marks itself committed; :meth:`LabelStore.open` rebuilds the pyramid over a
+commit a crash interrupted (each chunk holds either its old or its new labels) and lists it
+in :attr:`LabelStore.interrupted`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import dask.array as da
+import numpy as np
+import zarr
+
+from napari_neuroseg.annotate.palette import ClassMap
+from napari_neuroseg.dataset.manifest import now_iso, safe_id
+from napari_neuroseg.engine import Region, choose_level
+from napari_neuroseg.io import LazyImage
+from napari_neuroseg.io._atomic import atomic_directory, atomic_path
+
+__all__ = [
+    "FORMAT",
+    "CommittedRegion",
+    "LabelStore",
+    "RegionEdit",
+    "SlideGrid",
+    "default_store_path",
+    "resample_labels",
+    "slide_grid",
+    "slide_identity",
+]
+
+FORMAT = "napari-neuroseg-labelstore"
+FORMAT_VERSION = 1
+HEADER, REGIONS, ARRAYS = "labelstore.json", "regions.json", "labels.zarr"
+Seed = Callable[[Region], np.ndarray] | np.ndarray | Any
+
+
+@dataclass(frozen=True)
+class CommittedRegion:
+    """A region written to the store (working pixels of level 0).
+
+    Attributes
+    ----------
+    region : Region
+    committed : str
+        ISO 8601 UTC time of the last commit of this region.
+    corrected_by_person : bool
+        A person painted it (False for labels seeded from a model and committed unchanged).
+    commits : int
+        How often this exact region was committed.
+    """
+
+    region: Region
+    committed: str
+    corrected_by_person: bool = True
+    commits: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-friendly dict (``region`` as ``[y0, x0, y1, x1]``)."""
+        return {"region": _box(self.region), "committed": self.committed,
+                "corrected_by_person": self.corrected_by_person, "commits": self.commits}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CommittedRegion:
+        """Inverse of :meth:`to_json`."""
+        return cls(Region(*(int(v) for v in data["region"])), str(data["committed"]),
+                   bool(data.get("corrected_by_person", True)), int(data.get("commits", 1)))
+
+
+def _pyramid_shapes(shape: tuple[int, int], chunk: int, min_side: int) -> list[tuple[int, int]]:
+    """Level shapes, each exactly half the one below (level 0 padded to make that so)."""
+    n = 1
+    while max(shape) / 2 ** (n - 1) > max(min_side, chunk):
+        n += 1
+    f = 2 ** (n - 1)
+    h, w = math.ceil(shape[0] / f) * f, math.ceil(shape[1] / f) * f
+    return [(h // 2**i, w // 2**i) for i in range(n)]
+
+
+def _box(region: Region) -> list[int]:
+    return [region.y0, region.x0, region.y1, region.x1]
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+
+
+class LabelStore:
+    """Labels of one slide on a working grid, on disk, committed region by region.
+
+    Use :meth:`create`, :meth:`open` or :meth:`open_or_create`; the constructor takes an
+    existing folder. Reads and writes share :attr:`lock` with the lazy levels napari shows.
+
+    Attributes
+    ----------
+    directory : Path
+    shape : (int, int)
+        (height, width) of the working grid.
+    chunk : int
+    dtype : numpy.dtype
+    class_map : ClassMap
+    scale, translate : (float, float)
+        napari geometry of working pixel (0, 0) in the slide's world units.
+    level : int
+        The slide pyramid level the grid was derived from.
+    mpp : float or None
+        Working pixel size (µm/px).
+    source : dict
+        ``{"path", "identity", "sha256"}`` of the slide (``sha256`` may be None).
+    created : str
+    level_shapes : list of (int, int)
+        Pyramid level shapes; level 0 padded so each level is exactly half the one below.
+    interrupted : list of Region
+        Commits a crash interrupted (found and repaired on opening).
+    max_label : int
+        The largest label ever committed (new instance ids start above it).
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        try:
+            header = json.loads((self.directory / HEADER).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{self.directory}: not a label store ({err})") from None
+        if header.get("format") != FORMAT:
+            raise ValueError(f"{self.directory}: {HEADER} is not a {FORMAT} header")
+        if int(header.get("format_version", 0)) > FORMAT_VERSION:
+            raise ValueError(f"{self.directory}: label store version "
+                             f"{header['format_version']} is newer than this napari-neuroseg "
+                             "reads; update napari-neuroseg")
+        self.header = header
+        self.shape = (int(header["shape"][0]), int(header["shape"][1]))
+        self.chunk = int(header["chunk"])
+        self.dtype = np.dtype(header["dtype"])
+        self.class_map = ClassMap.from_dict(header["class_map"])
+        self.scale = (float(header["scale"][0]), float(header["scale"][1]))
+        self.translate = (float(header["translate"][0]), float(header["translate"][1]))
+        self.level = int(header.get("level", 0))
+        self.mpp = header.get("mpp")
+        self.source = dict(header.get("source") or {})
+        self.created = str(header.get("created", ""))
+        self.level_shapes = [(int(h), int(w)) for h, w in header["level_shapes"]]
+        self.lock = threading.RLock()
+        group = zarr.open_group(str(self.directory / ARRAYS), mode="r+")
+        self._levels = [group[str(i)] for i in range(len(self.level_shapes))]
+        self._regions, pending, self.max_label = self._load_regions()
+        self.interrupted: list[Region] = []
+        if pending is not None:
+            self._update_levels(pending)
+            self.interrupted.append(pending)
+            self._save_regions(None)
+
+    # -- creating and opening ---------------------------------------------------------------
+    @classmethod
+    def create(cls, directory: str | Path, shape: Sequence[int], class_map: ClassMap, *,
+               chunk: int = 256, scale: Sequence[float] = (1.0, 1.0),
+               translate: Sequence[float] = (0.0, 0.0), level: int = 0,
+               mpp: float | None = None, source: dict[str, Any] | None = None,
+               min_side: int = 512) -> LabelStore:
+        """Make a new, empty store at ``directory`` (which must not exist yet).
+
+        Parameters
+        ----------
+        directory : str or Path
+            The store folder; its parent is created if needed.
+        shape : (int, int)
+            (height, width) of the working grid.
+        class_map : ClassMap
+            Classes and colours; its ``dtype`` is the store's.
+        chunk : int
+            Chunk edge of every level.
+        scale, translate : (float, float)
+            napari geometry of working pixel (0, 0) (e.g. ``SlidePlan.scale/translate``).
+        level, mpp : int, float
+            The slide level the grid comes from and its working µm/px.
+        source : dict, optional
+            ``{"path": ..., "identity": ..., "sha256": ...}`` of the slide.
+        min_side : int
+            Levels are halved until the longest side is at most ``max(min_side, chunk)``.
+        """
+        directory = Path(directory)
+        if directory.exists():
+            raise FileExistsError(f"{directory} exists already: open it instead")
+        if len(shape) != 2 or min(shape) < 1:
+            raise ValueError(f"a label store needs a 2-D (height, width) shape, got {shape}")
+        h, w = int(shape[0]), int(shape[1])
+        level_shapes = _pyramid_shapes((h, w), int(chunk), min_side)
+        header = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "shape": [h, w],
+            "chunk": int(chunk), "dtype": class_map.dtype, "class_map": class_map.to_dict(),
+            "scale": [float(s) for s in scale[-2:]],
+            "translate": [float(t) for t in translate[-2:]], "level": int(level),
+            "mpp": None if mpp is None else float(mpp),
+            "source": dict(source or {}), "created": now_iso(),
+            "level_shapes": [list(s) for s in level_shapes],
+        }
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_directory(directory) as tmp:
+            group = zarr.open_group(str(tmp / ARRAYS), mode="w")
+            for i, (lh, lw) in enumerate(level_shapes):
+                group.create_array(str(i), shape=(lh, lw), chunks=(min(chunk, lh), min(chunk, lw)),
+                                   dtype=class_map.dtype, fill_value=0)
+            _write_json(tmp / REGIONS, {"regions": [], "pending": None})
+            _write_json(tmp / HEADER, header)
+        return cls(directory)
+
+    @classmethod
+    def open(cls, directory: str | Path) -> LabelStore:
+        """Reopen a store (after a restart: the same labels, regions and geometry)."""
+        return cls(directory)
+
+    @classmethod
+    def open_or_create(cls, directory: str | Path, shape: Sequence[int], class_map: ClassMap,
+                       **kwargs: Any) -> LabelStore:
+        """Open the store at ``directory`` if there is one, else :meth:`create` it.
+
+        Raises
+        ------
+        ValueError
+            When the existing store has another grid shape or class map.
+        """
+        if not Path(directory, HEADER).is_file():
+            return cls.create(directory, shape, class_map, **kwargs)
+        store = cls(directory)
+        if store.shape != (int(shape[0]), int(shape[1])) or \
+                store.class_map.names != class_map.names:
+            raise ValueError(f"{directory} holds a {store.shape} store with classes "
+                             f"{list(store.class_map.names)}, not {tuple(shape)} with "
+                             f"{list(class_map.names)}: choose another folder")
+        return store
+
+    # -- geometry ---------------------------------------------------------------------------
+    @property
+    def n_levels(self) -> int:
+        """Number of pyramid levels."""
+        return len(self.level_shapes)
+
+    def check_region(self, region: Region) -> Region:
+        """``region`` if it lies on the grid and is not empty; ValueError otherwise."""
+        h, w = self.shape
+        if not (0 <= region.y0 < region.y1 <= h and 0 <= region.x0 < region.x1 <= w):
+            raise ValueError(f"region {_box(region)} is not inside the {h} x {w} label grid")
+        return region
+
+    def region_translate(self, region: Region) -> tuple[float, float]:
+        """napari ``translate`` of an array holding ``region`` (with :attr:`scale`)."""
+        return (self.translate[0] + self.scale[0] * region.y0,
+                self.translate[1] + self.scale[1] * region.x0)
+
+    # -- reading ----------------------------------------------------------------------------
+    def read(self, region: Region) -> np.ndarray:
+        """The labels of ``region`` (0 where nothing was committed)."""
+        self.check_region(region)
+        with self.lock:
+            return np.asarray(self._levels[0][region.slices])
+
+    def coverage(self, region: Region) -> np.ndarray:
+        """Boolean ``region``-shaped mask: True where a committed region covers the pixel."""
+        self.check_region(region)
+        out = np.zeros(region.shape, dtype=bool)
+        for entry in self.regions():
+            r = entry.region
+            y0, x0 = max(r.y0, region.y0), max(r.x0, region.x0)
+            y1, x1 = min(r.y1, region.y1), min(r.x1, region.x1)
+            if y1 > y0 and x1 > x0:
+                out[y0 - region.y0:y1 - region.y0, x0 - region.x0:x1 - region.x0] = True
+        return out
+
+    def read_seeded(self, region: Region, seed: Seed = None) -> np.ndarray:
+        """The store's labels where committed, elsewhere ``seed``'s (e.g. a model's result).
+
+        Parameters
+        ----------
+        region : Region
+        seed : callable, array-like or None
+            ``seed(region) -> (h, w) labels``, or an array on the same grid (a numpy or dask
+            array: only ``region`` is read), or None (0 where nothing was committed).
+        """
+        labels = self.read(region)
+        if seed is None:
+            return labels
+        covered = self.coverage(region)
+        if covered.all():
+            return labels
+        values = seed(region) if callable(seed) else seed[region.slices]
+        values = np.asarray(values.compute() if hasattr(values, "compute") else values)
+        if values.shape != region.shape:
+            raise ValueError(f"seed labels of shape {values.shape} do not fit region "
+                             f"{_box(region)}")
+        self._check_values(values)
+        return np.where(covered, labels, values.astype(self.dtype))
+
+    def regions(self) -> list[CommittedRegion]:
+        """The committed regions, oldest first (what an export writes)."""
+        with self.lock:
+            return list(self._regions)
+
+    def labels_levels(self) -> list[da.Array]:
+        """The label pyramid as lazy dask arrays (finest first), for a multiscale layer."""
+        return [da.from_array(a, chunks=a.chunks, lock=self.lock, asarray=True,
+                              inline_array=True) for a in self._levels]
+
+    @property
+    def nbytes_stored(self) -> int:
+        """Bytes of files in the store folder."""
+        return sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
+
+    # -- writing ----------------------------------------------------------------------------
+    def commit(self, region: Region, labels: np.ndarray, *,
+               corrected_by_person: bool = True) -> CommittedRegion:
+        """Write ``labels`` over ``region``, update the pyramid, record the region.
+
+        Parameters
+        ----------
+        region : Region
+            Working pixels of level 0, inside the grid.
+        labels : numpy.ndarray
+            ``region``-shaped integer labels, ids within the class map (semantic stores).
+        corrected_by_person : bool
+            False for labels taken unchanged from a model.
+
+        Returns
+        -------
+        CommittedRegion
+        """
+        self.check_region(region)
+        labels = np.asarray(labels)
+        if labels.shape != region.shape:
+            raise ValueError(f"labels of shape {labels.shape} do not fit region "
+                             f"{_box(region)} ({region.shape})")
+        self._check_values(labels)
+        with self.lock:
+            self._save_regions(region)
+            self._levels[0][region.slices] = labels.astype(self.dtype, copy=False)
+            self._update_levels(region)
+            entry = self._record(region, corrected_by_person)
+            self.max_label = max(self.max_label, int(labels.max(initial=0)))
+            self._save_regions(None)
+        return entry
+
+    def _check_values(self, labels: np.ndarray) -> None:
+        if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
+            raise ValueError(f"labels must be integers, got {labels.dtype}")
+        top = int(labels.max(initial=0))
+        low = int(labels.min(initial=0))
+        limit = (np.iinfo(self.dtype).max if self.class_map.kind == "instance"
+                 else self.class_map.n_classes - 1)
+        if low < 0 or top > limit:
+            raise ValueError(f"label values {low}..{top} are outside the class map "
+                             f"(0..{limit}: {', '.join(self.class_map.names)})"
+                             if self.class_map.kind == "semantic"
+                             else f"instance ids {low}..{top} do not fit {self.dtype}")
+
+    def _update_levels(self, region: Region) -> None:
+        """Recompute the levels above ``region`` (level-0 pixels): top-left of 2 x 2 blocks."""
+        below = region
+        for level in range(1, self.n_levels):
+            y0, x0 = below.y0 // 2 * 2, below.x0 // 2 * 2
+            y1, x1 = -(-below.y1 // 2) * 2, -(-below.x1 // 2) * 2
+            with self.lock:
+                values = self._levels[level - 1][y0:y1:2, x0:x1:2]
+                below = Region(y0 // 2, x0 // 2, y1 // 2, x1 // 2)
+                self._levels[level][below.slices] = values
+
+    def _record(self, region: Region, corrected_by_person: bool) -> CommittedRegion:
+        for i, old in enumerate(self._regions):
+            if old.region == region:
+                entry = CommittedRegion(region, now_iso(),
+                                        old.corrected_by_person or corrected_by_person,
+                                        old.commits + 1)
+                self._regions[i] = entry
+                return entry
+        entry = CommittedRegion(region, now_iso(), corrected_by_person)
+        self._regions.append(entry)
+        return entry
+
+    def _load_regions(self) -> tuple[list[CommittedRegion], Region | None, int]:
+        data = json.loads((self.directory / REGIONS).read_text(encoding="utf-8"))
+        pending = data.get("pending")
+        return ([CommittedRegion.from_json(r) for r in data.get("regions", [])],
+                Region(*pending) if pending else None, int(data.get("max_label", 0)))
+
+    def _save_regions(self, pending: Region | None) -> None:
+        _write_json(self.directory / REGIONS, {
+            "regions": [r.to_json() for r in self._regions],
+            "pending": None if pending is None else _box(pending), "max_label": self.max_label})
+
+    def __repr__(self) -> str:
+        return (f"LabelStore({str(self.directory)!r}, shape={self.shape}, "
+                f"classes={list(self.class_map.names)}, regions={len(self._regions)})")
+
+
+class RegionEdit:
+    """One region being edited: snapshots taken on the GUI thread, commits in any thread.
+
+    Each snapshot gets a version; a commit of an older version than the one last written
+    is skipped, so an autosave finishing late never overwrites a newer commit.
+
+    Parameters
+    ----------
+    store : LabelStore
+    region : Region
+    labels : numpy.ndarray, optional
+        The labels as opened; :meth:`changed` compares with them (and with each snapshot),
+        which catches edits that sent no event (napari's undo).
+    """
+
+    def __init__(self, store: LabelStore, region: Region,
+                 labels: np.ndarray | None = None) -> None:
+        self.store = store
+        self.region = store.check_region(region)
+        self.dirty = False
+        self._baseline = None if labels is None else np.array(labels, copy=True)
+        self._version = 0
+        self._written = 0
+        self._lock = threading.Lock()
+
+    def mark_dirty(self) -> None:
+        """Note that the labels changed since the last snapshot."""
+        self.dirty = True
+
+    def changed(self, labels: np.ndarray) -> bool:
+        """Whether ``labels`` differ from the last snapshot (or the labels as opened)."""
+        return self.dirty or (self._baseline is not None
+                              and not np.array_equal(labels, self._baseline))
+
+    def snapshot(self, labels: np.ndarray) -> tuple[int, np.ndarray]:
+        """A versioned copy of ``labels`` to commit (clears :attr:`dirty`)."""
+        self._version += 1
+        self.dirty = False
+        self._baseline = np.array(labels, copy=True)
+        return self._version, self._baseline
+
+    def commit(self, version: int, labels: np.ndarray,
+               corrected_by_person: bool = True) -> bool:
+        """Write a snapshot unless a newer one was written already; whether it was written."""
+        with self._lock:
+            if version <= self._written:
+                return False
+            self.store.commit(self.region, labels, corrected_by_person=corrected_by_person)
+            self._written = version
+            return True
+
+
+# -- where a slide's store lives, and on which grid -------------------------------------------
+class SlideGrid(NamedTuple):
+    """The working grid of a slide at a pixel size: what a :class:`LabelStore` is made on."""
+
+    shape: tuple[int, int]
+    scale: tuple[float, float]
+    translate: tuple[float, float]
+    level: int
+    mpp: float
+
+
+def slide_grid(image: LazyImage, mpp: float | None = None) -> SlideGrid:
+    """The grid a model working at ``mpp`` µm/px sees on ``image`` (as ``plan_slide`` picks it).
+
+    Parameters
+    ----------
+    image : LazyImage
+        A slide (its ``scale`` is level 0's µm/px).
+    mpp : float, optional
+        Working pixel size; level 0's when None.
+    """
+    base = float(image.scale[0])
+    choice = choose_level([base * d for d in image.downsamples()], float(mpp or base))
+    scale, translate = choice.geometry(tuple(image.translate or (0.0, 0.0))[-2:])
+    shape = choice.working_array(image.levels[choice.level]).shape[:2]
+    return SlideGrid((int(shape[0]), int(shape[1])), scale, translate, choice.level,
+                     choice.working_mpp)
+
+
+def slide_identity(source: str | os.PathLike[str], block: int = 1 << 20) -> str:
+    """A cheap identity of a slide file: SHA-256 of its size, first and last ``block`` bytes.
+
+    Unlike the full SHA-256 (seconds per GB) it costs two reads, survives renaming and
+    copying, and changes when the file's content does. A folder hashes its entries' names and
+    sizes; anything else (a layer name) hashes the string.
+    """
+    path = Path(source)
+    digest = hashlib.sha256()
+    if path.is_file():
+        size = path.stat().st_size
+        digest.update(str(size).encode())
+        with open(path, "rb") as handle:
+            digest.update(handle.read(block))
+            handle.seek(max(0, size - block))
+            digest.update(handle.read(block))
+    elif path.is_dir():
+        for entry in sorted(path.iterdir()):
+            digest.update(f"{entry.name}:{entry.stat().st_size};".encode())
+    else:
+        digest.update(str(source).encode())
+    return digest.hexdigest()
+
+
+def default_store_path(source: str | os.PathLike[str], class_map: ClassMap, mpp: float, *,
+                       identity: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
+                       beside_data: bool = True) -> Path:
+    """Where the store of a slide, a class map and a working µm/px goes by default.
+
+    Beside the slide (``<slide>.neuroseg-labels/<classes>-<mpp>um-<key>``) when its folder is
+    writable and ``beside_data``; otherwise in ``cache_dir`` (default
+    ``$XDG_CACHE_HOME/napari-neuroseg/labels`` or ``~/.cache/...``), named by the slide's
+    identity. ``key`` hashes the slide identity, the class names and ``mpp``, so another class
+    map or resolution never reuses a store.
+    """
+    identity = identity or slide_identity(source)
+    key = hashlib.sha256(json.dumps([identity, list(class_map.names), round(float(mpp), 6)])
+                         .encode()).hexdigest()[:12]
+    name = f"{safe_id(class_map.title or 'labels')}-{float(mpp):g}um-{key}"
+    path = Path(source)
+    if beside_data and path.exists() and os.access(path.parent, os.W_OK):
+        return path.parent / f"{path.name}.neuroseg-labels" / name
+    root = Path(cache_dir) if cache_dir is not None else (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        / "napari-neuroseg" / "labels")
+    return root / f"{identity[:16]}-{name}"
+
+
+def resample_labels(array: Any, scale: Sequence[float], translate: Sequence[float],
+                    region: Region, grid_scale: Sequence[float],
+                    grid_translate: Sequence[float]) -> np.ndarray:
+    """Nearest-neighbour labels of ``array`` at the pixels of ``region`` of another grid.
+
+    Reads only the part of ``array`` (numpy or dask, 2-D, napari geometry ``scale`` /
+    ``translate``) under the region; pixels outside ``array`` are 0. Used to seed an edit
+    region from a result layer at another resolution.
+    """
+    index = []
+    for k, (start, stop) in enumerate(((region.y0, region.y1), (region.x0, region.x1))):
+        centres = grid_translate[-2 + k] + grid_scale[-2 + k] * np.arange(start, stop)
+        index.append(np.floor((centres - translate[-2 + k]) / scale[-2 + k] + 0.5)
+                     .astype(np.int64))
+    (iy, ix), (h, w) = index, array.shape[-2:]
+    vy, vx = (iy >= 0) & (iy < h), (ix >= 0) & (ix < w)
+    out = np.zeros(region.shape, dtype=array.dtype)
+    if not vy.any() or not vx.any():
+        return out
+    y0, x0 = int(iy[vy].min()), int(ix[vx].min())
+    part = array[y0:int(iy[vy].max()) + 1, x0:int(ix[vx].max()) + 1][iy[vy] - y0][:, ix[vx] - x0]
+    out[np.ix_(vy, vx)] = np.asarray(part.compute() if hasattr(part, "compute") else part)
+    return out

@@ -1,0 +1,207 @@
+"""The Annotate widget: paint corrections with a class palette, on any labels layer or slide.
+
+- A class map (a standard one or a model's) colours the chosen labels layer, names its classes
+  in the status bar, and "Paint class" selects the label to paint by name.
+- "New annotation layer" makes a blank labels layer over the chosen image (a whole volume or
+  image; for a multiscale slide, an edit region).
+- Slides (:class:`~napari_neuroseg.widgets._annotate_slide.SlideEditor`): the view or a drawn
+  rectangle becomes an editable region of a tile-sparse label store on disk, committed in a
+  worker, autosaved, shown as a multiscale layer.
+- Nuclei (:class:`~napari_neuroseg.widgets._annotate_instances.InstanceTools`): delete, merge,
+  split and add instances.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, Label, PushButton
+
+from napari_neuroseg.annotate.palette import STANDARD_CLASS_MAPS, ClassMap
+from napari_neuroseg.models.registry import ModelRegistry
+from napari_neuroseg.widgets._annotate_instances import InstanceTools
+from napari_neuroseg.widgets._annotate_layers import apply_palette, class_map_of, labels_layers
+from napari_neuroseg.widgets._annotate_slide import SlideEditor
+from napari_neuroseg.widgets._common import (
+    connect_events,
+    image_from_layer,
+    image_layers,
+    report_error,
+)
+
+if TYPE_CHECKING:
+    import napari
+
+MODEL_TASKS = ("semantic_segmentation", "instance_segmentation")
+
+
+def class_map_choices() -> dict[str, ClassMap]:
+    """The standard class maps, then every segmentation model's (``model: <name>``)."""
+    registry = ModelRegistry()
+    maps = dict(STANDARD_CLASS_MAPS)
+    for name in registry.names():
+        spec = registry.get(name)
+        if spec.task in MODEL_TASKS:
+            maps[f"model: {name}"] = ClassMap.from_spec(spec)
+    return maps
+
+
+class AnnotateWidget(Container):
+    """Correct labels: class palette, new annotation layers, slide edit regions, nuclei tools.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    """
+
+    def __init__(self, viewer: "napari.viewer.Viewer") -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.maps = class_map_choices()
+        self.labels = ComboBox(label="Labels layer", choices=self._labels_choices)
+        self.class_map = ComboBox(label="Class map", choices=list(self.maps))
+        self.paint_class = ComboBox(label="Paint class", choices=self._class_choices)
+        self.image = ComboBox(label="Image", choices=self._image_choices)
+        self.new_button = PushButton(text="New annotation layer")
+        self.status = Label(value="Choose a labels layer, or an image to annotate.")
+        self.slide = SlideEditor(viewer, lambda: self.image.value, self.current_class_map,
+                                 self.say)
+        self.instances = InstanceTools(viewer, lambda: self.labels.value, self.id_floor,
+                                       self.say)
+        self.extend([self.labels, self.class_map, self.paint_class, self.image, self.new_button,
+                     self.slide, self.instances, self.status])
+        self.labels.changed.connect(self._on_labels_layer)
+        self.class_map.changed.connect(self._on_class_map)
+        self.paint_class.changed.connect(self.select_class)
+        self.new_button.changed.connect(self.new_layer)
+        self._on_class_map()
+        self._disconnect = connect_events(
+            self.native, [(viewer.layers.events.inserted, self._on_layers_changed),
+                          (viewer.layers.events.removed, self._on_layer_removed)])
+
+    # -- choices ----------------------------------------------------------------------------
+    def _labels_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in labels_layers(self._viewer)]
+
+    def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in image_layers(self._viewer)]
+
+    def _class_choices(self, _widget: Any = None) -> list[str]:
+        maps = getattr(self, "maps", {})
+        chosen = maps.get(getattr(getattr(self, "class_map", None), "value", None))
+        return list(chosen.names) if chosen is not None else []
+
+    def current_class_map(self) -> ClassMap:
+        """The chosen class map."""
+        return self.maps[self.class_map.value]
+
+    def say(self, message: str) -> None:
+        """Show a status line."""
+        self.status.value = message
+
+    def _on_layers_changed(self, _event: Any = None) -> None:
+        for combo in (self.labels, self.image, self.slide.seed, self.instances.line_layer):
+            combo.reset_choices()
+
+    def _on_layer_removed(self, event: Any) -> None:
+        self.slide.on_layer_removed(event.value)
+        self._on_layers_changed()
+
+    # -- palette ----------------------------------------------------------------------------
+    def _on_labels_layer(self, layer: Any = None) -> None:
+        """A layer that carries a class map (a result, a store, an edit) selects it."""
+        carried = class_map_of(layer)
+        model = layer.metadata.get("neuroseg", {}).get("model") if layer is not None else None
+        if carried is None and f"model: {model}" in self.maps:
+            self.class_map.value = f"model: {model}"
+            return
+        if carried is None:
+            return
+        for title, cm in self.maps.items():
+            if cm.names == carried.names and cm.kind == carried.kind:
+                self.class_map.value = title
+                return
+        title = carried.title or "from the layer"
+        self.maps[title] = carried
+        self.class_map.choices = list(self.maps)
+        self.class_map.value = title
+
+    def _on_class_map(self, _value: Any = None) -> None:
+        cm = self.current_class_map()
+        self.paint_class.reset_choices()
+        if cm.resolution and self.slide.store is None:  # an open store keeps its µm/px
+            self.slide.mpp.value = cm.resolution
+        layer = self.labels.value
+        if layer is not None and class_map_of(layer) != cm:
+            apply_palette(layer, cm)
+
+    def select_class(self, name: Any = None) -> None:
+        """Set the labels layer's ``selected_label`` to the class named in "Paint class".
+
+        For instance maps the next free id is selected (a new object).
+        """
+        layer, cm = self.labels.value, self.current_class_map()
+        name = name if isinstance(name, str) else self.paint_class.value
+        if layer is None or name is None:
+            return
+        try:
+            if class_map_of(layer) != cm:
+                apply_palette(layer, cm)
+            if cm.kind == "instance" and name != cm.names[0]:
+                layer.selected_label = self.id_floor(layer)
+            else:
+                layer.selected_label = cm.id_of(name)
+        except ValueError as err:
+            report_error(err, "Annotate")
+            return
+        self.say(f"Painting {cm.label_name(int(layer.selected_label))} "
+                 f"(label {layer.selected_label})")
+
+    def id_floor(self, layer: Any) -> int:
+        """The smallest id a new instance of ``layer`` may take.
+
+        Above every id in the layer, and above every id of the label store when the layer is
+        the slide editor's edit region (ids stay unique across the slide).
+        """
+        floor = 1
+        if layer is self.slide.edit_layer and self.slide.store is not None:
+            floor = self.slide.store.max_label + 1
+        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+        if isinstance(data, np.ndarray):
+            floor = max(floor, int(data.max(initial=0)) + 1)
+        return floor
+
+    # -- new layers -------------------------------------------------------------------------
+    def new_layer(self) -> Any:
+        """A blank labels layer with the chosen class map over the chosen image.
+
+        A multiscale slide gets an edit region (of its label store) instead.
+        """
+        image_layer, cm = self.image.value, self.current_class_map()
+        if image_layer is None:
+            report_error(ValueError("choose an image layer to annotate"), "Annotate")
+            return None
+        if getattr(image_layer, "multiscale", False):
+            self.slide.edit_region(seed=False)
+            return None
+        image = image_from_layer(image_layer)
+        axes = image.axes.replace("c", "")
+        shape = tuple(int(n) for n, a in zip(image.levels[0].shape, image.axes, strict=True)
+                      if a != "c")
+        layer = self._viewer.add_labels(
+            np.zeros(shape, dtype=cm.dtype), name=f"{image_layer.name} annotations",
+            scale=tuple(image_layer.scale[-len(axes):]),
+            translate=tuple(image_layer.translate[-len(axes):]), opacity=0.6,
+            metadata={"neuroseg": {"image": image_layer.name, "modality": image.modality,
+                                   "source": image.source}})
+        apply_palette(layer, cm)
+        self.labels.value = layer
+        self._viewer.layers.selection.active = layer
+        layer.mode = "paint"
+        self.select_class(cm.names[1])
+        return layer
+
+    def close(self) -> None:
+        """Commit a pending edit region and disconnect from the viewer's events."""
+        self.slide.close()
+        self._disconnect()
+        super().close()

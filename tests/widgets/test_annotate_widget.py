@@ -1,0 +1,240 @@
+"""The Annotate widget driven like a user: edit a slide region, paint, commit, close; palette
+and nuclei tools."""
+
+import numpy as np
+import pytest
+
+from napari_neuroseg.annotate.labelstore import LabelStore
+from napari_neuroseg.io import open_image
+from napari_neuroseg.io._types import layer_kwargs
+from napari_neuroseg.live.viewport import Box, box_to_pixels
+from napari_neuroseg.samples.slide import write_synthetic_slide
+from napari_neuroseg.widgets import _annotate_slide
+from napari_neuroseg.widgets.annotate_widget import AnnotateWidget
+
+pytestmark = pytest.mark.gui
+LGG = "LGG tissue (4 classes)"  # 1 µm/px: level 1 of a 0.5 µm/px slide
+
+
+@pytest.fixture(scope="module")
+def slide_path(tmp_path_factory):
+    return write_synthetic_slide(tmp_path_factory.mktemp("annot") / "s.tif", size=(1024, 1536),
+                                 tile=256, mpp=0.5, layout="pages", compression="zlib",
+                                 levels=3)
+
+
+@pytest.fixture
+def fast_autosave(monkeypatch):
+    monkeypatch.setattr(_annotate_slide, "AUTOSAVE_MS", 50)
+
+
+def _slide_widget(make_napari_viewer, slide_path, store_dir):
+    viewer = make_napari_viewer()
+    image = open_image(slide_path)[0]
+    slide = viewer.add_image(image.levels, **layer_kwargs(image))
+    widget = AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.image.value = slide
+    widget.class_map.value = LGG
+    widget.slide.folder.value = str(store_dir)
+    return viewer, widget
+
+
+def _rectangle(viewer, y0, x0, y1, x1):
+    shapes = viewer.add_shapes([[[y0, x0], [y0, x1], [y1, x1], [y1, x0]]],
+                               shape_type="rectangle", name="region")
+    viewer.layers.selection.active = shapes
+    return shapes
+
+
+def _open_region(qtbot, widget, seed=True):
+    widget.slide.edit_region(seed=seed)
+    qtbot.waitUntil(lambda: widget.slide.edit_layer is not None, timeout=20000)
+    return widget.slide.edit_layer
+
+
+def test_edit_paint_commit_close(make_napari_viewer, qtbot, slide_path, tmp_path):
+    viewer, widget = _slide_widget(make_napari_viewer, slide_path, tmp_path / "store")
+    _rectangle(viewer, 100.0, 200.0, 300.0, 500.0)  # µm on the slide
+    layer = _open_region(qtbot, widget)
+    store = widget.slide.store
+    assert store.shape == (512, 768) and store.mpp == 1.0 and store.level == 1
+    region = box_to_pixels(Box(100.0, 200.0, 300.0, 500.0), store.scale, store.translate,
+                           store.shape)
+    assert layer.data.shape == region.shape and not layer.data.any()
+    # painting: a 20 x 30 block of "leading edge", as a brush stroke records it
+    widget.labels.value = layer
+    widget.paint_class.value = "leading edge"
+    assert layer.selected_label == 2
+    ys, xs = np.mgrid[40:60, 50:80]
+    layer.data_setitem((ys.ravel(), xs.ravel()), layer.selected_label)
+    widget.slide.commit_button.clicked()
+    qtbot.waitUntil(lambda: widget.slide.commits == 1, timeout=10000)
+    # the store layer shows it at the same world position, at level 0 and level 1
+    shown = widget.slide.store_layer
+    assert shown is not None and shown.multiscale
+    world = np.asarray(layer.data_to_world((45, 55)))
+    index = np.round(shown.world_to_data(world)).astype(int)
+    assert np.asarray(shown.data[0])[tuple(index)] == 2
+    assert index.tolist() == [region.y0 + 45, region.x0 + 55]
+    level1 = np.asarray(shown.data[1])
+    assert level1[(region.y0 + 46) // 2, (region.x0 + 56) // 2] == 2
+    # a stroke undone after the commit, more painting, then the widget closes before the
+    # autosave timer fires
+    layer.data_setitem((np.arange(40, 45), np.arange(50, 55)), 1)
+    layer.undo()
+    layer.data_setitem((np.arange(100, 110), np.arange(100, 110)), 3)
+    assert widget.slide.saver.edit.dirty
+    widget.close()
+    again = LabelStore.open(tmp_path / "store")
+    got = again.read(region)
+    assert (got[40:60, 50:80] == 2).all()
+    assert (got[np.arange(100, 110), np.arange(100, 110)] == 3).all()
+    assert got.sum() == 20 * 30 * 2 + 10 * 3
+    assert [r.region for r in again.regions()] == [region]
+    assert again.regions()[0].corrected_by_person
+    # "after a restart": a new widget shows the corrections and reopens the region as it was
+    for name in [layer.name for layer in viewer.layers if layer.name != "s"]:
+        if name != "region":
+            viewer.layers.remove(name)
+    widget = AnnotateWidget(viewer)
+    widget.image.value = viewer.layers["s"]
+    widget.class_map.value = LGG
+    widget.slide.folder.value = str(tmp_path / "store")
+    widget.slide.show_button.clicked()
+    qtbot.waitUntil(lambda: widget.slide.store_layer is not None, timeout=10000)
+    assert np.asarray(widget.slide.store_layer.data[0])[region.y0 + 45, region.x0 + 55] == 2
+    viewer.layers.selection.active = viewer.layers["region"]
+    np.testing.assert_array_equal(_open_region(qtbot, widget).data, got)
+    widget.close()
+
+
+def test_autosave_after_painting_and_on_viewer_close(make_napari_viewer, qtbot, slide_path,
+                                                     tmp_path, fast_autosave):
+    viewer, widget = _slide_widget(make_napari_viewer, slide_path, tmp_path / "store")
+    camera = viewer.scene.camera  # the view: 200 µm across, centred at (250, 600) µm
+    camera.zoom = viewer.canvas.size[1] / 200.0
+    camera.center = (0.0, 250.0, 600.0) if len(camera.center) == 3 else (250.0, 600.0)
+    layer = _open_region(qtbot, widget)
+    region = widget.slide.saver.edit.region
+    assert abs(region.shape[1] - 200) <= 2  # 200 µm at 1 µm/px
+    assert abs((region.y0 + region.y1) / 2 - 250) <= 2
+    data = layer.data.copy()
+    data[:10, :10] = 1
+    layer.data = data  # a programmatic edit (data event)
+    qtbot.waitUntil(lambda: widget.slide.commits == 1, timeout=10000)
+    assert (LabelStore.open(tmp_path / "store").read(region)[:10, :10] == 1).all()
+    # opening another region commits the first one's last strokes (in a worker)
+    layer.data_setitem((np.array([15]), np.array([15])), 2)
+    widget.slide.autosave.value = False
+    _rectangle(viewer, 10.0, 10.0, 50.0, 50.0)
+    second = _open_region(qtbot, widget)
+    assert second is not layer and layer not in viewer.layers
+    qtbot.waitUntil(lambda: widget.slide.commits == 2, timeout=10000)
+    assert (LabelStore.open(tmp_path / "store").read(region)[15, 15]) == 2
+    second.data_setitem((np.array([20]), np.array([20])), 3)
+    viewer.layers.clear()  # what napari does first when the viewer closes
+    got = LabelStore.open(tmp_path / "store").read(widget.slide.store.regions()[-1].region)
+    assert got[20, 20] == 3 and got.sum() == 3
+
+
+def test_edit_region_seeded_from_a_result_layer(make_napari_viewer, qtbot, slide_path,
+                                                tmp_path):
+    viewer, widget = _slide_widget(make_napari_viewer, slide_path, tmp_path / "store")
+    result = np.zeros((1024, 1536), np.uint8)  # a result on the level-0 grid (0.5 µm/px)
+    result[200:600, 400:1000] = 1
+    seed = viewer.add_labels(result, scale=(0.5, 0.5), name="model labels", units="um")
+    widget.slide.seed.value = seed
+    _rectangle(viewer, 50.0, 150.0, 350.0, 550.0)
+    layer = _open_region(qtbot, widget)
+    store, region = widget.slide.store, widget.slide.saver.edit.region
+    # a working pixel (1 µm) is labelled as the level-0 pixel under its centre
+    centres_y = store.translate[0] + np.arange(region.y0, region.y1) * store.scale[0]
+    centres_x = store.translate[1] + np.arange(region.x0, region.x1) * store.scale[1]
+    expected = result[np.floor(centres_y / 0.5 + 0.5).astype(int)[:, None],
+                      np.floor(centres_x / 0.5 + 0.5).astype(int)[None, :]]
+    np.testing.assert_array_equal(layer.data, expected)
+    assert layer.data.any() and not layer.data.all()
+
+
+def test_palette_and_new_layer_on_a_volume(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    volume = viewer.add_image(np.zeros((5, 32, 48), np.float32), scale=(3.0, 0.5, 0.5),
+                              name="flair", metadata={"neuroseg": {"modality": "MR"}})
+    widget = AnnotateWidget(viewer)
+    widget.image.value = volume
+    widget.class_map.value = "MRI FLAIR abnormality"
+    layer = widget.new_layer()
+    assert layer.data.shape == (5, 32, 48) and layer.data.dtype == np.uint8
+    assert tuple(layer.scale) == (3.0, 0.5, 0.5)
+    assert widget.labels.value is layer and layer.selected_label == 1
+    assert list(layer.features["class"]) == ["background", "FLAIR abnormality"]
+    assert tuple(layer.colormap.map(np.array([1]))[0][:3]) == pytest.approx((1.0, 0.843, 0.0),
+                                                                           abs=0.01)
+    # the palette renames and recolours any labels layer, and picks labels by class name
+    widget.class_map.value = LGG
+    widget.paint_class.value = "infiltrating tumour"
+    assert layer.selected_label == 3
+    assert list(layer.features["class"])[3] == "infiltrating tumour"
+    widget.paint_class.value = "background"
+    assert layer.selected_label == 0
+
+
+def test_nuclei_tools(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    labels = np.zeros((40, 60), np.uint32)
+    labels[2:8, 2:8] = 3
+    labels[2:8, 12:18] = 7
+    yy, xx = np.mgrid[:40, :60]
+    labels[((yy - 25) ** 2 + (xx - 20) ** 2 <= 36) | ((yy - 25) ** 2 + (xx - 31) ** 2 <= 36)] = 9
+    layer = viewer.add_labels(labels, name="nuclei")
+    widget = AnnotateWidget(viewer)
+    widget.labels.value = layer
+    widget.class_map.value = "nuclei (instances)"
+    tools = widget.instances
+
+    def ids():
+        return sorted(int(i) for i in np.unique(layer.data) if i)
+
+    tools.ids.value = "3, 7"
+    tools.merge_button.clicked()
+    qtbot.waitUntil(lambda: ids() == [3, 9], timeout=10000)
+    tools.ids.value = ""
+    layer.selected_label = 3
+    tools.delete_button.clicked()
+    qtbot.waitUntil(lambda: ids() == [9], timeout=10000)
+    line = viewer.add_shapes([[[20.0, 25.4], [30.0, 25.4]]], shape_type="line", name="cut")
+    tools.line_layer.value = line
+    tools.split_line_button.clicked()
+    qtbot.waitUntil(lambda: ids() == [9, 10], timeout=10000)
+    tools.ids.value = "10"
+    tools.split_watershed_button.clicked()
+    qtbot.waitUntil(lambda: ids() == [9, 10, 11], timeout=10000)
+    tools.add_button.clicked()
+    qtbot.waitUntil(lambda: layer.selected_label == 12, timeout=10000)
+    assert layer.mode == "paint"
+    widget.paint_class.value = "nucleus"  # the palette of an instance map: a new id too
+    assert layer.selected_label == 12
+
+
+def test_new_layer_on_a_slide_is_an_edit_region(make_napari_viewer, qtbot, slide_path,
+                                                tmp_path):
+    viewer, widget = _slide_widget(make_napari_viewer, slide_path, tmp_path / "store")
+    _rectangle(viewer, 0.0, 0.0, 64.0, 64.0)
+    widget.new_button.clicked()
+    qtbot.waitUntil(lambda: widget.slide.edit_layer is not None, timeout=20000)
+    assert widget.slide.edit_layer.data.shape[0] in (64, 65)
+
+
+def test_an_undo_after_the_autosave_is_saved_on_close(make_napari_viewer, qtbot, slide_path,
+                                                      tmp_path, fast_autosave):
+    viewer, widget = _slide_widget(make_napari_viewer, slide_path, tmp_path / "store")
+    _rectangle(viewer, 0.0, 0.0, 40.0, 40.0)
+    layer = _open_region(qtbot, widget)
+    region = widget.slide.saver.edit.region
+    layer.data_setitem((np.array([5]), np.array([6])), 2)
+    qtbot.waitUntil(lambda: widget.slide.commits == 1, timeout=10000)
+    layer.undo()  # napari sends no paint event for an undo
+    assert not widget.slide.saver.edit.dirty
+    widget.close()
+    assert not LabelStore.open(tmp_path / "store").read(region).any()
