@@ -54,8 +54,11 @@ def _segment(mri, qtbot, layer, checkpoint):
     mri.picker.model.value = FROM_FILE
     mri.picker.file.value = checkpoint
     mri.picker.device.value = "cpu"
+    measured = getattr(mri, "last_measure", None)
     mri.segment_button.clicked.emit()
     qtbot.waitUntil(lambda: not mri.running, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: getattr(mri, "last_measure", None) is not measured,
+                    timeout=TIMEOUT)  # the clean-up worker has reported too
     assert mri.heatmap_layer is not None
     return np.asarray(mri.heatmap_layer.data).copy()
 

@@ -230,6 +230,9 @@ class MRIWidget(Container):
         for event in self._events:
             event.connect(self._on_layers_changed)
         self.native.destroyed.connect(_disconnector(self._events, self._on_layers_changed))
+        self._alive = {"alive": True}  # a dict, so the teardown hook holds no widget
+        alive = self._alive
+        self.native.destroyed.connect(lambda *_: alive.update(alive=False))
 
     # -- layers --------------------------------------------------------------------------
     def _stack_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
@@ -247,8 +250,14 @@ class MRIWidget(Container):
     def _disconnect(self) -> None:
         _disconnector(self._events, self._on_layers_changed)()
 
+    @property
+    def closed(self) -> bool:
+        """True once the widget was closed or its Qt widget destroyed."""
+        return not self._alive["alive"]
+
     def close(self) -> None:
         """Stop any running segmentation and disconnect from the viewer's events."""
+        self._alive["alive"] = False
         self.cancel()
         self._disconnect()
         super().close()
@@ -291,6 +300,8 @@ class MRIWidget(Container):
             self.status.value = "Cancelling ..."
 
     def _on_yield(self, item: tuple) -> None:
+        if self.closed:  # delivered after the widget went away
+            return
         if item[0] == "model":
             self._show_layers(item[1])
             self.status.value = f"Segmenting {self._image.name} with {item[1].name} ..."
@@ -335,6 +346,8 @@ class MRIWidget(Container):
 
     def _on_finish(self) -> None:
         self.worker = None
+        if self.closed:
+            return
         self.segment_button.enabled, self.cancel_button.enabled = True, False
         depth = self._raw.shape[0] if self._raw is not None else 0
         if self._done == depth and depth:
@@ -345,6 +358,8 @@ class MRIWidget(Container):
             self.apply_cleanup()
 
     def _fail(self, err: BaseException) -> None:
+        if self.closed:
+            return
         report_error(err, "MRI")
         self.status.value = f"Failed: {err}"
 
@@ -355,7 +370,7 @@ class MRIWidget(Container):
 
     def apply_cleanup(self, *_: Any) -> None:
         """Re-apply the clean-up options to the stored raw result (in a worker)."""
-        if self._raw is None or self._done == 0 or self.running:
+        if self.closed or self._raw is None or self._done == 0 or self.running:
             return
         self._cleanup_generation += 1
         generation = self._cleanup_generation
@@ -367,7 +382,7 @@ class MRIWidget(Container):
                      on_error=self._fail)
 
     def _show_cleanup(self, generation: int, out: dict[str, Any]) -> None:
-        if generation != self._cleanup_generation:
+        if self.closed or generation != self._cleanup_generation:
             return  # options changed again since: a newer result is on its way
         self.last_measure = out
         cleaned = out["cleanup"].labels
