@@ -28,6 +28,7 @@ __all__ = [
     "report_error",
     "start_worker",
     "warn",
+    "widget_gone",
 ]
 
 FROM_FILE = "checkpoint file..."
@@ -139,28 +140,70 @@ def report_error(err: BaseException, where: str = "") -> None:
                else f"{prefix}{err}")
 
 
+def widget_gone(widget: Any) -> bool:
+    """Whether a magicgui widget was closed (``_closed``) or its Qt widget deleted."""
+    if getattr(widget, "_closed", False):
+        return True
+    native = getattr(widget, "native", None)
+    if native is None:
+        return False
+    try:
+        from qtpy import sip
+
+        return bool(sip.isdeleted(native))
+    except ImportError:  # PySide
+        import shiboken6
+
+        return not shiboken6.isValid(native)
+
+
+def _owner(callbacks: Sequence[Any]) -> Any:
+    """The widget behind the first bound-method callback (None for plain functions)."""
+    for callback in callbacks:
+        owner = getattr(callback, "__self__", None)
+        if owner is not None and hasattr(owner, "native"):
+            return owner
+    return None
+
+
 def start_worker(func: Callable[..., Any], *args: Any,
                  on_yield: Callable[[Any], None] | None = None,
                  on_done: Callable[[Any], None] | None = None,
                  on_error: Callable[[BaseException], None] | None = None,
-                 on_finish: Callable[[], None] | None = None, **kwargs: Any) -> Any:
+                 on_finish: Callable[[], None] | None = None, owner: Any = None,
+                 **kwargs: Any) -> Any:
     """Run ``func`` (a function or a generator function) in napari's thread pool.
 
     Connecting ``errored`` keeps napari from re-raising the error on the GUI thread; without
-    ``on_error`` it is shown as a notification.
+    ``on_error`` it is shown as a notification. Results that arrive after the ``owner`` widget
+    (by default the widget of the first bound-method callback) was closed or deleted are
+    dropped, so a worker that outlives its widget never touches deleted Qt objects.
 
     Returns
     -------
     napari.qt.threading.WorkerBase
         Started; ``quit()`` asks a generator worker to stop at its next ``yield``.
     """
-    connect: dict[str, Any] = {"errored": on_error or report_error}
+    owner = owner if owner is not None else _owner([on_yield, on_done, on_error, on_finish])
+
+    def guarded(callback: Callable[..., Any] | None) -> Callable[..., Any] | None:
+        if callback is None or owner is None:
+            return callback
+
+        def call(*values: Any) -> Any:
+            if widget_gone(owner):
+                return None
+            return callback(*values)
+
+        return call
+
+    connect: dict[str, Any] = {"errored": guarded(on_error or report_error)}
     if on_yield is not None:
-        connect["yielded"] = on_yield
+        connect["yielded"] = guarded(on_yield)
     if on_done is not None:
-        connect["returned"] = on_done
+        connect["returned"] = guarded(on_done)
     if on_finish is not None:
-        connect["finished"] = on_finish
+        connect["finished"] = guarded(on_finish)
     return create_worker(func, *args, _connect=connect, **kwargs)
 
 
