@@ -101,6 +101,9 @@ def test_correct_export_retrain_and_the_model_moves_toward_the_correction(
     assert "python -m training mri" in train.command.value
     train.start()
     qtbot.waitUntil(lambda: not train.running and bool(handed), timeout=4 * TIMEOUT)
+    # the Train widget handed the new checkpoint to the docked MRI widget's picker
+    assert mri.picker.model.value == FROM_FILE and str(mri.picker.file.value) == str(handed[0])
+    assert "now used by" in train.checkpoint.value
     after = _segment(mri, qtbot, viewer.layers["TCGA_XX_0000_20000101 FLAIR"], handed[0])
     truth = corrections[0]
     assert truth.sum() > 20

@@ -106,6 +106,7 @@ class ModelPicker(Container):
     def __init__(self, tasks: Sequence[str], names: Sequence[str] | None = None) -> None:
         super().__init__(labels=True)
         registry = ModelRegistry()
+        self.tasks = tuple(tasks)
         choices = [n for n in registry.names() if registry.get(n).task in tasks
                    and (names is None or n in names)]
         self.model = ComboBox(label="Model", choices=[*choices, FROM_FILE])
@@ -123,6 +124,25 @@ class ModelPicker(Container):
                 raise ValueError(f"{path}: choose a checkpoint file (.safetensors + .json)")
             return ModelSource(str(path), device=self.device.value)
         return ModelSource(self.model.value, device=self.device.value, random_weights=True)
+
+    def use_checkpoint(self, path: str | Path) -> bool:
+        """Choose checkpoint ``path`` if its model does this picker's task; True when chosen.
+
+        The Train widget hands every new checkpoint to the docked widgets through this, so a
+        live analysis switches to the retrained model (its settings change starts a new
+        session).
+        """
+        from napari_neuroseg.models.checkpoint import read_sidecar
+
+        try:
+            task = read_sidecar(path)["spec"]["task"]
+        except (OSError, ValueError, KeyError):
+            return False
+        if task not in self.tasks:
+            return False
+        self.model.value = FROM_FILE
+        self.file.value = Path(path)
+        return True
 
     @property
     def warning(self) -> str:

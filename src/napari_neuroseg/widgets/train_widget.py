@@ -28,7 +28,12 @@ from magicgui.widgets import (
 from napari.utils import progress as napari_progress
 
 from napari_neuroseg.annotate.trainjob import TASKS, TrainJob, dataset_task
-from napari_neuroseg.widgets._common import device_choices, report_error, start_worker
+from napari_neuroseg.widgets._common import (
+    ModelPicker,
+    device_choices,
+    report_error,
+    start_worker,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -273,11 +278,21 @@ class TrainWidget(Container):
         self.status.value = "Finished"
         self._set_epochs(self.progress.max, None)
         self.init.value = path  # the next round starts from it
-        for callback in list(self.on_checkpoint):
+        for callback in [*self.on_checkpoint, self._hand_to_docked_widgets]:
             try:
                 callback(path)
             except Exception as err:  # one listener must not stop the others
                 report_error(err, "Train: loading the new checkpoint")
+
+    def _hand_to_docked_widgets(self, path: Path) -> None:
+        """Give the new checkpoint to every docked widget whose model picker takes its task."""
+        window = getattr(self._viewer, "window", None)
+        docked = getattr(window, "dock_widgets", {}) if window is not None else {}
+        taken = [name for name, widget in dict(docked).items()
+                 if isinstance(getattr(widget, "picker", None), ModelPicker)
+                 and widget.picker.use_checkpoint(path)]
+        if taken:
+            self.checkpoint.value += f" (now used by: {', '.join(taken)})"
 
     def _on_finish(self) -> None:
         self.worker = None
