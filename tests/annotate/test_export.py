@@ -393,3 +393,10 @@ def test_a_label_store_exports_each_committed_region_once(tmp_path):
     assert item.corrected_by_person and item.region["size"] == [64, 96]
     assert np.array_equal(data.read_mask(item), labels)
     assert data.read_image(item).shape == (64, 96, 3)
+    # the Export widget's worker takes the store's path, as its layer metadata gives it
+    from napari_neuroseg.widgets.export_widget import run_export
+
+    again = run_export(image, str(tmp_path / "store"), None, None, "tissue",
+                       class_map.class_map(), str(tmp_path / "ds"), {"slide_id": "S"})
+    assert again.added == 0 and again.replaced == 2
+    assert len(Dataset.open(tmp_path / "ds").items) == 2
