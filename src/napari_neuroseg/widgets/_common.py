@@ -27,6 +27,7 @@ __all__ = [
     "image_modality",
     "report_error",
     "start_worker",
+    "view_events",
     "warn",
     "widget_gone",
 ]
@@ -230,6 +231,20 @@ def start_worker(func: Callable[..., Any], *args: Any,
 def warn(message: str) -> None:
     """A warning notification (for a model without weights, a mismatch worth knowing)."""
     show_warning(message)
+
+
+def view_events(viewer: Any, on_camera: Callable[..., Any],
+                on_layers: Callable[..., Any]) -> list[tuple[Any, Any]]:
+    """The (event, callback) pairs of a widget that follows the view and the layer list.
+
+    Camera centre and zoom and the canvas size call ``on_camera`` (the visible box changed);
+    layers added or removed call ``on_layers``. Give them to :func:`connect_events`.
+    """
+    camera = viewer.scene.camera
+    return [(camera.events.center, on_camera), (camera.events.zoom, on_camera),
+            (viewer.canvas.events.size, on_camera),
+            (viewer.layers.events.inserted, on_layers),
+            (viewer.layers.events.removed, on_layers)]
 
 
 def connect_events(native: Any, events: list[tuple[Any, Any]],

@@ -32,6 +32,7 @@ from napari_neuroseg.widgets._common import (
     image_layers,
     report_error,
     start_worker,
+    view_events,
     warn,
 )
 
@@ -126,12 +127,7 @@ class ViewAnalysisWidget(Container):
         self.follow.changed.connect(self._on_follow)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
-        camera = viewer.scene.camera
-        self._events = [(camera.events.center, self._on_camera),
-                        (camera.events.zoom, self._on_camera),
-                        (viewer.canvas.events.size, self._on_camera),
-                        (viewer.layers.events.inserted, self._on_layers_changed),
-                        (viewer.layers.events.removed, self._on_layers_changed)]
+        self._events = view_events(viewer, self._on_camera, self._on_layers_changed)
         self._disconnect = connect_events(self.native, self._events)
 
     # -- to implement -----------------------------------------------------------------------

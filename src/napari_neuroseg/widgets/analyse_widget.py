@@ -32,6 +32,7 @@ from napari_neuroseg.widgets._common import (
     image_layers,
     report_error,
     start_worker,
+    view_events,
     warn,
 )
 from napari_neuroseg.widgets._results import (
@@ -114,12 +115,7 @@ class AnalyseWidget(Container):
         self.heat_class.changed.connect(self._on_heat_class)
         self.colormap.changed.connect(self._on_display)
         self.opacity.changed.connect(self._on_display)
-        camera = viewer.scene.camera
-        self._events = [(camera.events.center, self._on_camera),
-                        (camera.events.zoom, self._on_camera),
-                        (viewer.canvas.events.size, self._on_camera),
-                        (viewer.layers.events.inserted, self._on_layers_changed),
-                        (viewer.layers.events.removed, self._on_layers_changed)]
+        self._events = view_events(viewer, self._on_camera, self._on_layers_changed)
         self._closed = False
         self._queues: list[Any] = []  # closed at teardown, so no worker outlives the widget
         self._disconnect = connect_events(self.native, self._events, self._queues)
