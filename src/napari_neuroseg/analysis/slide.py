@@ -23,6 +23,7 @@ from napari_neuroseg.engine import (
     Region,
     Tile,
     TileCache,
+    TileGrid,
     choose_level,
     predict_region,
 )
@@ -186,6 +187,22 @@ def plan_slide(
     )
 
 
+def slide_tiling(plan: SlidePlan) -> tuple[TileGrid, str, str]:
+    """The tile grid, engine mode and blend a model's spec asks for on ``plan``'s working array.
+
+    Tile classifiers (``mode="tile"``, constant blend) and dense models (gaussian blend); the
+    spec's ``extra["stride"]`` sets the overlap (stride = patch - 2 * halo - overlap), else
+    ``extra["overlap"]``. :func:`predict_slide` and the live sessions use the same rule.
+    """
+    spec = plan.spec
+    mode = "tile" if spec.task == "tile_classification" else "dense"
+    overlap = int(spec.extra.get("overlap", 0))
+    if "stride" in spec.extra:
+        overlap = spec.input.patch_size[0] - 2 * spec.input.halo - int(spec.extra["stride"])
+    grid = TileGrid(plan.working_shape, spec.input.patch_size, spec.input.halo, overlap)
+    return grid, mode, "constant" if mode == "tile" else "gaussian"
+
+
 def predict_slide(
     plan: SlidePlan,
     predictor: Predictor,
@@ -223,10 +240,7 @@ def predict_slide(
     working_region = None
     if region is not None:
         working_region = plan.choice.region_from_base(region, plan.working_shape)
-    mode = "tile" if spec.task == "tile_classification" else "dense"
-    overlap = int(spec.extra.get("overlap", 0))
-    if "stride" in spec.extra:  # stride = patch - 2 * halo - overlap (engine.TileGrid)
-        overlap = spec.input.patch_size[0] - 2 * spec.input.halo - int(spec.extra["stride"])
+    grid, mode, blend = slide_tiling(plan)
     return predict_region(
         plan.array,
         predictor,
@@ -234,9 +248,9 @@ def predict_slide(
         halo=spec.input.halo,
         region=working_region,
         batch_size=batch_size,
-        blend="constant" if mode == "tile" else "gaussian",
+        blend=blend,
         mode=mode,
-        overlap=overlap,
+        overlap=grid.overlap,
         preprocess=plan.preprocess,
         tile_filter=plan.tile_filter,
         cache=cache,

@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 
 from napari_neuroseg.analysis import SlidePlan
+from napari_neuroseg.analysis.slide import slide_tiling
 from napari_neuroseg.engine import (
     MemoryAggregator,
     Region,
     Tile,
     TileCache,
     TileComputer,
-    TileGrid,
     TileOutput,
     TileQueue,
     labels_from_probabilities,
@@ -83,17 +83,6 @@ class LiveUpdate:
     def done(self) -> bool:
         """Whether the current request is finished."""
         return self.pending == 0
-
-
-def slide_tiling(plan: SlidePlan) -> tuple[TileGrid, str, str]:
-    """The tile grid, engine mode and blend :func:`predict_slide` uses for ``plan``."""
-    spec = plan.spec
-    mode = "tile" if spec.task == "tile_classification" else "dense"
-    overlap = int(spec.extra.get("overlap", 0))
-    if "stride" in spec.extra:
-        overlap = spec.input.patch_size[0] - 2 * spec.input.halo - int(spec.extra["stride"])
-    grid = TileGrid(plan.working_shape, spec.input.patch_size, spec.input.halo, overlap)
-    return grid, mode, "constant" if mode == "tile" else "gaussian"
 
 
 def _bounding(regions: list[Region]) -> Region | None:
