@@ -24,6 +24,7 @@ import numpy as np
 import zarr
 
 from napari_neuroseg.engine import Region
+from napari_neuroseg.live.mirror import ChunkMirror
 
 __all__ = ["LevelView", "ResultStore"]
 
@@ -43,22 +44,31 @@ def _pyramid_shapes(shape: tuple[int, int], chunk: int, min_side: int) -> list[t
 class LevelView:
     """A numpy-like, lazy view of one stored level, sliced without dask.
 
-    napari slices layer data on the GUI thread; reading the zarr chunks directly costs less
-    there than a dask graph and scheduler round trip per refresh.
+    napari slices layer data on the GUI thread. Plain slices are served by the store's
+    :class:`~napari_neuroseg.live.mirror.ChunkMirror` (decoded recent chunks, zeros where
+    nothing was written), so the GUI thread does not wait on zarr while the worker writes;
+    any other index reads zarr directly.
 
     Parameters
     ----------
-    array : zarr.Array
-        A stored level.
+    store : ResultStore
+        The store the level belongs to.
+    name : {"probabilities", "labels"}
+        Which pyramid.
+    level : int
+        Which level.
     index : int, optional
         Take this index of the first axis (one class of the probabilities).
     divide : float, optional
         Return float32 values divided by this (255 for uint8 probabilities).
     """
 
-    def __init__(self, array: zarr.Array, index: int | None = None,
+    def __init__(self, store: ResultStore, name: str, level: int, index: int | None = None,
                  divide: float | None = None) -> None:
-        self._array, self._index, self._divide = array, index, divide
+        self._store, self._name, self._level = store, name, level
+        self._array = store.array(name, level)
+        self._index, self._divide = index, divide
+        array = self._array
         self.shape = tuple(array.shape[1:] if index is not None else array.shape)
         self.ndim = len(self.shape)
         self.dtype = np.dtype(np.float32) if divide is not None else np.dtype(array.dtype)
@@ -69,9 +79,12 @@ class LevelView:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
-        if self._index is not None:
-            key = (self._index, *key)
-        data = np.asarray(self._array[key])
+        plain = _plain_slices(key, self.shape)
+        if plain is not None and (self._index is not None or self._name == "labels"):
+            data = self._store.read_level(self._name, self._level, *plain, pick=self._index)
+        else:
+            full = key if self._index is None else (self._index, *key)
+            data = np.asarray(self._array[full])
         if self._divide is not None:
             data = data.astype(np.float32) / np.float32(self._divide)
         return data
@@ -79,6 +92,24 @@ class LevelView:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         data = self[...]
         return data if dtype is None else data.astype(dtype)
+
+
+def _plain_slices(key: tuple, shape: tuple[int, ...]) -> tuple[slice, slice] | None:
+    """``key`` as two step-1 ``(ys, xs)`` slices of a 2-D ``shape``, or None if it is not."""
+    if len(shape) != 2:
+        return None
+    if key == (Ellipsis,):
+        key = ()
+    if len(key) > 2 or not all(isinstance(k, slice) for k in key):
+        return None
+    key = (*key, *[slice(None)] * (2 - len(key)))
+    out = []
+    for k, n in zip(key, shape, strict=True):
+        start, stop, step = k.indices(n)
+        if step != 1:
+            return None
+        out.append(slice(start, max(start, stop)))
+    return out[0], out[1]
 
 
 class ResultStore:
@@ -101,6 +132,9 @@ class ResultStore:
         Where the zarr group goes; a temporary directory (deleted by :meth:`close`) when None.
     min_side : int
         Levels are halved until the longest side is at most ``max(min_side, chunk)``.
+    mirror_bytes : int
+        Memory for decoded copies of recently written chunks (what napari reads on the GUI
+        thread; :class:`~napari_neuroseg.live.mirror.ChunkMirror`).
     """
 
     def __init__(
@@ -114,6 +148,7 @@ class ResultStore:
         dtype: str = "uint8",
         directory: str | Path | None = None,
         min_side: int = 512,
+        mirror_bytes: int = 128 * 2**20,
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
@@ -140,6 +175,7 @@ class ResultStore:
                 dtype=self.dtype, fill_value=0))
             self._labels.append(group.create_array(
                 f"labels/{i}", shape=(h, w), chunks=ch, dtype="uint8", fill_value=0))
+        self.mirror = ChunkMirror(self.chunk, mirror_bytes)
         self.writes = 0
         self._closed = False
 
@@ -191,9 +227,11 @@ class ResultStore:
             return
         sl = (slice(0, clip.y1 - clip.y0), slice(0, clip.x1 - clip.x0))
         probs = self._encode(probabilities[(slice(None), *sl)])
+        labels = np.asarray(labels)[sl].astype(np.uint8)
         with self.lock:
             self._probs[0][(slice(None), *clip.slices)] = probs
-            self._labels[0][clip.slices] = np.asarray(labels)[sl].astype(np.uint8)
+            self._labels[0][clip.slices] = labels
+        self._mirror_write(0, clip, probs, labels)
         self.writes += 1
         if update_pyramid:
             self.update_pyramid(clip)
@@ -220,10 +258,51 @@ class ResultStore:
         if self.dtype == np.uint8:
             mean = np.rint(mean)
         out = Region(y0 // 2, x0 // 2, y1 // 2, x1 // 2)
+        mean = mean.astype(self.dtype)
         with self.lock:
-            self._probs[level][(slice(None), *out.slices)] = mean.astype(self.dtype)
+            self._probs[level][(slice(None), *out.slices)] = mean
             self._labels[level][out.slices] = labels
+        self._mirror_write(level, out, mean, labels)
         return out
+
+    def _mirror_write(self, level: int, region: Region, probs: np.ndarray,
+                      labels: np.ndarray) -> None:
+        ys, xs = region.slices
+        extent = self.level_shapes[level]
+        for name, values in (("probabilities", probs), ("labels", labels)):
+            array = self.array(name, level)
+            self.mirror.update(name, level, ys, xs, values, extent,
+                               lambda a, b, array=array: array[..., a, b])
+
+    def array(self, name: str, level: int) -> zarr.Array:
+        """The stored zarr array of pyramid ``name`` (probabilities / labels) at ``level``."""
+        return (self._probs if name == "probabilities" else self._labels)[level]
+
+    def read_level(self, name: str, level: int, ys: slice, xs: slice,
+                   pick: int | None = None) -> np.ndarray:
+        """Stored pixels ``ys``, ``xs`` of a level, from the in-memory mirror where it can.
+
+        Parameters
+        ----------
+        name : {"probabilities", "labels"}
+        level : int
+        ys, xs : slice
+            Step-1 pixel ranges inside the level.
+        pick : int, optional
+            One class of the probabilities (required for them: the mirror serves planes).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(h, w)`` in the stored dtype.
+        """
+        array = self.array(name, level)
+        if name == "probabilities" and pick is None:
+            raise ValueError("read_level reads one class of the probabilities: give pick")
+        lead = (pick,) if pick is not None else ()
+        return self.mirror.read(name, level, ys, xs, pick,
+                                lambda a, b: np.asarray(array[(*lead, a, b)]),
+                                dtype=array.dtype)
 
     # -- reading ----------------------------------------------------------------------------
     def _lazy(self, array: zarr.Array) -> da.Array:
@@ -251,14 +330,15 @@ class ResultStore:
 
     def labels_views(self) -> list[LevelView]:
         """The label pyramid as :class:`LevelView` s (for napari layers)."""
-        return [LevelView(a) for a in self._labels]
+        return [LevelView(self, "labels", i) for i in range(self.n_levels)]
 
     def heatmap_views(self, class_index: int) -> list[LevelView]:
         """One class's probability pyramid as float32 :class:`LevelView` s in [0, 1]."""
         if not 0 <= class_index < self.n_classes:
             raise ValueError(f"class {class_index} is not in 0..{self.n_classes - 1}")
         divide = 255.0 if self.dtype == np.uint8 else 1.0
-        return [LevelView(a, class_index, divide) for a in self._probs]
+        return [LevelView(self, "probabilities", i, class_index, divide)
+                for i in range(self.n_levels)]
 
     def read(self, region: Region) -> tuple[np.ndarray, np.ndarray]:
         """Level-0 ``(probabilities as float32 in [0, 1], labels)`` of ``region``."""
