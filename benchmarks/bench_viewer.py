@@ -28,12 +28,15 @@ from pathlib import Path
 
 import numpy as np
 from _doc import Row, write_section
+from _stalls import StallSampler
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 SECTION = "## Viewer"
 CANVAS = (1024, 1280)
 MODEL = "gbm-tissue-8"
+#: First view centre and the move, in µm (inside the 10k slide: 5000 µm at 0.5 µm/px).
+START, MOVE = 2048.0, 1536.0
 MB = 2**20
 
 
@@ -100,8 +103,10 @@ def gui_timings(sides: list[int], zoom: float) -> dict:
         camera = viewer.scene.camera
         camera.zoom = zoom  # world is µm; the model works at 1 µm/px
         beats: list[float] = []
+        sampler = StallSampler()
         timer = QTimer()
-        timer.timeout.connect(lambda beats=beats: beats.append(time.perf_counter()))
+        timer.timeout.connect(lambda beats=beats, s=sampler: (beats.append(time.perf_counter()),
+                                                              s.beat()))
 
         def wait_done(widget=widget):
             while widget.session is None or widget.session.pending or len(widget.session.queue):
@@ -111,14 +116,16 @@ def gui_timings(sides: list[int], zoom: float) -> dict:
             while time.perf_counter() < end:
                 app.processEvents()
 
-        mid = side * image.scale[0] / 2
-        camera.center = (mid, mid)
+        # Both slides show the same place (same tiles, same texture phase): what differs is
+        # only the slide's size, which the cost should not follow.
+        camera.center = (START, START)
         widget.live.value = True
         wait_done()  # model load, slide plan, first view (warm-up)
         before = dict(widget.counts)
         generation = widget.session.queue.generation
         timer.start(10)
-        camera.center = (mid + 1600.0, mid + 1600.0)  # a new view (the canvas is 1280 µm)
+        sampler.start()
+        camera.center = (START + MOVE, START + MOVE)  # a new view (the canvas is 1280 µm)
         t0 = time.perf_counter()
         while widget.session.queue.generation == generation:  # the debounced request
             app.processEvents()
@@ -126,9 +133,11 @@ def gui_timings(sides: list[int], zoom: float) -> dict:
         wait_done()
         elapsed = time.perf_counter() - t0
         timer.stop()
+        sampler.stop()
         counts = {k: v - before[k] for k, v in widget.counts.items()}
         out[side] = {"seconds": elapsed, "stall_ms": 1000 * float(np.diff(beats).max()),
-                     "tiles": counts, "notes": widget.session.plan.notes}
+                     "tiles": counts, "notes": widget.session.plan.notes,
+                     "stalled_in": sampler.report()}
         widget.close()
         viewer.close()
     return out
@@ -172,9 +181,12 @@ def rows(gui: dict, pan: dict, zoom: float) -> list[Row]:
                "", f"{g['tiles']['computed']} tiles computed, {g['tiles']['skipped']} skipped")
            for i, (side, g) in enumerate(gui.items(), 1)]
     out.append(Row("V3", "100k / 10k time ratio", f"{t100 / t10:.2f}", "<= 1.2"))
-    stall = max(g["stall_ms"] for g in gui.values())
-    out.append(Row("V4", "longest event-loop stall during live inference", f"{stall:.0f} ms",
-                   "~100 ms"))
+    side, worst = max(gui.items(), key=lambda item: item[1]["stall_ms"])
+    places = "; ".join(f"{where} {seconds:.2f} s" for where, seconds in worst["stalled_in"][:3])
+    out.append(Row("V4", "longest event-loop stall during live inference",
+                   f"{worst['stall_ms']:.0f} ms", "~100 ms",
+                   f"{side // 1000}k slide; main thread sampled while late (> 50 ms): "
+                   f"{places or 'never'}"))
     out.append(Row("V5", f"peak RSS after panning {pan['views']} views of 100k x 100k",
                    f"{pan['peak_rss_mb']:.0f} MB", "bounded",
                    f"{pan['rss_start_mb']:.0f} MB before panning; {pan['tiles']} tiles, "
