@@ -1,6 +1,7 @@
 """Batch prediction end to end on small synthetic inputs with a tiny real checkpoint."""
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from napari_neuroseg.__main__ import main
 from napari_neuroseg.batch import ModelSource, predict_inputs
 from napari_neuroseg.batch.tasks import BatchError
 from napari_neuroseg.io.ome_zarr import read_ome_zarr
+from napari_neuroseg.models import registry as registry_module
 from napari_neuroseg.models.checkpoint import save_checkpoint
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.runner import ModelRunner
@@ -69,6 +71,7 @@ def test_predicts_slides_reports_failures_and_resumes(inputs, tmp_path, monkeypa
     total = float(row["area_mm2:background"]) + float(row["area_mm2:tissue"])
     assert total == pytest.approx(float(row["analysed_mm2"]))
     assert row["synthetic_model"] == "1" and row["random_weights"] == "0"
+    assert row["weights"] == str(ckpt)
 
     # the same command again: every tile comes from the disk cache
     calls["tiles"] = 0
@@ -84,6 +87,37 @@ def test_registry_model_without_weights_needs_random_weights():
     with pytest.raises(BatchError, match="unknown model"):
         ModelSource("no-such-model").spec()
     assert ModelSource("lgg-tissue", random_weights=True).spec().name == "lgg-tissue"
+
+
+@pytest.fixture
+def bundled_unet(tmp_path, monkeypatch):
+    """A tiny mri-flair-unet shipped in a stand-in package weights folder."""
+    base = ModelRegistry(bundled=False).get("mri-flair-unet")
+    spec = dataclasses.replace(
+        base, arch_kwargs={**base.arch_kwargs, "depth": 2, "base_features": 4},
+        extra={**base.extra, "training_data": "toy slices (3 MR items)"})
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    weights = save_checkpoint(folder / "mri-flair-unet", ModelRegistry().build(spec), spec)
+    monkeypatch.setattr(registry_module, "bundled_weights_folder", lambda: folder)
+    return weights
+
+
+def test_registry_name_runs_its_bundled_weights_and_says_so(bundled_unet, inputs, tmp_path):
+    source = ModelSource("mri-flair-unet", device="cpu")
+    assert source.checkpoint == bundled_unet
+    assert source.spec().arch_kwargs["depth"] == 2
+    assert source.key().startswith("mri-flair-unet:") and "random" not in source.key()
+    assert source.weights() == (f"mri-flair-unet: weights {bundled_unet} (trained on real data "
+                                "(toy slices (3 MR items), see docs/models.md))")
+    assert "random weights" in ModelSource("lgg-tissue", random_weights=True).weights()
+    lines = []
+    predict_inputs([inputs[1][2]], source, tmp_path / "o", log=lines.append)
+    assert lines[0] == f"model {source.weights()}"
+    # the command line needs no --random-weights: the input fails, not the model
+    code = main(["predict", str(inputs[1][2]), "--model", "mri-flair-unet", "--out",
+                 str(tmp_path / "cli"), "--device", "cpu"])
+    assert code == 1
 
 
 def test_cli_exit_code_is_1_when_an_input_failed(inputs, tmp_path):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 
 import pytest
 import torch
 from torch import nn
 
+from napari_neuroseg.models import registry as registry_module
+from napari_neuroseg.models._default_specs import LEGACY_NO_WEIGHTS
 from napari_neuroseg.models.checkpoint import CheckpointError, save_checkpoint
 from napari_neuroseg.models.registry import (
     ARCHITECTURES,
@@ -17,6 +21,8 @@ from napari_neuroseg.models.registry import (
     default_specs,
 )
 from napari_neuroseg.models.spec import ModelSpec, SpecError
+
+from .conftest import TINY_ARCHITECTURES, tiny_specs
 
 EXPECTED_ARCHITECTURES = {
     "unet": "napari_neuroseg.models.unet:UNet",
@@ -53,7 +59,7 @@ def test_default_specs_declare_one_model_per_seed_and_are_read_only():
     for name, spec in DEFAULT_SPECS.items():
         assert spec.name == name
         assert spec.architecture in ARCHITECTURES
-        assert "No trained weights" in spec.description
+        assert "No trained weights" not in spec.description  # provenance is said apart
         assert all(c.startswith("#") and len(c) == 7 for c in spec.colors)
         assert len(set(spec.colors)) == len(spec.colors), f"{name}: colours repeat"
 
@@ -162,15 +168,18 @@ def test_list_models_reports_checkpoints(tiny_registry, tiny_seg_model, tmp_path
     assert rows["tiny-seg"]["checkpoint"] is None
     assert rows["tiny-seg"]["classes"] == ["background", "a", "b", "c"]
     assert set(rows["tiny-seg"]) == {
-        "name", "task", "architecture", "classes", "synthetic", "checkpoint", "description"
+        "name", "task", "architecture", "classes", "synthetic", "checkpoint", "bundled",
+        "provenance", "description",
     }  # fmt: skip
+    assert rows["tiny-seg"]["provenance"] == "random weights (no trained model shipped)"
 
     spec = ModelSpec.from_dict({**tiny_registry.get("tiny-seg").to_dict(), "synthetic": True})
     weights = save_checkpoint(tmp_path / "seg", tiny_seg_model, spec)
     assert tiny_registry.register_checkpoint(tmp_path / "seg.json") == spec
     rows = {row["name"]: row for row in tiny_registry.list_models()}
     assert rows["tiny-seg"]["checkpoint"] == str(weights)
-    assert rows["tiny-seg"]["synthetic"] is True
+    assert rows["tiny-seg"]["synthetic"] is True and rows["tiny-seg"]["bundled"] is False
+    assert rows["tiny-seg"]["provenance"].startswith("trained on SYNTHETIC data")
     assert tiny_registry.checkpoint("tiny-seg") == weights
 
 
@@ -197,3 +206,135 @@ def test_register_checkpoint_with_a_broken_spec_names_the_file(tiny_registry, tm
     with pytest.raises(CheckpointError, match=r"broken.json: invalid model spec"):
         tiny_registry.register_checkpoint(tmp_path / "broken.safetensors")
     assert "x" not in tiny_registry
+
+
+# --- checkpoints that ship with the package ----------------------------------------------
+
+
+def _bundle(folder, model, spec, **extra):
+    """Save ``model`` as the bundled checkpoint ``folder/<spec.name>.*``."""
+    spec = dataclasses.replace(spec, extra={**spec.extra, **extra})
+    folder.mkdir(exist_ok=True)
+    return save_checkpoint(folder / spec.name, model, spec)
+
+
+def _tiny_with(folder, **kw):
+    return ModelRegistry(tiny_specs(), architectures=TINY_ARCHITECTURES, bundled=folder, **kw)
+
+
+def test_bundled_checkpoints_are_registered_with_their_provenance(
+    tiny_registry, tiny_seg_model, tmp_path
+):
+    folder = tmp_path / "weights"
+    declared = tiny_registry.get("tiny-seg")
+    spec = dataclasses.replace(declared, description="Trained." + LEGACY_NO_WEIGHTS)
+    weights = _bundle(folder, tiny_seg_model, spec, training_data="toy tiles (4 items)")
+    registry = _tiny_with(folder)
+    assert registry.checkpoint("tiny-seg") == weights and registry.is_bundled("tiny-seg")
+    assert registry.get("tiny-seg").description == "Trained."  # the stale sentence is gone
+    assert registry.provenance("tiny-seg") == (
+        "trained on real data (toy tiles (4 items), see docs/models.md)"
+    )
+    row = next(r for r in registry.list_models() if r["name"] == "tiny-seg")
+    assert row["checkpoint"] == str(weights) and row["bundled"] is True
+    assert registry.provenance("tiny-binary") == "random weights (no trained model shipped)"
+    # a checkpoint of one's own replaces the bundled one and is no longer "bundled"
+    own = save_checkpoint(tmp_path / "own", tiny_seg_model, declared)
+    registry.register_checkpoint(own)
+    assert not registry.is_bundled("tiny-seg")
+    assert registry.provenance("tiny-seg") == (
+        "trained weights from own.safetensors (training data not recorded)"
+    )
+
+
+def test_bundled_synthetic_checkpoint_says_so(tiny_registry, tiny_seg_model, tmp_path):
+    spec = dataclasses.replace(tiny_registry.get("tiny-seg"), synthetic=True)
+    _bundle(tmp_path, tiny_seg_model, spec)
+    assert _tiny_with(tmp_path).provenance("tiny-seg") == (
+        "trained on SYNTHETIC data - not clinically meaningful"
+    )
+
+
+def _corrupt(kind, folder, model, spec):
+    weights = _bundle(folder, model, spec)
+    sidecar = weights.with_suffix(".json")
+    if kind == "garbage json":
+        sidecar.write_text("{not json")
+    elif kind == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[:-7])
+    elif kind == "missing weights":
+        weights.unlink()
+    elif kind == "renamed":
+        sidecar.rename(folder / "other-name.json")
+        weights.rename(folder / "other-name.safetensors")
+        return folder / "other-name.json"
+    elif kind == "unknown architecture":
+        data = json.loads(sidecar.read_text())
+        data["spec"]["architecture"] = "no_such_arch"
+        sidecar.write_text(json.dumps(data))
+    elif kind == "bad arch_kwargs":
+        data = json.loads(sidecar.read_text())
+        data["spec"]["arch_kwargs"]["width"] = 3
+        sidecar.write_text(json.dumps(data))
+    return sidecar
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["garbage json", "truncated weights", "missing weights", "renamed", "unknown architecture",
+     "bad arch_kwargs"],
+)  # fmt: skip
+def test_broken_bundled_file_warns_and_keeps_the_declared_spec(
+    kind, tiny_registry, tiny_seg_model, tmp_path
+):
+    declared = tiny_registry.get("tiny-seg")
+    spec = dataclasses.replace(declared, arch_kwargs={"n_classes": 4, "in_channels": 3})
+    good = _bundle(tmp_path, tiny_registry.build("tiny-tiles"), tiny_registry.get("tiny-tiles"))
+    bad = _corrupt(kind, tmp_path, tiny_seg_model, spec)
+    with pytest.warns(UserWarning, match=re.escape(str(bad))):
+        registry = _tiny_with(tmp_path)
+    assert registry.get("tiny-seg") == declared and registry.checkpoint("tiny-seg") is None
+    assert registry.provenance("tiny-seg").startswith("random weights")
+    assert registry.checkpoint("tiny-tiles") == good  # the other bundled file still counts
+    assert "other-name" not in registry
+
+
+def test_which_registries_take_the_bundled_folder(tmp_path, monkeypatch):
+    lenet = dataclasses.replace(
+        DEFAULT_SPECS["nuclei-lenet"],
+        arch_kwargs={**DEFAULT_SPECS["nuclei-lenet"].arch_kwargs, "input_size": 32},
+    )
+    weights = _bundle(tmp_path, ModelRegistry(bundled=False).build(lenet), lenet)
+    monkeypatch.setattr(registry_module, "bundled_weights_folder", lambda: tmp_path)
+    assert ModelRegistry().checkpoint("nuclei-lenet") == weights
+    assert ModelRegistry().get("nuclei-lenet").arch_kwargs["input_size"] == 32
+    assert ModelRegistry(bundled=False).checkpoint("nuclei-lenet") is None
+    assert ModelRegistry(bundled=False).get("nuclei-lenet") == DEFAULT_SPECS["nuclei-lenet"]
+    own = ModelRegistry(tiny_specs(), architectures=TINY_ARCHITECTURES)
+    assert "nuclei-lenet" not in own  # one's own specs stay as given
+    mixed = ModelRegistry(tiny_specs(), architectures=TINY_ARCHITECTURES, bundled=True)
+    assert mixed.checkpoint("nuclei-lenet") == weights
+
+
+def test_missing_bundled_folder_is_no_error(tmp_path):
+    assert ModelRegistry(bundled=tmp_path / "absent").checkpoint("nuclei-lenet") is None
+
+
+SHIPPED = ("nuclei-hovernet", "mri-flair-unet", "nuclei-lenet")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_are_small_named_right_and_load(name):
+    from napari_neuroseg.models.bundled import bundled_weights_folder
+    from napari_neuroseg.models.checkpoint import load_checkpoint
+
+    weights = bundled_weights_folder() / f"{name}.safetensors"
+    if not weights.is_file():
+        pytest.skip(f"{name} ships no weights in this checkout")
+    assert weights.stat().st_size < 8 * 2**20, f"{weights} is over 8 MB"
+    registry = ModelRegistry()
+    assert registry.checkpoint(name) == weights and registry.is_bundled(name)
+    loaded = load_checkpoint(weights, registry=registry)
+    assert loaded.spec.name == name and not loaded.model.training
+    assert registry.provenance(name) != "random weights (no trained model shipped)"
+    assert "No trained weights" not in registry.get(name).description

@@ -44,6 +44,7 @@ __all__ = [
     "optimizer_factory",
     "task_split",
     "trainer_options",
+    "training_data_name",
     "write_outputs",
 ]
 
@@ -168,13 +169,27 @@ def is_synthetic(config: TrainConfig, data: Dataset) -> bool:
 
 
 def build_spec(name: str, arch_overrides: dict[str, Any] | None = None,
-               registry: ModelRegistry | None = None, **changes: Any) -> ModelSpec:
-    """The registry's spec ``name`` with architecture keyword overrides (None values ignored)."""
-    spec = (registry or ModelRegistry()).get(name)
+               registry: ModelRegistry | None = None, *, data: Dataset | None = None,
+               **changes: Any) -> ModelSpec:
+    """The declared spec ``name`` with architecture keyword overrides (None values ignored).
+
+    The default registry holds the declared specs, not those of the checkpoints that ship
+    with the package. With ``data``, ``extra["training_data"]`` names the dataset (the UI
+    shows it as the weights' provenance).
+    """
+    spec = (registry or ModelRegistry(bundled=False)).get(name)
     given = {k: v for k, v in (arch_overrides or {}).items() if v is not None}
     if given:
         spec = replace(spec, arch_kwargs={**spec.arch_kwargs, **given})
-    return replace(spec, **changes) if changes else spec
+    spec = replace(spec, **changes) if changes else spec
+    if data is not None:
+        spec = replace(spec, extra={**spec.extra, "training_data": training_data_name(data)})
+    return spec
+
+
+def training_data_name(data: Dataset) -> str:
+    """``"<dataset folder> (<n> <modality> items)"``: what a checkpoint says it learnt from."""
+    return f"{data.path.name} ({len(data.items)} {data.modality} items)"
 
 
 def init_weights(model: nn.Module, init: str | None, *, strict: bool = True

@@ -190,6 +190,8 @@ def predict_inputs(
         Receives progress lines.
     """
     spec: ModelSpec = source.spec()
+    checkpoint = source.checkpoint
+    log(f"model {source.weights()}")
     out_root = Path(out_dir)
     out_root.mkdir(parents=True, exist_ok=True)
     opts = {"region_size": region_size, "tissue_only": tissue_only, "stain": stain,
@@ -210,7 +212,8 @@ def predict_inputs(
                     continue
                 row = {"input": str(path), "image": image.name, "model": spec.name,
                        "synthetic_model": int(spec.synthetic),
-                       "random_weights": int(source.checkpoint is None)}
+                       "random_weights": int(checkpoint is None),
+                       "weights": "" if checkpoint is None else str(checkpoint)}
                 try:
                     out = out_root / _safe_name(image, str(path))
                     row.update(_run_image(image, spec, source, out, executor, opts, log))

@@ -14,6 +14,7 @@ import numpy as np
 
 from napari_neuroseg.analysis.slide import SlidePlan, predict_slide
 from napari_neuroseg.engine import Region, TileCache
+from napari_neuroseg.models.bundled import RANDOM_WEIGHTS, weights_provenance
 from napari_neuroseg.models.checkpoint import read_sidecar
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.runner import ModelRunner
@@ -31,12 +32,13 @@ class ModelSource:
     Parameters
     ----------
     model : str
-        A checkpoint path (``.safetensors`` with its ``.json`` sidecar) or a registry name.
+        A checkpoint path (``.safetensors`` with its ``.json`` sidecar) or a registry name;
+        a registry name runs the weights that ship with the package when there are some.
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"``...
     random_weights : bool
-        Allow a registry model without a checkpoint to run with random weights (for trying
-        the pipeline; its outputs mean nothing and the summary says so).
+        Allow a registry model without shipped weights to run with random weights (for
+        trying the pipeline; its outputs mean nothing and the summary says so).
     batch_size : int
     """
 
@@ -47,11 +49,25 @@ class ModelSource:
 
     @property
     def checkpoint(self) -> Path | None:
-        """The checkpoint file, if ``model`` names one."""
+        """The checkpoint file: ``model`` itself, or the bundled weights of a registry name.
+
+        Resolved where it is asked (a dask worker finds its own installed package's file).
+        """
         path = Path(self.model)
         if path.suffix in (".safetensors", ".json") or path.with_suffix(".json").is_file():
             return path
-        return None
+        registry = ModelRegistry()
+        return registry.checkpoint(self.model) if self.model in registry else None
+
+    def weights(self) -> str:
+        """Which weights run, in one line: the file and where they come from, or random."""
+        ckpt = self.checkpoint
+        if ckpt is None:
+            return f"{self.model}: {RANDOM_WEIGHTS}; outputs mean nothing"
+        spec = ModelSpec.from_dict(read_sidecar(ckpt)["spec"])
+        registry = ModelRegistry()
+        bundled = spec.name in registry and registry.checkpoint(spec.name) == ckpt
+        return f"{spec.name}: weights {ckpt} ({weights_provenance(spec, ckpt, bundled=bundled)})"
 
     def spec(self) -> ModelSpec:
         """The model's spec (from the checkpoint's sidecar or the registry)."""
@@ -62,7 +78,7 @@ class ModelSource:
             raise BatchError(f"unknown model {self.model!r}: give a checkpoint file or one of "
                              f"{', '.join(registry.names())}")
         if not self.random_weights:
-            raise BatchError(f"{self.model} has no trained weights here: give a checkpoint "
+            raise BatchError(f"{self.model} ships no trained weights: give a checkpoint "
                              "(--model path/to/model.safetensors) or --random-weights to try "
                              "the pipeline with meaningless outputs")
         return registry.get(self.model)

@@ -1,4 +1,8 @@
-"""The declared models: one :class:`ModelSpec` per seed project (no weights bundled).
+"""The declared models: one :class:`ModelSpec` per seed project.
+
+Descriptions say what a model computes, never where its weights come from: that depends on
+the checkpoint found (bundled, registered or none) and is said by
+:func:`napari_neuroseg.models.bundled.weights_provenance`.
 
 Sources for the values, by seed write-up (``shared/seeds``):
 
@@ -29,12 +33,14 @@ from typing import Any
 
 from napari_neuroseg.models.spec import InputSpec, ModelSpec
 
-__all__ = ["default_specs"]
+__all__ = ["LEGACY_NO_WEIGHTS", "default_specs"]
 
-NO_WEIGHTS = (
+LEGACY_NO_WEIGHTS = (
     " No trained weights are bundled: train them (issue 4) or convert a checkpoint; until then "
     "the network has random weights."
 )
+"""The sentence older declared specs ended with; checkpoints written from them still carry it
+in their sidecar's description, and the registry removes it (a checkpoint has weights)."""
 
 GBM_CLASSES = (
     "background",
@@ -98,7 +104,7 @@ def _tissue_specs() -> list[ModelSpec]:
             colors=tuple(REGION_COLORS[c] for c in GBM_CLASSES),
             output="probabilities",
             description="8-class glioblastoma H&E region segmentation (IvyGAP anatomic "
-            "structures, after GBM_WSSM); the source model of lgg-tissue (seed 000)." + NO_WEIGHTS,
+            "structures, after GBM_WSSM); the source model of lgg-tissue (seed 000).",
             extra={"seed": "000", "source": "IvyGAP anatomic structures (GBM_WSSM)"},
         ),
         ModelSpec(
@@ -112,7 +118,7 @@ def _tissue_specs() -> list[ModelSpec]:
             output="probabilities",
             description="Lower-grade glioma H&E regions (cellular tumour, leading edge, "
             "infiltrating tumour) by transfer from the 8-class GBM model through a 1x1 "
-            "mapping head, Macenko-normalised (seed 000)." + NO_WEIGHTS,
+            "mapping head, Macenko-normalised (seed 000).",
             extra={
                 "seed": "000",
                 "source_model": "gbm-tissue-8",
@@ -144,7 +150,7 @@ def _mri_specs() -> list[ModelSpec]:
             },
             input=_mri_input(),
             description="FLAIR-abnormality segmentation of brain MRI slices (pre-contrast, "
-            "FLAIR, post-contrast) with the 5-floor U-Net of seed 001 (model 1)." + NO_WEIGHTS,
+            "FLAIR, post-contrast) with the 5-floor U-Net of seed 001 (model 1).",
             **common,
         ),
         ModelSpec(
@@ -164,7 +170,7 @@ def _mri_specs() -> list[ModelSpec]:
             },
             input=_mri_input(),
             description="FLAIR-abnormality segmentation of brain MRI slices with a TransUNet "
-            "(CNN encoder, transformer bottleneck, CNN decoder; seed 001)." + NO_WEIGHTS,
+            "(CNN encoder, transformer bottleneck, CNN decoder; seed 001).",
             **common,
         ),
     ]
@@ -190,7 +196,7 @@ def _ct_spec() -> ModelSpec:
         output="logit",
         threshold=0.10,
         description="Brain-metastasis probability per head-CT slice (ResNet-50, one logit); "
-        "a patient is the maximum over its slices, positive above 0.10 (seed 002)." + NO_WEIGHTS,
+        "a patient is the maximum over its slices, positive above 0.10 (seed 002).",
         extra={
             "seed": "002",
             "patient_pooling": "max",
@@ -212,7 +218,7 @@ def _slide_specs() -> list[ModelSpec]:
             colors=("#000000", "#00ff00"),
             output="probabilities",
             description="Nuclei present / absent per 256x256 H&E window (LeNet-5); windows "
-            "every 128 px are aggregated into a nuclei mask (seed 003)." + NO_WEIGHTS,
+            "every 128 px are aggregated into a nuclei mask (seed 003).",
             extra={"seed": "003", "stride": 128},
         ),
         ModelSpec(
@@ -237,7 +243,7 @@ def _slide_specs() -> list[ModelSpec]:
             colors=("#000000", "#ffff00"),
             output="instances",
             description="Nuclear instance segmentation of H&E (HoVer-Net style: nuclear "
-            "pixels plus horizontal/vertical distance maps, watershed; seed 004)." + NO_WEIGHTS,
+            "pixels plus horizontal/vertical distance maps, watershed; seed 004).",
             extra={"seed": "004", "type_classes": []},
         ),
         ModelSpec(
@@ -262,7 +268,7 @@ def _slide_specs() -> list[ModelSpec]:
             colors=("#ff0000", "#00ff00", "#0000ff"),
             output="image",
             description="Virtual H&E from IHC (CycleGAN ResNet generator, 9 blocks); the "
-            "output can feed nuclei-hovernet (seed 004)." + NO_WEIGHTS,
+            "output can feed nuclei-hovernet (seed 004).",
             extra={"seed": "004"},
         ),
     ]

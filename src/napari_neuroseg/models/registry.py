@@ -5,26 +5,43 @@ built, so reading the registry costs no torch model construction. A :class:`Mode
 is an ordinary object (no module-level state): each viewer or script owns its own.
 
 The declared models (:data:`DEFAULT_SPECS`, built by :func:`default_specs` in
-:mod:`._default_specs`) follow the seed projects; none of them ships trained weights:
-:meth:`ModelRegistry.list_models` says which ones have a checkpoint.
+:mod:`._default_specs`) follow the seed projects. Some ship trained weights in the package
+(:func:`~napari_neuroseg.models.bundled.bundled_weights_folder`): a default registry registers
+them, so they are the default models; :meth:`ModelRegistry.list_models` says which model has
+a checkpoint and where its weights come from (:meth:`ModelRegistry.provenance`).
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
+import dataclasses
 import inspect
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from napari_neuroseg.models._default_specs import default_specs
-from napari_neuroseg.models.spec import ModelSpec, SpecError
+from napari_neuroseg.models._default_specs import LEGACY_NO_WEIGHTS, default_specs
+from napari_neuroseg.models._registry_checks import (
+    RegistryError,
+    check_kwargs,
+    check_target_string,
+    import_target,
+    looks_like_sidecar,
+)
+from napari_neuroseg.models.bundled import (
+    bundled_weights_folder,
+    check_weights_file,
+    weights_provenance,
+)
+from napari_neuroseg.models.spec import ModelSpec
 
 if TYPE_CHECKING:
     from torch import nn
+
+RegistryError.__module__ = __name__  # defined with the checks, raised and documented here
 
 __all__ = [
     "ARCHITECTURES",
@@ -54,53 +71,6 @@ DEFAULT_SPECS: Mapping[str, ModelSpec] = MappingProxyType(
 """The declared models by name (read-only; a :class:`ModelRegistry` starts from fresh copies)."""
 
 
-class RegistryError(LookupError):
-    """An unknown model or architecture, or an architecture that cannot be imported."""
-
-
-def _check_target_string(key: str, target: str) -> None:
-    module, sep, name = target.partition(":")
-    if not sep or not module or not name.isidentifier():
-        raise RegistryError(
-            f"architecture {key!r}: target {target!r} is not of the form 'package.module:Class'"
-        )
-
-
-def _import_target(key: str, target: str) -> type:
-    """Import ``"module:Class"``; errors name the architecture key and the target."""
-    module_name, _, class_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise RegistryError(f"architecture {key!r} ({target}) cannot be imported: {err}") from err
-    try:
-        return getattr(module, class_name)
-    except AttributeError as err:
-        raise RegistryError(
-            f"architecture {key!r} ({target}): module {module_name} has no {class_name!r}"
-        ) from err
-
-
-def _check_kwargs(spec: ModelSpec, cls: type) -> None:
-    """Raise :class:`SpecError` if ``cls`` does not accept ``spec.arch_kwargs``."""
-    try:
-        signature = inspect.signature(cls)
-    except (TypeError, ValueError):  # builtins without a signature: let the call decide
-        return
-    try:
-        signature.bind(**spec.arch_kwargs)
-    except TypeError as err:
-        accepted = ", ".join(
-            p.name
-            for p in signature.parameters.values()
-            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        )
-        raise SpecError(
-            f"model {spec.name!r}: architecture {spec.architecture!r} ({cls.__qualname__}) "
-            f"rejects arch_kwargs {spec.arch_kwargs}: {err}; it accepts: {accepted}"
-        ) from err
-
-
 class ModelRegistry:
     """The models a session knows: specs, architectures and available checkpoints.
 
@@ -111,12 +81,20 @@ class ModelRegistry:
     architectures : mapping, optional
         Extra architectures, key -> ``"module:Class"`` string or class, added to (or
         replacing) :data:`ARCHITECTURES`.
+    bundled : bool or path, optional
+        Register the checkpoints that ship with the package (their sidecar spec replaces the
+        declared one). ``None`` (default) = only when ``specs`` is ``None``, so a registry of
+        one's own specs stays as given; ``False`` = never (the declared specs, as a training
+        run starts from); a folder = the checkpoints of that folder instead. A bundled file
+        that cannot be used is skipped with a warning naming it (the declared spec stays).
 
     Examples
     --------
     >>> registry = ModelRegistry()
     >>> registry.get("lgg-tissue").classes[1]
     'cellular tumour'
+    >>> registry.provenance("lgg-tissue")
+    'random weights (no trained model shipped)'
     >>> model = registry.build("nuclei-lenet")  # doctest: +SKIP
     """
 
@@ -125,14 +103,21 @@ class ModelRegistry:
         specs: Iterable[ModelSpec] | None = None,
         *,
         architectures: Mapping[str, str | type[nn.Module]] | None = None,
+        bundled: bool | str | os.PathLike[str] | None = None,
     ) -> None:
         self._architectures: dict[str, str | type] = dict(ARCHITECTURES)
         self._specs: dict[str, ModelSpec] = {}
         self._checkpoints: dict[str, Path] = {}
+        self._bundled: set[str] = set()
         for key, target in (architectures or {}).items():
             self.register_architecture(key, target, replace=True)
         for spec in default_specs() if specs is None else specs:
             self.register(spec)
+        if bundled is None:
+            bundled = specs is None
+        if bundled is not False:
+            folder = bundled_weights_folder() if bundled is True else Path(bundled)
+            self.register_bundled(folder)
 
     def __contains__(self, name: object) -> bool:
         return name in self._specs
@@ -205,7 +190,7 @@ class ModelRegistry:
             False.
         """
         if isinstance(target, str):
-            _check_target_string(key, target)
+            check_target_string(key, target)
         elif not inspect.isclass(target):
             raise TypeError(f"architecture {key!r}: target must be a 'module:Class' or a class")
         if key in self._architectures and not replace:
@@ -237,8 +222,62 @@ class ModelRegistry:
 
         weights, _ = checkpoint_paths(path)
         spec = read_spec(path)
+        if LEGACY_NO_WEIGHTS in spec.description:  # written from an older declared spec
+            spec = dataclasses.replace(
+                spec, description=spec.description.replace(LEGACY_NO_WEIGHTS, "")
+            )
         self.register(spec, replace=True)
         self._checkpoints[spec.name] = weights
+        self._bundled.discard(spec.name)
+        return spec
+
+    def register_bundled(self, folder: str | os.PathLike[str]) -> list[str]:
+        """Register the shipped checkpoints of ``folder``, skipping broken ones with a warning.
+
+        Each ``<name>.json`` must be a checkpoint sidecar whose spec is named ``<name>``,
+        next to a complete ``<name>.safetensors`` of a known architecture that accepts the
+        spec's ``arch_kwargs``. A file that is not is skipped with a ``UserWarning`` naming
+        it, and the model keeps its declared spec (random weights). Weights are not hashed
+        here: a changed file is refused when it is loaded.
+
+        Returns
+        -------
+        list of str
+            Names of the models registered, in file-name order (none for a missing folder).
+        """
+        names: list[str] = []
+        folder = Path(folder)
+        if not folder.is_dir():
+            return names
+        for sidecar in sorted(folder.glob("*.json")):
+            try:
+                spec = self._bundled_spec(sidecar)
+            except (OSError, ValueError, LookupError) as err:  # CheckpointError, SpecError...
+                fallback = (
+                    "the declared spec stays, with random weights"
+                    if sidecar.stem in self._specs
+                    else "no such model is registered"
+                )
+                warnings.warn(
+                    f"bundled checkpoint {sidecar} is not used: {err} ({fallback})",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                continue
+            self.register_checkpoint(sidecar)
+            self._bundled.add(spec.name)
+            names.append(spec.name)
+        return names
+
+    def _bundled_spec(self, sidecar: Path) -> ModelSpec:
+        """The spec of a bundled pair after the cheap checks of :meth:`register_bundled`."""
+        from napari_neuroseg.models.checkpoint import read_spec
+
+        spec = read_spec(sidecar)
+        if spec.name != sidecar.stem:
+            raise RegistryError(f"its spec is named {spec.name!r}, not {sidecar.stem!r}")
+        check_weights_file(sidecar.with_suffix(".safetensors"))
+        self.check(spec)
         return spec
 
     def register_checkpoints(self, folder: str | os.PathLike[str]) -> list[str]:
@@ -253,16 +292,31 @@ class ModelRegistry:
 
         names = []
         for sidecar in sorted(Path(folder).glob("*.json")):
-            if sidecar.with_suffix(".safetensors").is_file() and _looks_like_sidecar(
+            if sidecar.with_suffix(".safetensors").is_file() and looks_like_sidecar(
                 sidecar, CHECKPOINT_FORMAT
             ):
                 names.append(self.register_checkpoint(sidecar).name)
         return names
 
     def checkpoint(self, name: str) -> Path | None:
-        """The registered checkpoint's weights file for model ``name``, or ``None``."""
+        """The registered (or bundled) checkpoint's weights file for ``name``, or ``None``."""
         self.get(name)
         return self._checkpoints.get(name)
+
+    def is_bundled(self, name: str) -> bool:
+        """Whether model ``name`` runs with weights that ship with the package."""
+        self.get(name)
+        return name in self._bundled
+
+    def provenance(self, name: str) -> str:
+        """Where model ``name``'s weights come from, in one line for people.
+
+        ``"trained on real data (<dataset>, see docs/models.md)"``, ``"trained on SYNTHETIC
+        data - not clinically meaningful"`` or ``"random weights (no trained model shipped)"``
+        (see :func:`~napari_neuroseg.models.bundled.weights_provenance`).
+        """
+        spec = self.get(name)
+        return weights_provenance(spec, self._checkpoints.get(name), bundled=name in self._bundled)
 
     def resolve_architecture(self, key: str) -> type[nn.Module]:
         """Import and return the class of architecture ``key``.
@@ -273,7 +327,7 @@ class ModelRegistry:
             Unknown key, or a module/class that cannot be imported (with the reason).
         """
         target = self._architecture_target(key)
-        cls = _import_target(key, target) if isinstance(target, str) else target
+        cls = import_target(key, target) if isinstance(target, str) else target
         from torch import nn
 
         if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
@@ -322,7 +376,7 @@ class ModelRegistry:
         """
         spec = self.get(spec_or_name) if isinstance(spec_or_name, str) else spec_or_name
         cls = self.resolve_architecture(spec.architecture)
-        _check_kwargs(spec, cls)
+        check_kwargs(spec, cls)
         return cls
 
     def list_models(self) -> list[dict[str, Any]]:
@@ -332,8 +386,9 @@ class ModelRegistry:
         -------
         list of dict
             Keys ``name``, ``task``, ``architecture``, ``classes`` (list), ``synthetic``,
-            ``checkpoint`` (weights path as str, or ``None`` when no weights are available)
-            and ``description``.
+            ``checkpoint`` (weights path as str, or ``None`` when no weights are available),
+            ``bundled`` (the weights ship with the package), ``provenance`` (see
+            :meth:`provenance`) and ``description``.
         """
         rows = []
         for name, spec in self._specs.items():
@@ -346,6 +401,8 @@ class ModelRegistry:
                     "classes": list(spec.classes),
                     "synthetic": spec.synthetic,
                     "checkpoint": None if ckpt is None else str(ckpt),
+                    "bundled": name in self._bundled,
+                    "provenance": self.provenance(name),
                     "description": spec.description,
                 }
             )
@@ -360,14 +417,3 @@ class ModelRegistry:
             raise RegistryError(
                 f"{who}unknown architecture {key!r}; known architectures: {known}"
             ) from None
-
-
-def _looks_like_sidecar(path: Path, format_name: str) -> bool:
-    """True when ``path`` is a small JSON file whose ``format`` is ours (others are skipped)."""
-    import json
-
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh).get("format") == format_name
-    except (OSError, ValueError, AttributeError):
-        return False
