@@ -62,15 +62,18 @@ class StallSampler:
 
 
 def where(stack: traceback.StackSummary) -> str:
-    """A short name for a stalled stack: the innermost frame of napari_neuroseg, napari, vispy
-    or numpy/zarr, plus the innermost frame overall."""
-    inner = stack[-1]
-    label = f"{_short(inner.filename)}:{inner.name}"
+    """A short name for a stalled stack: the innermost frame of each of napari_neuroseg,
+    napari, vispy, zarr and dask that it passes through (outermost first), then the innermost
+    frame overall."""
+    chain: list[str] = []
+    seen: set[str] = set()
     for frame in reversed(stack):
-        for package in ("napari_neuroseg", "napari", "vispy", "zarr", "dask"):
-            if f"/{package}/" in frame.filename:
-                return f"{package}: {_short(frame.filename)}:{frame.name} (in {label})"
-    return label
+        for package in ("napari_neuroseg", "napari", "vispy", "zarr", "dask", "benchmarks"):
+            if f"/{package}/" in frame.filename and package not in seen:
+                seen.add(package)
+                chain.append(f"{_short(frame.filename)}:{frame.name}")
+    inner = stack[-1]
+    return " > ".join([*reversed(chain), f"{_short(inner.filename)}:{inner.name}"])
 
 
 def _short(path: str) -> str:

@@ -65,24 +65,28 @@ class ChunkMirror:
             _, _, cy, cx = key
             y0, x0 = cy * c, cx * c
             with self._lock:
-                block = self._chunks.pop(key, None)
+                block = self._chunks.get(key)
                 known = key in self._written
-            if block is None:
+            new = block is None
+            if new:  # built outside the lock (may read the store), filled in under it
                 cys = slice(y0, min(y0 + c, extent[0]))
                 cxs = slice(x0, min(x0 + c, extent[1]))
                 block = (np.array(load(cys, cxs)) if known else np.zeros(
                     (*values.shape[:-2], cys.stop - y0, cxs.stop - x0), values.dtype))
             sy = slice(max(ys.start, y0), min(ys.stop, y0 + block.shape[-2]))
             sx = slice(max(xs.start, x0), min(xs.stop, x0 + block.shape[-1]))
-            if sy.stop > sy.start and sx.stop > sx.start:
-                block[..., sy.start - y0:sy.stop - y0, sx.start - x0:sx.stop - x0] = \
-                    values[..., sy.start - ys.start:sy.stop - ys.start,
-                           sx.start - xs.start:sx.stop - xs.start]
-            with self._lock:
+            with self._lock:  # in place: a reader never finds a written chunk missing
+                if sy.stop > sy.start and sx.stop > sx.start:
+                    block[..., sy.start - y0:sy.stop - y0, sx.start - x0:sx.stop - x0] = \
+                        values[..., sy.start - ys.start:sy.stop - ys.start,
+                               sx.start - xs.start:sx.stop - xs.start]
                 self._written.add(key)
-                self._chunks[key] = block
-                self.nbytes += block.nbytes
-                self._evict()
+                if new:
+                    self._chunks[key] = block
+                    self.nbytes += block.nbytes
+                    self._evict()
+                else:
+                    self._chunks.move_to_end(key)
 
     def _evict(self) -> None:
         while self.nbytes > self.max_bytes and len(self._chunks) > 1:
