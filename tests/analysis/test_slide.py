@@ -112,3 +112,39 @@ def test_channel_mismatch_is_named(slide):
                                                                (64, 64))})
     with pytest.raises(AnalysisError, match="expects 1 channel"):
         plan_slide(slide, spec)
+
+
+def test_a_32px_lenet_checkpoint_runs_32px_windows_through_the_plugin_path(slide, tmp_path):
+    """nuclei-lenet trained on 32 px tiles (input_size 32): the checkpoint's spec, not the
+    registry's 256 px one, sets the windows the plugin (ModelSource -> plan_slide ->
+    predict_slide, as the Analyse widget and the batch command run it) slides over a slide."""
+    import dataclasses
+
+    import torch
+
+    from napari_neuroseg.analysis.slide import slide_tiling
+    from napari_neuroseg.batch.tasks import ModelSource
+    from napari_neuroseg.models.checkpoint import save_checkpoint
+    from napari_neuroseg.models.registry import ModelRegistry
+
+    registry = ModelRegistry(bundled=False)
+    base = registry.get("nuclei-lenet")
+    spec = dataclasses.replace(
+        base, arch_kwargs={**base.arch_kwargs, "input_size": 32},
+        input=dataclasses.replace(base.input, patch_size=(32, 32)),
+        extra={**base.extra, "stride": 16})
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "lenet32", registry.build(spec), spec)
+
+    source = ModelSource(str(tmp_path / "lenet32.safetensors"), device="cpu")
+    plan = plan_slide(slide, source.spec(), tissue_only=False, stain_normalization=False)
+    grid, mode, _ = slide_tiling(plan)
+    assert grid.patch_size == (32, 32) and grid.stride == (16, 16) and mode == "tile"
+    runner = source.runner()
+    result = predict_slide(plan, runner, region=Region(0, 0, 128, 128))
+    probs = result.probabilities
+    assert probs.shape == (2, 128, 128)
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-5)
+    window = np.asarray(plan.array[48:80, 48:80]).transpose(2, 0, 1)[None].astype(np.float32)
+    expected = runner(window)[0]  # the window centred on the core [56, 72)
+    np.testing.assert_allclose(probs[:, 60, 60], expected, atol=1e-5)

@@ -195,14 +195,23 @@ def _check_config(config: Config) -> None:
 
 
 def _spec(config: Config, data: Dataset) -> ModelSpec:
-    base = ModelRegistry().get(config.model)
+    """The declared spec (not a bundled checkpoint's) with the tile size, stride and data.
+
+    ``input_size`` sets the network, the patch size the plugin slides over a slide, the
+    mask stride (half the tile) and the description the UI shows.
+    """
+    base = ModelRegistry(bundled=False).get(config.model)
     changes: dict[str, Any] = {"synthetic": is_synthetic(config, data)}
     if config.input_size is not None:
         size = int(config.input_size)
+        stride = max(1, size // 2)
         changes["input"] = replace(base.input, patch_size=(size, size))
-        changes["extra"] = {**base.extra, "stride": max(1, size // 2)}
+        changes["extra"] = {**base.extra, "stride": stride}
+        changes["description"] = (
+            f"Nuclei present / absent per {size}x{size} H&E window (LeNet-5); windows every "
+            f"{stride} px are aggregated into a nuclei mask (seed 003).")
     return build_spec(config.model, {"input_size": config.input_size,
-                                     "dropout": config.dropout}, **changes)
+                                     "dropout": config.dropout}, data=data, **changes)
 
 
 def _check_classes(data: Dataset, spec: ModelSpec) -> None:

@@ -4,7 +4,9 @@ Seed 003 reports accuracy and "Precision, Recall, F1-Score (weighted averages)" 
 confusion matrix. Both views are given: ``precision``/``recall``/``f1`` of the NUCLEI class
 (class 1, the positive class the mask generation thresholds) and the support-weighted means
 over both classes (``*_weighted``, scikit-learn's ``average="weighted"`` with
-``zero_division=0``), plus the ROC AUC of p(NUCLEI).
+``zero_division=0``), plus the ROC AUC of p(NUCLEI) and the balanced accuracy (the mean of
+the per-class recalls, scikit-learn's ``balanced_accuracy_score``: accuracy is inflated by
+the larger class when the classes are unbalanced).
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def tile_metrics(labels: Any, probabilities: Any, class_names: Sequence[str]
     Returns
     -------
     dict
-        ``accuracy``, ``precision``, ``recall``, ``f1`` (class 1 positive), ``auc`` (of
+        ``accuracy``, ``balanced_accuracy`` (mean recall over the classes present),
+        ``precision``, ``recall``, ``f1`` (class 1 positive), ``auc`` (of
         p(class 1); None when one class is absent), ``precision_weighted``,
         ``recall_weighted``, ``f1_weighted``, ``n_tiles``, ``classes``,
         ``confusion_matrix`` (rows truth), ``per_class_recall``, ``per_class_precision``,
@@ -81,8 +84,11 @@ def tile_metrics(labels: Any, probabilities: Any, class_names: Sequence[str]
     support = per_class["support"].astype(np.float64)
     total = max(support.sum(), 1.0)
     positive = binary_metrics(y == POSITIVE, pred == POSITIVE)
+    present = support > 0
     out: dict[str, Any] = {
         "accuracy": summary["accuracy"],
+        "balanced_accuracy": float(np.mean(per_class["recall"][present]))
+        if present.any() else None,
         "precision": positive["precision"], "recall": positive["sensitivity"], "f1": positive["f1"],
         "auc": _none_if_nan(roc_auc(y == POSITIVE, probs[:, POSITIVE])) if len(y) else None,
     }

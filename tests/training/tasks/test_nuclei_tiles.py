@@ -96,7 +96,8 @@ def trained(data, tmp_path_factory):
 def test_run_writes_metrics_cycles_and_a_checkpoint_the_plugin_runs(trained):
     run, _ = trained
     metrics = json.loads((run / "metrics.json").read_text())
-    for key in ("accuracy", "recall", "f1", "auc", "precision_weighted", "f1_weighted"):
+    for key in ("accuracy", "balanced_accuracy", "recall", "f1", "auc", "precision_weighted",
+                "f1_weighted"):
         assert 0.0 <= metrics[key] <= 1.0, key
     matrix = np.asarray(metrics["confusion_matrix"])
     assert matrix.sum() == metrics["val_tiles"] == metrics["n_tiles"]
@@ -278,3 +279,23 @@ def test_real_tiles_make_an_unlabelled_pool(shared_data):
     tile = pool.read_tile(1)
     assert tile.shape == (256, 256, 3) and tile.dtype == np.uint8
     assert pool.tile_id(1).endswith("@0,256")
+
+
+def test_spec_is_the_declared_one_sized_for_the_tiles_and_names_the_data(data, tmp_path,
+                                                                        monkeypatch):
+    from napari_neuroseg.models import registry as registry_module
+    from napari_neuroseg.models.checkpoint import save_checkpoint
+    from training.tasks.nuclei_tiles import Config, _spec
+
+    shipped = ModelRegistry(bundled=False).get("nuclei-lenet")
+    shipped.extra["marker"] = "shipped"
+    save_checkpoint(tmp_path / "nuclei-lenet", ModelRegistry().build(shipped), shipped)
+    monkeypatch.setattr(registry_module, "bundled_weights_folder", lambda: tmp_path)
+    assert ModelRegistry().get("nuclei-lenet").extra["marker"] == "shipped"
+
+    spec = _spec(Config(input_size=SIZE), Dataset.open(data / "data"))
+    assert "marker" not in spec.extra  # a shipped checkpoint's spec never leaks in
+    assert spec.input.patch_size == (SIZE, SIZE) and spec.extra["stride"] == SIZE // 2
+    assert spec.arch_kwargs["input_size"] == SIZE
+    assert f"per {SIZE}x{SIZE} H&E window" in spec.description and "every 16 px" in spec.description
+    assert spec.extra["training_data"] == "data (40 HE items)"
