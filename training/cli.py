@@ -68,6 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--out", default=None, help="write metrics.json into this folder")
+    evaluate.add_argument("--baseline", choices=("classical",), default=None,
+                          help="nuclei: also score this baseline on the same tiles (classical: "
+                          "hematoxylin, Otsu, distance-transform watershed) and print both rows")
+    evaluate.add_argument("--split", choices=("all", "val", "train"), default="all",
+                          help="nuclei: score every tile, or one side of the training task's "
+                          "patient-wise split (same function, --val-fraction and --seed)")
+    evaluate.add_argument("--val-fraction", type=float, default=0.2)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--baseline-option", action="append", default=None,
+                          metavar="KEY=VALUE", help="classical baseline option, e.g. "
+                          "nucleus_radius_um=6 or mpp=0.5 (repeatable)")
     return parser
 
 
@@ -127,7 +138,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     module = load_task(data.task)
     device = resolve_device(args.device)
     loaded = load_checkpoint(args.model, device="cpu")
-    metrics = module.evaluate(loaded, data, device, batch_size=args.batch_size)
+    if args.baseline or args.split != "all":
+        from training.tasks.nuclei_compare import baseline_options, compare
+
+        metrics = compare(loaded, data, device, baseline=args.baseline, split=args.split,
+                          val_fraction=args.val_fraction, seed=args.seed,
+                          options=baseline_options(args.baseline_option),
+                          batch_size=args.batch_size)
+        print(metrics.pop("table"), flush=True)
+    else:
+        metrics = module.evaluate(loaded, data, device, batch_size=args.batch_size)
     metrics = {"model": loaded.spec.name, "checkpoint": str(args.model),
                "data": str(data.path), "task": data.task, "items": len(data.items), **metrics}
     if args.out:

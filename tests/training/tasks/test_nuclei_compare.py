@@ -1,0 +1,155 @@
+"""A nuclei checkpoint and the classical baseline scored on the same tiles, in one run."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from skimage.draw import ellipse
+
+from napari_neuroseg.analysis.nuclei_classical import ClassicalNucleiOptions, classical_nuclei
+from napari_neuroseg.dataset import Dataset, DatasetWriter
+from napari_neuroseg.models.checkpoint import load_checkpoint, save_checkpoint
+from napari_neuroseg.models.registry import ModelRegistry
+from training.cli import main
+from training.metrics import nuclei_metrics
+from training.tasks._common import DataError, build_spec, task_split
+from training.tasks.nuclei_compare import (
+    baseline_options,
+    baseline_scores,
+    compare,
+    comparison_table,
+    evaluation_indices,
+)
+
+KEYS = ("dice", "aji", "dq", "sq", "pq")
+
+
+def synthetic_tile(seed: int, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """A pink tile with dark purple, non-overlapping ellipses and their instance labels."""
+    rng = np.random.default_rng(seed)
+    image = np.empty((size, size, 3), np.uint8)
+    image[:] = (235, 190, 215)
+    labels = np.zeros((size, size), np.uint16)
+    for _ in range(40):
+        r, c = rng.integers(8, size - 8, 2)
+        rows, cols = ellipse(r, c, rng.integers(5, 9), rng.integers(5, 9), shape=labels.shape,
+                             rotation=rng.uniform(0, np.pi))
+        if not labels[rows, cols].any():
+            labels[rows, cols] = labels.max() + 1
+            image[rows, cols] = (90, 50, 130)
+    noise = rng.normal(0, 6, image.shape)
+    return np.clip(image + noise, 0, 255).astype(np.uint8), labels
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Six 96 px synthetic tiles of three patients (two tiles each)."""
+    root = tmp_path_factory.mktemp("nuclei-compare")
+    with DatasetWriter(root / "ds", "nuclei", "HE", {0: "background", 1: "nucleus"}) as writer:
+        for i in range(6):
+            image, labels = synthetic_tile(10 + i)
+            writer.add(image, labels, patient_id=f"TCGA-XX-000{i // 2}", slide_id=f"s{i}")
+    return root / "ds"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """An untrained, tiny nuclei-hovernet checkpoint (post-processing saved in its spec)."""
+    spec = build_spec("nuclei-hovernet", {"base_features": 4, "encoder_depth": 2,
+                                          "blocks_per_level": 1})
+    spec = replace(spec, extra={**spec.extra, "postprocess": {
+        "np_threshold": 0.5, "marker_threshold": 0.4, "min_size": 8, "ksize": 7}})
+    torch.manual_seed(0)
+    model = ModelRegistry().build(spec)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, model, spec)
+    return path
+
+
+def direct_baseline(data: Dataset, indices, options=None) -> dict:
+    """The baseline's mean scores computed here, tile by tile, without the module."""
+    rows = []
+    for i in indices:
+        item = data.items[int(i)]
+        pred = classical_nuclei(data.read_image(item), options)
+        scores = nuclei_metrics([data.read_mask(item)], [pred])
+        rows.append([np.nan if scores[k] is None else scores[k] for k in KEYS])
+    return dict(zip(KEYS, np.nanmean(np.asarray(rows, float), axis=0), strict=True))
+
+
+def test_val_split_is_the_training_split(dataset):
+    data = Dataset.open(dataset)
+    indices, patients = evaluation_indices(data, "val", 0.2, 0)
+    part = task_split(data, 0.2, 0)
+    np.testing.assert_array_equal(indices, part.val_indices)
+    assert patients == part.val_patients
+    all_indices, all_patients = evaluation_indices(data, "all")
+    assert list(all_indices) == list(range(6)) and len(all_patients) == 3
+    with pytest.raises(ValueError, match="split"):
+        evaluation_indices(data, "test")
+
+
+def test_compare_has_both_rows_and_baseline_equals_direct_call(dataset, checkpoint):
+    data = Dataset.open(dataset)
+    loaded = load_checkpoint(checkpoint)
+    result = compare(loaded, data, torch.device("cpu"), split="val", batch_size=2)
+    assert list(result["rows"]) == ["nuclei-hovernet", "classical"]
+    indices, _ = evaluation_indices(data, "val")
+    assert result["tiles"] == [data.items[int(i)].id for i in indices]
+    for row in result["rows"].values():
+        assert row["n_images"] == len(indices)
+        for key in KEYS:
+            assert row[key] is None or 0.0 <= row[key] <= 1.0
+    expected = direct_baseline(data, indices)
+    for key in KEYS:
+        assert result["rows"]["classical"][key] == pytest.approx(expected[key])
+    # the synthetic nuclei are easy for the baseline
+    assert result["rows"]["classical"]["dice"] > 0.8
+    assert result["postprocess"]["ksize"] == 7
+    assert "| classical |" in result["table"] and "| nuclei-hovernet |" in result["table"]
+
+
+def test_baseline_options_change_the_baseline_row(dataset):
+    data = Dataset.open(dataset)
+    options = baseline_options(["mpp=1.0", "nucleus_radius_um=6", "min_size=None"])
+    assert options == ClassicalNucleiOptions(mpp=1.0, nucleus_radius_um=6.0)
+    row = baseline_scores(data, [0, 1], options)
+    expected = direct_baseline(data, [0, 1], options)
+    assert row["aji"] == pytest.approx(expected["aji"])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        baseline_options(["radius"])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        baseline_options(["unknown=1"])
+
+
+def test_compare_rejects_other_tasks_and_baselines(tmp_path, checkpoint):
+    with DatasetWriter(tmp_path / "seg", "nuclei-tiles", "HE",
+                       {0: "NO_NUCLEUS", 1: "NUCLEI"}) as writer:
+        writer.add(np.zeros((32, 32, 3), np.uint8), label=0, patient_id="p0")
+    loaded = load_checkpoint(checkpoint)
+    with pytest.raises(DataError, match="nuclei"):
+        compare(loaded, Dataset.open(tmp_path / "seg"), torch.device("cpu"))
+    with pytest.raises(ValueError, match="baseline"):
+        compare(loaded, Dataset.open(tmp_path / "seg"), torch.device("cpu"), baseline="otsu")
+
+
+def test_table_formats_missing_values():
+    table = comparison_table({"m": {"dice": 0.5, "aji": None, "n_images": 2}})
+    assert "| m | 0.500 | n/a |" in table
+
+
+def test_command_line_prints_and_writes_both_rows(dataset, checkpoint, tmp_path, capsys):
+    code = main(["evaluate", "--model", str(checkpoint), "--data", str(dataset), "--device",
+                 "cpu", "--baseline", "classical", "--split", "val", "--out", str(tmp_path)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| classical |" in printed
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(written["rows"]) == {"nuclei-hovernet", "classical"}
+    assert written["split"] == "val" and written["model"] == "nuclei-hovernet"
+    data = Dataset.open(dataset)
+    indices, _ = evaluation_indices(data, "val")
+    assert written["rows"]["classical"]["pq"] == pytest.approx(
+        direct_baseline(data, indices)["pq"])
