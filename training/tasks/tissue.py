@@ -274,7 +274,7 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
     rates, schedule = _rates(config), phases(config.phase_layers, config.phase_epochs)
     data = open_task_dataset(config.data, DATASET_TASK)
     base = build_spec(BASE_MODEL, {"base_features": config.base_features, "depth": config.depth},
-                      synthetic=is_synthetic(config, data))
+                      synthetic=is_synthetic(config, data), data=data)
     check_class_map(data.class_map, base.classes, str(data.path))
     raw = data.class_pixel_counts()
     split = _split(data, config, raw)
