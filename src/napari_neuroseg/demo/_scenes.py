@@ -1,0 +1,261 @@
+"""The demo's scenes: one viewer per image, its analysis widget docked, run and awaited.
+
+Each scene opens an image (a plugin sample or a real file), docks the modality's widget,
+drives it through its public controls (layer choice, buttons), waits for the worker's result
+on the widget itself (with a timeout), captions the canvas with what produced the result, and
+returns the key numbers for the printed summary line.
+"""
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+
+from napari_neuroseg.analysis.cleanup import volume_ml
+from napari_neuroseg.demo._data import lgg_patient_folder
+from napari_neuroseg.demo._viewer import (
+    caption,
+    dock,
+    fit_dock,
+    focus,
+    frame,
+    load,
+    settle,
+    wait_until,
+)
+
+SLIDE_VIEW_UM = 320.0  # the short side of the slide region the Nuclei widget analyses
+LIVE_VIEW_UM = 600.0  # the same for the Analyse widget's live view (zoomed in if too large)
+_TOO_MANY_TILES = re.compile(r"(\d+) tiles are visible; live mode computes at most (\d+)")
+
+
+@dataclass
+class SceneResult:
+    """What a scene showed: its numbers (for the summary line) and the canvas caption."""
+
+    numbers: dict[str, str] = field(default_factory=dict)
+    weights: str = ""
+    caption: str = ""
+
+
+def weights_text(picker: Any) -> str:
+    """Which weights the widget's model picker runs: random, or trained on real or synthetic
+    data (the picker's own provenance line)."""
+    name = picker.model.value
+    if picker.random_weights:
+        return f"{name}: RANDOM weights (untrained, output meaningless)"
+    return f"{name}: {picker.weights_provenance()}"
+
+
+def _source(path: Path | None, sample: str) -> str:
+    return path.name if path is not None else sample
+
+
+def _failed(widget: Any) -> str | None:
+    status = str(widget.status.value)
+    return status if status.startswith("Failed") else None
+
+
+def _press(button: Any) -> None:
+    """Click a magicgui push button the way a user does."""
+    button.native.click()
+
+
+# -- slides: nuclei of the view -------------------------------------------------------------
+def slide_scene(viewer: napari.Viewer, path: Path | None, timeout: float) -> SceneResult:
+    """Nuclei (HoVer-Net) of the slide region on screen (~320 µm high): count and density."""
+    layers = load(viewer, "slide", path)
+    slide = next(layer for layer in layers if layer.__class__.__name__ == "Image")
+    focus(viewer, [slide])
+    dock_widget, widget = dock(viewer, "Nuclei")
+    fit_dock(dock_widget, widget)
+    widget.layer.value = slide
+    center = _slide_view_center(slide)
+    frame(viewer, center, (SLIDE_VIEW_UM, SLIDE_VIEW_UM), margin=1.0)
+    settle(0.2)
+    _press(widget.run_button)
+    wait_until(lambda: widget.runs > 0 and not widget.busy, what="Nuclei on the view",
+               timeout=timeout, failed=lambda: _failed(widget),
+               status=lambda: str(widget.status.value))
+    result = widget.result
+    weights = weights_text(widget.picker)
+    text = (f"{_source(path, 'synthetic slide')}: {result.count} nuclei in the view, "
+            f"{result.density:.0f}/mm²\nmodel {weights}")
+    caption(viewer, text)
+    return SceneResult({"nuclei": str(result.count), "density_per_mm2": f"{result.density:.0f}"},
+                       weights, text)
+
+
+def live_scene(viewer: napari.Viewer, path: Path | None, timeout: float) -> SceneResult:
+    """The Analyse widget live on a ~0.6 mm view: labels and a per-class heatmap of the tiles
+    on screen (a model with trained weights when one ships, else random weights, said so)."""
+    layers = load(viewer, "slide", path)
+    slide = next(layer for layer in layers if layer.__class__.__name__ == "Image")
+    focus(viewer, [slide])
+    dock_widget, widget = dock(viewer, "Analyse slide")
+    fit_dock(dock_widget, widget)
+    widget.layer.value = slide
+    registry = widget.picker.registry
+    trained = [name for name in widget.picker.model.choices
+               if name in registry.names() and registry.checkpoint(name) is not None]
+    if trained:
+        widget.picker.model.value = trained[0]
+    frame(viewer, _slide_view_center(slide), (LIVE_VIEW_UM, LIVE_VIEW_UM), margin=1.0)
+    settle(0.2)
+    widget.live.value = True
+
+    def done() -> bool:
+        status = str(widget.status.value)
+        too_many = _TOO_MANY_TILES.match(status)
+        if too_many:  # as a user would: zoom in until the view fits the live limit
+            visible, limit = (int(g) for g in too_many.groups())
+            viewer.scene.camera.zoom *= 1.05 * np.sqrt(visible / (0.8 * limit))
+            widget.status.value = "Zoomed in to fit the live limit ..."
+            return False
+        return widget.heatmap_layer is not None and (
+            status == "Everything visible is computed"
+            or (status.startswith("0 tile(s) pending") and sum(widget.counts.values()) > 0))
+
+    wait_until(done, what="Analyse (live) on the view", timeout=timeout,
+               failed=lambda: _failed(widget), status=lambda: str(widget.status.value))
+    widget.live.value = False  # the screenshot's view stays as computed
+    weights = weights_text(widget.picker)
+    counts = widget.counts
+    heat = widget.heat_class.value
+    text = (f"{_source(path, 'synthetic slide')}: live analysis of the view, heatmap of "
+            f"'{heat}'\nmodel {weights}")
+    caption(viewer, text)
+    return SceneResult({"tiles_computed": str(counts["computed"]),
+                        "tiles_skipped": str(counts["skipped"])}, weights, text)
+
+
+def _slide_view_center(layer: Any) -> tuple[float, float]:
+    """A world point inside the tissue: the centre of the darkest (most stained) block."""
+    level = layer.data[-1] if layer.multiscale else layer.data
+    thumb = np.asarray(level[..., :3], dtype=np.float32).mean(axis=-1)
+    block = max(1, min(thumb.shape) // 8)
+    h, w = (s // block for s in thumb.shape)
+    blocks = thumb[: h * block, : w * block].reshape(h, block, w, block).mean(axis=(1, 3))
+    # tissue is darker than the white background; prefer blocks away from the border
+    inner = blocks[1:-1, 1:-1] if h > 2 and w > 2 else blocks
+    offset = 1 if inner is not blocks else 0
+    y, x = np.unravel_index(np.argmin(inner), inner.shape)
+    factor = np.asarray(layer.data[0].shape[:2]) / np.asarray(level.shape[:2]) \
+        if layer.multiscale else np.ones(2)
+    pixel = (np.array([y + offset, x + offset]) + 0.5) * block * factor
+    world = pixel * np.asarray(layer.scale[-2:]) + np.asarray(layer.translate[-2:])
+    return float(world[0]), float(world[1])
+
+
+# -- CT: slice probabilities and the brain mask ---------------------------------------------
+def ct_scene(viewer: napari.Viewer, path: Path | None, timeout: float) -> SceneResult:
+    """Per-slice classification (plot, decision) then the brain-extraction mask and volume."""
+    layers = load(viewer, "ct", path)
+    ct = next(layer for layer in layers if layer.__class__.__name__ == "Image")
+    dock_widget, widget = dock(viewer, "CT analysis")
+    fit_dock(dock_widget, widget)
+    widget.layer.value = ct.name
+    focus(viewer, [ct], plane=_brain_plane(ct))
+    widget.apply_window("brain")
+    _press(widget.classify_button)
+    wait_until(lambda: widget.result is not None
+               and len(widget.result.planes) == ct.data.shape[0],
+               what="CT slice classification", timeout=timeout,
+               failed=lambda: _failed(widget), status=lambda: str(widget.status.value))
+    weights = weights_text(widget.picker)
+    if widget.picker.random_weights:
+        widget.plot.axes.set_title("RANDOM weights: probabilities mean nothing", fontsize=9,
+                                   color="tab:red")
+        widget.plot.draw_idle()
+    _press(widget.mask_button)
+    wait_until(lambda: widget.mask_volume_ml is not None, what="CT brain mask",
+               timeout=timeout, failed=lambda: _failed(widget),
+               status=lambda: str(widget.status.value))
+    volume = float(widget.mask_volume_ml)
+    peak = float(np.max(widget.result.probabilities))
+    text = (f"{_source(path, 'synthetic CT phantom')}: brain mask {volume:.0f} ml\n"
+            f"(brain extraction by HU thresholds, no model)\nslice classifier {weights}")
+    caption(viewer, text)
+    return SceneResult({"brain_ml": f"{volume:.0f}",
+                        "slices": str(len(widget.result.planes)),
+                        "max_slice_probability": f"{peak:.2f}"}, f"classifier {weights}", text)
+
+
+def _brain_plane(layer: Any) -> int:
+    """The slice with the most soft tissue (0-80 HU): a slice through the brain."""
+    data = layer.data
+    depth = data.shape[0]
+    step = max(1, depth // 16)
+    planes = list(range(0, depth, step))
+    counts = [int(np.count_nonzero((np.asarray(data[z]) > 0) & (np.asarray(data[z]) < 80)))
+              for z in planes]
+    return planes[int(np.argmax(counts))]
+
+
+# -- MRI: FLAIR segmentation and tumour volume ----------------------------------------------
+def mri_scene(viewer: napari.Viewer, path: Path | None, timeout: float) -> SceneResult:
+    """Segment one MRI stack with the FLAIR model; tumour volume against the reference mask."""
+    if path is not None and path.is_dir():
+        path = lgg_patient_folder(path)
+    layers = load(viewer, "mri", path)
+    flair, reference = _mri_patient(viewer, layers)
+    dock_widget, widget = dock(viewer, "MRI")
+    fit_dock(dock_widget, widget)
+    widget.layer.value = flair
+    patient = [flair] + ([reference] if reference is not None else [])
+    plane = _largest_plane(reference) if reference is not None else None
+    focus(viewer, patient, plane=plane)
+    if reference is not None:  # the reference mask as an outline, under the model's labels
+        reference.contour = 2
+    _press(widget.segment_button)
+    wait_until(lambda: not widget.running and widget.last_measure is not None
+               and not str(widget.status.value).startswith("Cleaning"),
+               what="MRI segmentation", timeout=timeout, failed=lambda: _failed(widget),
+               status=lambda: str(widget.status.value))
+    measured = widget.last_measure
+    weights = weights_text(widget.picker)
+    numbers = {"tumour_ml": f"{measured['ml']:.3f}", "slices": str(flair.data.shape[0])}
+    source = flair.metadata.get("neuroseg", {}).get("patient_id") if path is not None else None
+    text = f"{source or 'synthetic MRI stack'}: tumour {measured['ml']:.2f} ml"
+    if reference is not None:
+        ref_ml = volume_ml(np.asarray(reference.data), tuple(reference.scale),
+                           str(reference.units[0]))
+        numbers["reference_ml"] = f"{ref_ml:.3f}"
+        text += f" (reference mask, outline: {ref_ml:.2f} ml)"
+    if flair.metadata.get("neuroseg", {}).get("voxel_size") == "unknown":
+        text += "\n(voxel size unknown: 1 mm assumed)"
+    text += f"\nmodel {weights}"
+    caption(viewer, text)
+    return SceneResult(numbers, weights, text)
+
+
+def _mri_patient(viewer: napari.Viewer, layers: list[Any]) -> tuple[Any, Any]:
+    """The FLAIR layer and reference mask of the patient with the largest mask.
+
+    A folder of Kaggle LGG slices opens as every patient's channels and mask; the other
+    patients' layers are removed so the layer list shows one patient.
+    """
+    images = [lyr for lyr in layers if lyr.__class__.__name__ == "Image"]
+    masks = [lyr for lyr in layers if lyr.__class__.__name__ == "Labels"]
+
+    def patient(layer: Any) -> Any:
+        meta = layer.metadata.get("neuroseg", {})
+        return meta.get("patient_id") or meta.get("source")
+
+    best = max(masks, key=lambda m: int(np.count_nonzero(np.asarray(m.data))), default=None)
+    chosen = patient(best) if best is not None else patient(images[0])
+    for layer in list(layers):
+        if patient(layer) != chosen:
+            viewer.layers.remove(layer)
+    flair = next((lyr for lyr in images if patient(lyr) == chosen
+                  and lyr.name.endswith("FLAIR")),
+                 next(lyr for lyr in images if patient(lyr) == chosen))
+    return flair, best
+
+
+def _largest_plane(mask: Any) -> int:
+    data = np.asarray(mask.data)
+    return int(np.argmax(data.reshape(data.shape[0], -1).astype(bool).sum(axis=1)))

@@ -1,0 +1,124 @@
+"""``python -m napari_neuroseg.demo``: scenes, screenshots and the numbers it prints."""
+
+import re
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from napari_neuroseg.demo._data import lgg_patient_folder, lgg_patients
+from napari_neuroseg.demo._main import REAL_FILES, plan, summary_line
+from napari_neuroseg.demo._scenes import SceneResult
+
+LINE = re.compile(r"^demo: (?P<stem>[\w-]+)\.png (?P<numbers>.*) \([\d.]+ s\) \| (?P<weights>.+)$")
+
+
+def parse_lines(text: str) -> dict[str, dict[str, float]]:
+    """Screenshot stem -> its printed numbers."""
+    out = {}
+    for line in text.splitlines():
+        match = LINE.match(line)
+        if match:
+            pairs = (item.split("=") for item in match["numbers"].split())
+            out[match["stem"]] = {key: float(value) for key, value in pairs}
+    return out
+
+
+def test_plan_adds_real_scenes_only_for_files_present(tmp_path, capsys):
+    (tmp_path / "ct_head_ge").mkdir()
+    scenes = plan(tmp_path, {"slide": None, "ct": None, "mri": "own.tif"})
+    assert [(stem, key) for stem, key, _ in scenes] == [
+        ("slide", "slide"), ("ct", "ct"), ("mri", "mri"), ("ct-real", "ct")]
+    assert scenes[2][2] == Path("own.tif") and scenes[0][2] is None
+    assert scenes[3][2] == tmp_path / REAL_FILES["ct"]
+    assert "no slide-real scene" in capsys.readouterr().out
+    assert [s[0] for s in plan(None, {}, only=["mri"])] == ["mri"]
+    live = plan(tmp_path, {}, only=["slide-live", "ct"])
+    assert [(stem, key) for stem, key, _ in live] == [
+        ("slide-live", "slide-live"), ("ct", "ct"), ("ct-real", "ct")]
+
+
+def test_summary_line_parses_back():
+    line = summary_line("ct-real", SceneResult({"brain_ml": "1494", "slices": "28"}, "w x"), 3.25)
+    assert line == "demo: ct-real.png brain_ml=1494 slices=28 (3.2 s) | w x"
+    assert parse_lines(line) == {"ct-real": {"brain_ml": 1494.0, "slices": 28.0}}
+
+
+def _write_slice(folder: Path, name: str, mask_pixels: int) -> None:
+    tifffile.imwrite(folder / f"{name}.tif", np.zeros((8, 8, 3), np.uint8))
+    mask = np.zeros((8, 8), np.uint8)
+    mask.flat[:mask_pixels] = 255
+    tifffile.imwrite(folder / f"{name}_mask.tif", mask)
+
+
+def test_lgg_patient_folder_links_the_patient_with_the_largest_mask(tmp_path):
+    for name, pixels in [("TCGA_AA_0001_20000101_3", 5), ("TCGA_AA_0001_20000101_12", 0),
+                         ("TCGA_BB_0002_20000101_7", 9), ("TCGA_CC_0003_20000101_1", 2)]:
+        _write_slice(tmp_path, name, pixels)
+    patients = lgg_patients(tmp_path)
+    assert list(patients) == ["TCGA_AA_0001_20000101", "TCGA_BB_0002_20000101",
+                              "TCGA_CC_0003_20000101"]
+    assert [p.name for p in patients["TCGA_AA_0001_20000101"]] == [
+        "TCGA_AA_0001_20000101_3.tif", "TCGA_AA_0001_20000101_12.tif"]  # by number
+    folder = lgg_patient_folder(tmp_path)
+    assert folder.name == "TCGA_BB_0002_20000101"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "TCGA_BB_0002_20000101_7.tif", "TCGA_BB_0002_20000101_7_mask.tif"]
+    assert (folder / "TCGA_BB_0002_20000101_7.tif").resolve() == (
+        tmp_path / "TCGA_BB_0002_20000101_7.tif")
+    one = tmp_path / "one"
+    one.mkdir()
+    _write_slice(one, "TCGA_AA_0001_20000101_3", 1)
+    assert lgg_patient_folder(one) == one
+
+
+@pytest.mark.gui
+def test_demo_on_the_samples_saves_screenshots_with_plausible_numbers(qapp, tmp_path, capsys,
+                                                                      monkeypatch):
+    from napari_neuroseg.demo import _scenes, main
+
+    monkeypatch.setattr(_scenes, "SLIDE_VIEW_UM", 160.0)  # fewer tiles: a fast test
+    out = tmp_path / "shots"
+    code = main(["--out", str(out), "--exit", "--timeout", "90"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    numbers = parse_lines(text)
+    assert set(numbers) == {"slide", "ct", "mri"}, text
+    for stem in numbers:
+        shot = out / f"{stem}.png"
+        assert shot.is_file() and shot.stat().st_size > 20_000
+        pixels = np.asarray(iio.imread(shot))
+        assert pixels.ndim == 3 and pixels[..., :3].std() > 10  # not a blank (black) canvas
+    slide, ct, mri = numbers["slide"], numbers["ct"], numbers["mri"]
+    weights = {m["stem"]: m["weights"] for m in map(LINE.match, text.splitlines()) if m}
+    assert "RANDOM weights" in weights["ct"]  # ct-metastasis ships none: the line says so
+    assert slide["nuclei"] >= 0 and slide["nuclei"] == int(slide["nuclei"])
+    assert (slide["density_per_mm2"] > 0) == (slide["nuclei"] > 0)
+    if "trained on real data" in weights["slide"]:  # the shipped HoVer-Net (119 measured)
+        assert slide["nuclei"] >= 20 and 500 < slide["density_per_mm2"] < 20_000
+    # the synthetic CT phantom's head: a brain of adult size (1522 ml measured)
+    assert 800 < ct["brain_ml"] < 2000 and ct["slices"] == 24
+    assert 0.0 <= ct["max_slice_probability"] <= 1.0
+    # the synthetic MRI: the reference mask is a few ml; the model's volume is finite and
+    # smaller than the stack
+    assert mri["slices"] == 24 and 1.0 < mri["reference_ml"] < 20.0
+    assert 0.0 <= mri["tumour_ml"] < 24 * 256 * 256 / 1000
+    if "trained on real data" in weights["mri"]:  # the shipped U-Net finds the bright lesion
+        assert mri["tumour_ml"] > 0.5 * mri["reference_ml"]
+
+
+@pytest.mark.gui
+def test_wait_until_names_the_step_on_timeout_and_failure(qapp):
+    from napari_neuroseg.demo._viewer import DemoError, wait_until
+
+    with pytest.raises(DemoError, match=r"CT brain mask: no result after 0 s \(widget status"):
+        wait_until(lambda: False, what="CT brain mask", timeout=0.05,
+                   status=lambda: "Brain mask...")
+    with pytest.raises(DemoError, match="MRI segmentation failed: Failed: no model"):
+        wait_until(lambda: True, what="MRI segmentation", timeout=5,
+                   failed=lambda: "Failed: no model")
+    calls = []
+    wait_until(lambda: calls.append(1) or len(calls) > 2, what="x", timeout=5)
+    assert len(calls) == 3
