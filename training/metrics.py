@@ -201,7 +201,10 @@ class MRIMetrics:
     Per-slice Dice of a slice empty in both truth and prediction is 1. ``slice_dice`` is the
     mean over all slices, ``slice_dice_nonempty`` over slices with a true abnormality;
     ``volume_dice`` pools the voxels of each volume, then averages over volumes;
-    ``fp_empty_slices`` counts truly empty slices with any predicted pixel.
+    ``fp_empty_slices`` counts truly empty slices with any predicted pixel. A tumour slice
+    (non-empty truth) is *detected* when the prediction overlaps its abnormality by at least
+    one pixel: ``sensitivity_tumour_slices`` is detected / tumour slices, and
+    ``fp_rate_empty_slices`` is ``fp_empty_slices`` / empty slices.
     """
 
     def __init__(self) -> None:
@@ -236,6 +239,11 @@ class MRIMetrics:
             "empty_slices": int(empty.sum()),
             "fp_empty_slices": int((empty & (ps > 0)).sum()),
             "fp_empty_pixels": int(ps[empty].sum()),
+            "fp_rate_empty_slices": _json_number((ps[empty] > 0).mean()) if empty.any() else None,
+            "tumour_slices": int((~empty).sum()),
+            "tumour_slices_detected": int((~empty & (inter > 0)).sum()),
+            "sensitivity_tumour_slices":
+                _json_number((inter[~empty] > 0).mean()) if (~empty).any() else None,
         }
 
 

@@ -99,6 +99,25 @@ def test_mri_metrics_slices_volumes_and_false_positives():
     assert out["empty_slices"] == 2 and out["n_volumes"] == 2
 
 
+def test_mri_metrics_count_detected_tumour_slices_and_false_positive_empty_slices():
+    t = np.zeros((5, 4, 4), bool)
+    t[0, :2, :2] = t[1, :2, :2] = t[2, 3, 3] = True  # three tumour slices, two empty
+    p = np.zeros_like(t)
+    p[0, 0, 0] = True  # overlaps: detected
+    p[1, 3, 3] = True  # predicted beside the lesion only: not detected
+    p[3, 1, 1] = True  # false positive on an empty slice
+    m = MRIMetrics()
+    m.update(t, p, ["a", "a", "b", "b", "c"])
+    out = m.compute()
+    assert out["tumour_slices"] == 3 and out["tumour_slices_detected"] == 1
+    assert out["sensitivity_tumour_slices"] == pytest.approx(1 / 3)
+    assert out["fp_empty_slices"] == 1 and out["fp_rate_empty_slices"] == pytest.approx(1 / 2)
+    only_empty = MRIMetrics()
+    only_empty.update(np.zeros((2, 4, 4), bool), np.zeros((2, 4, 4), bool), ["a", "b"])
+    out = only_empty.compute()
+    assert out["sensitivity_tumour_slices"] is None and out["fp_rate_empty_slices"] == 0.0
+
+
 def test_nuclei_metrics_reuse_instance_metrics():
     true = np.zeros((8, 8), np.int32)
     true[1:4, 1:4] = 1

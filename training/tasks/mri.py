@@ -3,8 +3,10 @@
 U-Net (the seed's 5-floor model, ``mri-flair-unet``) or TransUNet (``mri-flair-transunet``) on
 the 3-channel (pre-contrast, FLAIR, post-contrast) slices of a dataset in the export layout
 (docs/dataset-format.md; ``napari_neuroseg.dataset.convert_kaggle_lgg`` converts a Kaggle
-``kaggle_3m`` folder). Patient-wise validation split; per-slice and per-volume Dice and false
-positives on empty slices (:class:`training.metrics.MRIMetrics`).
+``kaggle_3m`` folder). Patient-wise validation split, stratified by whether a patient has a
+tumour slice, or patient-wise k-fold (:mod:`training.tasks.mri_split`); per-slice and
+per-volume Dice, sensitivity on tumour slices and false positives on empty slices
+(:class:`training.metrics.MRIMetrics`).
 """
 
 from __future__ import annotations
@@ -38,10 +40,10 @@ from training.tasks._common import (
     make_loaders,
     open_task_dataset,
     optimizer_factory,
-    task_split,
     trainer_options,
     write_outputs,
 )
+from training.tasks.mri_split import mri_split
 
 NAME = "mri"
 DATASET_TASK = "mri"
@@ -73,6 +75,12 @@ class Config(TrainConfig):
         Flips, 90° rotations, small affine, colour jitter and cutout on training slices.
     threshold : float
         Probability above which a pixel is abnormal, for the metrics.
+    stratify_tumour : bool
+        Stratify the patient split by whether a patient has any abnormal slice, so that both
+        sides get tumour slices (:func:`training.tasks.mri_split.mri_split`).
+    folds, fold : int
+        ``folds >= 2``: patient-wise cross-validation, this run validates on fold ``fold``
+        (``0 .. folds - 1``); ``0`` is the usual ``val_fraction`` split.
     """
 
     model: str = "mri-flair-unet"
@@ -81,6 +89,9 @@ class Config(TrainConfig):
     val_fraction: float = 0.2
     augment: bool = True
     threshold: float = 0.5
+    stratify_tumour: bool = True
+    folds: int = 0
+    fold: int = 0
     lr: float = 1e-4
     monitor: str = "slice_dice"
     mode: str = "max"
@@ -112,7 +123,7 @@ class SliceData(TorchDataset):
 def _spec(config: Config, data: Dataset) -> ModelSpec:
     if config.model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, not {config.model!r}")
-    return build_spec(config.model, {"base_features": config.base_features},
+    return build_spec(config.model, {"base_features": config.base_features}, data=data,
                       synthetic=is_synthetic(config, data))
 
 
@@ -151,7 +162,9 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
     spec = _spec(config, data)
     model = ModelRegistry().build(spec)
     init_weights(model, config.init)
-    split = task_split(data, config.val_fraction, config.seed)
+    split = mri_split(data, config.val_fraction, config.seed,
+                      stratify_tumour=config.stratify_tumour, folds=config.folds,
+                      fold=config.fold)
     check_classes_present(data, class_counts(data, split.train_indices))
     train, val = make_loaders(SliceData(data, split.train_indices, spec, config.augment),
                               SliceData(data, split.val_indices, spec, False), config, dist)
@@ -165,7 +178,9 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
     history = trainer.fit(resume=config.resume)
     metrics = evaluate_fn(trainer.model, val, trainer.device)
     metrics.update(train_patients=len(split.train_patients), val_patients=len(split.val_patients))
+    fold = f" (fold {config.fold} of {config.folds})" if config.folds >= 2 else ""
     write_outputs(config, spec, data, metrics, history, dist=dist,
-                  notes=[f"Patient-wise split: {len(split.train_patients)} training, "
-                         f"{len(split.val_patients)} validation patients."])
+                  notes=[f"Patient-wise split{fold}: {len(split.train_patients)} training, "
+                         f"{len(split.val_patients)} validation patients "
+                         f"({metrics.get('tumour_slices', 0)} validation tumour slices)."])
     return metrics
