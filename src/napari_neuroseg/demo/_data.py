@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+#: A patient the shipped mri-flair-unet never saw in training (its validation split), with
+#: a lesion: the demo shows a held-out example, not a training one.
+HELD_OUT_PATIENT = "TCGA_DU_8164"
 _SLICE = re.compile(r"^(?P<patient>.+)_(?P<n>\d+)$")
 
 
@@ -31,8 +34,10 @@ def lgg_patient_folder(folder: Path, patient: str | None = None) -> Path:
     """A folder holding one patient's slices and masks (links into ``folder``).
 
     A folder of slices from many patients opens as every patient's layers (slow, and the
-    demo shows one stack); this picks ``patient``, by default the one whose masks cover the
-    most pixels, and links its files into a temporary folder (removed at exit).
+    demo shows one stack); this picks ``patient``, by default :data:`HELD_OUT_PATIENT` (a
+    validation patient of the shipped ``mri-flair-unet``, with a lesion) when present, else the
+    one whose masks cover the most pixels, and links its files into a temporary folder
+    (removed at exit).
 
     Returns
     -------
@@ -47,7 +52,8 @@ def lgg_patient_folder(folder: Path, patient: str | None = None) -> Path:
         masks = [_mask_of(p) for p in patients[pid]]
         return sum(int(np.count_nonzero(tifffile.imread(m))) for m in masks if m.is_file())
 
-    chosen = patient or max(patients, key=mask_pixels)
+    held_out = [pid for pid in patients if pid.startswith(HELD_OUT_PATIENT)]
+    chosen = patient or (held_out[0] if held_out else max(patients, key=mask_pixels))
     target = Path(tempfile.mkdtemp(prefix="neuroseg-demo-")) / chosen
     target.mkdir()
     atexit.register(shutil.rmtree, target.parent, True)
