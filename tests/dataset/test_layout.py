@@ -81,3 +81,12 @@ def test_corrupt_image_file(dataset):
     (dataset / "images" / "s0.tif").write_bytes(b"garbage")
     with pytest.raises(DatasetError, match=r"s0.tif: not a readable TIFF"):
         Dataset.open(dataset)
+
+
+def test_subset_keeps_the_patients_items_and_names_unknown_ones(dataset):
+    data = Dataset.open(dataset)
+    one = data.subset(["P1"])
+    assert [item.id for item in one.items] == ["s1"] and one.task == "mri"
+    np.testing.assert_array_equal(one.read_mask("s1"), data.read_mask("s1"))
+    with pytest.raises(DatasetError, match="P7"):
+        data.subset(["P1", "P7"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +214,24 @@ class Dataset:
         for item in self.items:
             out.setdefault(item.patient_id or "", []).append(item.id)
         return out
+
+    def subset(self, patients: Iterable[str]) -> Dataset:
+        """The same dataset restricted to the items of ``patients`` (manifest order kept).
+
+        Raises
+        ------
+        DatasetError
+            If a patient has no item here (a typo would otherwise score nothing).
+        """
+        wanted = list(dict.fromkeys(patients))
+        known = self.patients()
+        missing = [p for p in wanted if p not in known]
+        if missing:
+            raise DatasetError(f"{self.path}: no items of patient(s) {', '.join(missing)} "
+                               f"(patients here: {', '.join(sorted(known))})")
+        items = tuple(item for item in self.items if (item.patient_id or "") in wanted)
+        return Dataset(self.path, self.task, self.modality, dict(self.class_map), self.created,
+                       items)
 
     def orphan_files(self) -> list[Path]:
         """Files under ``images/`` and ``masks/`` that no item refers to (left by a crash)."""
