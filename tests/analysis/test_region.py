@@ -122,7 +122,7 @@ def test_stopped_nuclei_run_is_incomplete_and_empty():
 
 
 def test_postprocess_options_from_spec_and_overrides():
-    base = ModelRegistry().get("nuclei-hovernet")
+    base = ModelRegistry(bundled=False).get("nuclei-hovernet")  # the declared spec
     assert postprocess_options(base) == DEFAULT_POSTPROCESS
     saved = dataclasses.replace(base, extra={**base.extra, "postprocess": {"ksize": 21}})
     assert postprocess_options(saved)["ksize"] == 21
