@@ -74,11 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=("all", "val", "train"), default="all",
                           help="nuclei: score every tile, or one side of the training task's "
                           "patient-wise split (same function, --val-fraction and --seed)")
+    evaluate.add_argument("--patients", default=None, metavar="ID,ID,...",
+                          help="score only these patients' items (any task), e.g. the "
+                          "validation patients a training run printed")
     evaluate.add_argument("--val-fraction", type=float, default=0.2)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--baseline-option", action="append", default=None,
                           metavar="KEY=VALUE", help="classical baseline option, e.g. "
                           "nucleus_radius_um=6 or mpp=0.5 (repeatable)")
+    from training.tasks import nuclei_tune
+
+    nuclei_tune.add_arguments(sub.add_parser("tune-nuclei", help=nuclei_tune.HELP,
+                                             description=nuclei_tune.__doc__.split("\n")[0]))
     return parser
 
 
@@ -135,6 +142,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from training.tasks import load_task
 
     data = Dataset.open(args.data)
+    if args.patients:
+        data = data.subset(p.strip() for p in args.patients.split(",") if p.strip())
     module = load_task(data.task)
     device = resolve_device(args.device)
     loaded = load_checkpoint(args.model, device="cpu")
@@ -176,4 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.task == "evaluate":
         return run_evaluate(args)
+    if args.task == "tune-nuclei":
+        from training.tasks.nuclei_tune import run_cli
+
+        return run_cli(args)
     return run_task(args)

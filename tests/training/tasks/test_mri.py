@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_neuroseg.dataset import convert_kaggle_lgg
+from napari_neuroseg.dataset import Dataset, convert_kaggle_lgg
 from napari_neuroseg.models.checkpoint import load_checkpoint
 from napari_neuroseg.models.runner import ModelRunner
 from napari_neuroseg.samples.mri import write_lgg_patient
@@ -69,6 +69,12 @@ def test_evaluate_reports_mri_metrics_for_a_checkpoint(dataset, tmp_path, capsys
     assert metrics["model"] == "mri-flair-unet"
     assert 0.0 <= metrics["slice_dice"] <= 1.0 and 0.0 <= metrics["volume_dice"] <= 1.0
     assert json.loads(capsys.readouterr().out)["slice_dice"] == metrics["slice_dice"]
+    patients = sorted(Dataset.open(dataset).patients())[:2]
+    code = main(["evaluate", "--model", str(run / "checkpoints" / "best"), "--data",
+                 str(dataset), "--device", "cpu", "--patients", ",".join(patients)])
+    subset = json.loads(capsys.readouterr().out)
+    assert code == 0 and 0 < subset["items"] < 16
+    assert subset["items"] == sum(len(Dataset.open(dataset).patients()[p]) for p in patients)
 
 
 def _small_config(tmp_path):

@@ -1,0 +1,249 @@
+"""Choose a nuclei checkpoint's post-processing, and the classical baseline's options, on a split.
+
+``python -m training tune-nuclei --model CKPT --data DIR --split train`` runs the network once
+per tile of one side of the ``nuclei`` task's patient-wise split
+(:func:`~training.tasks.nuclei_compare.evaluation_indices`), then segments the saved outputs
+with every option set of a grid (:func:`hovernet_instances`) and scores each as the task does
+(:func:`training.metrics.nuclei_metrics` one tile at a time, mean over tiles). The classical
+baseline (:func:`~training.tasks.nuclei_compare.baseline_scores`) is scored on the same tiles
+for nucleus radius 4-7 µm x sigma 1, 2. Both tables are printed; ``--out`` writes them as JSON;
+``--write`` copies the checkpoint (weights byte-identical) with the best-by-PQ options saved
+in its spec (``extra["postprocess"]``, how they were chosen in ``extra["postprocess_selection"]``).
+Choose on ``train``, report on ``val`` (``evaluate --split val``): those tiles stay unseen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_neuroseg.analysis.nuclei_classical import ClassicalNucleiOptions
+from napari_neuroseg.dataset import Dataset
+from napari_neuroseg.models._checkpoint_files import sha256_of, swap_in_pair, temporary_sibling
+from napari_neuroseg.models.checkpoint import (
+    CheckpointError,
+    LoadedModel,
+    checkpoint_paths,
+    load_checkpoint,
+    read_sidecar,
+)
+from napari_neuroseg.models.hovernet_post import hovernet_instances
+from napari_neuroseg.models.spec import ModelSpec
+from training.metrics import nuclei_metrics
+from training.tasks._common import DataError
+from training.tasks.nuclei import (
+    METRIC_KEYS,
+    POSTPROCESS,
+    _loader,
+    postprocess_options,
+    uses_macenko,
+)
+from training.tasks.nuclei_compare import baseline_scores, comparison_table, evaluation_indices
+from training.tasks.nuclei_data import NucleiTiles
+
+__all__ = ["BASELINE_GRID", "DEFAULT_GRID", "load_grid", "network_outputs", "score_options",
+           "tune", "write_checkpoint"]
+
+HELP = "choose a nuclei checkpoint's post-processing (and the baseline's radius) on a split"
+#: (np_threshold, marker_threshold, ksize), min_size 10: the 17 settings the shipped
+#: nuclei-hovernet's options were chosen from (a 3 x 3 grid at ksize 11, then refinements).
+DEFAULT_GRID = tuple(
+    {"np_threshold": n, "marker_threshold": m, "min_size": 10, "ksize": k}
+    for n, m, k in (*itertools.product((0.4, 0.5, 0.6), (0.3, 0.4, 0.5), (11,)),
+                    (0.5, 0.4, 7), (0.5, 0.4, 15), (0.5, 0.5, 15), (0.6, 0.5, 15),
+                    (0.6, 0.6, 11), (0.6, 0.6, 15), (0.6, 0.7, 11), (0.7, 0.5, 11)))
+#: Classical baseline options scored: nucleus radius (µm) x sigma (px), other defaults.
+BASELINE_GRID = tuple({"nucleus_radius_um": r, "sigma": s}
+                      for r, s in itertools.product((4.0, 5.0, 6.0, 7.0), (1.0, 2.0)))
+
+
+def load_grid(grid: str | list[dict] = "default") -> list[dict[str, Any]]:
+    """Post-processing option sets: ``"default"`` (:data:`DEFAULT_GRID`), a JSON file with a
+    list of objects, or such a list. Missing keys take the task's defaults.
+
+    Raises
+    ------
+    ValueError
+        An unknown key, ``ksize`` not odd and >= 3, a threshold outside [0, 1], or no sets.
+    """
+    if isinstance(grid, str):
+        grid = list(DEFAULT_GRID) if grid == "default" else json.loads(
+            Path(grid).read_text(encoding="utf-8"))
+    defaults, out = postprocess_options(), []
+    for entry in grid:
+        if unknown := set(entry) - set(POSTPROCESS):
+            raise ValueError(f"grid: unknown option(s) {sorted(unknown)}; known: {POSTPROCESS}")
+        out.append(postprocess_options(SimpleNamespace(**{**defaults, **entry})))
+    if not out:
+        raise ValueError("grid: no option sets")
+    return out
+
+
+def network_outputs(loaded: LoadedModel, data: Dataset, indices, device: torch.device,
+                    batch_size: int = 8) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(np_prob, hv, true_instances)`` per tile of ``indices`` (one forward pass each)."""
+    tiles = NucleiTiles(data, indices, loaded.spec, macenko=uses_macenko(loaded.spec))
+    model, out = loaded.model.to(device).eval(), []
+    with torch.inference_mode():
+        for x, _, instances in _loader(tiles, batch_size):
+            pred = model(x.to(device))
+            prob = torch.softmax(pred["np"].float(), dim=1)[:, 1].cpu().numpy()
+            out += zip(prob, pred["hv"].float().cpu().numpy(), instances.numpy(), strict=True)
+    return out
+
+
+def score_options(outputs, post: dict[str, Any]) -> dict[str, Any]:
+    """Mean Dice, AJI, DQ, SQ, PQ over tiles (NaN-aware) of ``post`` applied to ``outputs``,
+    with the nuclei counted, as :func:`training.tasks.nuclei.instance_scores` scores."""
+    rows, n_true, n_pred = [], 0, 0
+    for prob, hv, true in outputs:
+        pred = hovernet_instances(prob, hv, **post)
+        scores = nuclei_metrics([true], [pred])
+        rows.append([np.nan if scores[k] is None else scores[k] for k in METRIC_KEYS])
+        n_true += len(np.unique(true[true > 0]))
+        n_pred += int(pred.max())
+    means = np.nanmean(np.asarray(rows, dtype=np.float64), axis=0)
+    return {**{k: float(v) if np.isfinite(v) else None
+               for k, v in zip(METRIC_KEYS, means, strict=True)},
+            "n_images": len(rows), "nuclei_true": n_true, "nuclei_pred": n_pred}
+
+
+def _best(rows: list[dict[str, Any]]) -> int:
+    """Index of the highest-PQ row (the first of ties; a None PQ counts as -1)."""
+    pq = [-1.0 if row["pq"] is None else row["pq"] for row in rows]
+    return pq.index(max(pq))
+
+
+def tune(loaded: LoadedModel, data: Dataset, device: torch.device, *, split: str = "train",
+         val_fraction: float = 0.2, seed: int = 0, grid: str | list = "default",
+         baseline: bool = True, batch_size: int = 8) -> dict[str, Any]:
+    """Score every option set of ``grid`` (and :data:`BASELINE_GRID`) on the tiles of ``split``.
+
+    Returns
+    -------
+    dict
+        ``split``, ``val_fraction``, ``seed``, ``patients``, ``tiles`` (item ids), ``grid``
+        (rows: options + scores), ``best`` (its highest-PQ options), ``saved`` (the
+        checkpoint's own options and their scores), ``baseline_grid``, ``baseline_best``
+        (None without ``baseline``) and ``tables`` (Markdown).
+    """
+    if data.task != "nuclei":
+        raise DataError(f"{data.path}: tune-nuclei needs a 'nuclei' dataset, not {data.task!r}")
+    options = load_grid(grid)
+    indices, patients = evaluation_indices(data, split, val_fraction, seed)
+    if len(indices) == 0:
+        raise DataError(f"{data.path}: no tiles in split {split!r}")
+    outputs = network_outputs(loaded, data, indices, device, batch_size)
+    rows = [{**post, **score_options(outputs, post)} for post in options]
+    best = {k: rows[_best(rows)][k] for k in POSTPROCESS}
+    saved = postprocess_options(spec=loaded.spec)
+    base = [{**o, **baseline_scores(data, indices, ClassicalNucleiOptions(**o))}
+            for o in (BASELINE_GRID if baseline else ())]
+    result: dict[str, Any] = {
+        "split": split, "val_fraction": val_fraction, "seed": seed, "patients": list(patients),
+        "tiles": [data.items[int(i)].id for i in indices], "grid": rows, "best": best,
+        "saved": {**saved, **score_options(outputs, saved)}, "baseline_grid": base,
+        "baseline_best": BASELINE_GRID[_best(base)] if base else None}
+    result["tables"] = _tables(result)
+    return result
+
+
+def _tables(result: dict[str, Any]) -> str:
+    """The model grid and the baseline grid as Markdown (one row per setting, best marked)."""
+    parts = []
+    for key, names in (("grid", POSTPROCESS), ("baseline_grid", ("nucleus_radius_um", "sigma"))):
+        rows, best = result[key], _best(result[key]) if result[key] else -1
+        named = {" ".join(f"{n}={r[n]}" for n in names) + (" **best**" if i == best else ""): r
+                 for i, r in enumerate(rows)}
+        parts += [f"{key} ({result['split']}, {len(result['tiles'])} tiles)\n\n"
+                  + comparison_table(named)] if rows else []
+    return "\n\n".join(parts)
+
+
+def write_checkpoint(source, target, post: dict[str, Any], selection: dict[str, Any]) -> Path:
+    """Copy checkpoint ``source`` to ``target`` with ``post`` as its saved post-processing.
+
+    The weights are copied byte for byte (the sidecar's SHA-256 still holds); the sidecar is
+    ``source``'s with ``spec.extra`` ``"postprocess"`` = ``post`` and
+    ``"postprocess_selection"`` = ``selection``. Both files are written under temporary
+    names, then renamed into place (weights, then sidecar). Returns the new weights file.
+
+    Raises
+    ------
+    CheckpointError
+        ``source``'s weights do not match its sidecar, or the new spec is invalid.
+    """
+    weights, sidecar = checkpoint_paths(source)
+    record = read_sidecar(sidecar)
+    if sha256_of(weights) != record.get("weights_sha256"):
+        raise CheckpointError(f"{weights}: checkpoint does not match its sidecar")
+    record["spec"] = {**record["spec"], "extra": {
+        **record["spec"].get("extra", {}), "postprocess": dict(post),
+        "postprocess_selection": selection}}
+    ModelSpec.from_dict(record["spec"])  # still a valid spec
+    out_weights, out_sidecar = checkpoint_paths(target)
+    out_weights.parent.mkdir(parents=True, exist_ok=True)
+    tmp_weights, tmp_sidecar = temporary_sibling(out_weights), temporary_sibling(out_sidecar)
+    try:
+        shutil.copyfile(weights, tmp_weights)
+        if sha256_of(tmp_weights) != record["weights_sha256"]:
+            raise CheckpointError(f"{tmp_weights}: copy of {weights} differs")
+        tmp_sidecar.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        swap_in_pair(tmp_weights, out_weights, tmp_sidecar, out_sidecar)
+    finally:
+        for tmp in (tmp_weights, tmp_sidecar):
+            tmp.unlink(missing_ok=True)
+    return out_weights
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``tune-nuclei`` options."""
+    parser.add_argument("--model", required=True, help="nuclei checkpoint")
+    parser.add_argument("--data", required=True, help="nuclei dataset folder")
+    parser.add_argument("--split", choices=("train", "val", "all"), default="train",
+                        help="tiles to choose on (the nuclei task's patient-wise split)")
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grid", default="default",
+                        help="'default' (the 17 settings) or a JSON file: a list of objects "
+                        "with np_threshold, marker_threshold, min_size, ksize")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the baseline grid")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--out", default=None, help="write tune-nuclei.json into this folder")
+    parser.add_argument("--write", default=None, metavar="CKPT_OUT",
+                        help="write a copy of the checkpoint with the best options saved")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """``tune-nuclei``: tune, print the tables, write the JSON and the checkpoint if asked."""
+    from napari_neuroseg.models.device import resolve_device
+    from training.runfolder import atomic_write_json
+
+    loaded = load_checkpoint(args.model, device="cpu")
+    result = tune(loaded, Dataset.open(args.data), resolve_device(args.device),
+                  split=args.split, val_fraction=args.val_fraction, seed=args.seed,
+                  grid=args.grid, baseline=not args.no_baseline, batch_size=args.batch_size)
+    print(result.pop("tables"), flush=True)
+    result = {"model": str(args.model), "data": str(args.data), **result}
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(args.out) / "tune-nuclei.json", result)
+    if args.write:
+        best = result["grid"][_best(result["grid"])]
+        selection = {"method": "highest mean PQ over tiles (python -m training tune-nuclei)",
+                     "split": args.split, "val_fraction": args.val_fraction, "seed": args.seed,
+                     "patients": result["patients"], "tiles": len(result["tiles"]),
+                     "grid": args.grid, "settings": len(result["grid"]),
+                     "scores": {k: best[k] for k in METRIC_KEYS}}
+        print(f"wrote {write_checkpoint(args.model, args.write, result['best'], selection)}")
+    print(json.dumps({"best": result["best"], "baseline_best": result["baseline_best"]}))
+    return 0
