@@ -30,6 +30,7 @@ so :func:`evaluate` and the plugin segment with the values the model was selecte
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -201,15 +202,26 @@ def instance_scores(model: nn.Module, loader, device: torch.device, post: dict[s
     Tiles are scored one by one as they come (nothing but the scores is kept).
     """
     model.eval()
+
+    def pairs():
+        with torch.inference_mode():
+            for x, _, instances in loader:
+                yield from zip(instances.numpy(), predict_instances(model, x.to(device), post),
+                               strict=True)
+
+    return mean_instance_scores(pairs())
+
+
+def mean_instance_scores(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """Score ``(true, predicted)`` instance-label pairs one at a time (:func:`nuclei_metrics`)
+    and return the NaN-aware means of :data:`METRIC_KEYS`, ``n_images``, ``nuclei_true`` and
+    ``nuclei_pred`` ({} for no pairs). Models and baselines are scored through this alike."""
     rows, n_true, n_pred = [], 0, 0
-    with torch.inference_mode():
-        for x, _, instances in loader:
-            for true, pred in zip(instances.numpy(), predict_instances(model, x.to(device), post),
-                                  strict=True):
-                scores = nuclei_metrics([true], [pred])
-                rows.append([np.nan if scores[k] is None else scores[k] for k in METRIC_KEYS])
-                n_true += len(np.unique(true[true > 0]))
-                n_pred += int(pred.max())
+    for true, pred in pairs:
+        scores = nuclei_metrics([true], [pred])
+        rows.append([np.nan if scores[k] is None else scores[k] for k in METRIC_KEYS])
+        n_true += len(np.unique(true[true > 0]))
+        n_pred += int(pred.max())
     if not rows:
         return {}
     means = np.nanmean(np.asarray(rows, dtype=np.float64), axis=0)

@@ -26,12 +26,11 @@ import torch
 from napari_neuroseg.analysis.nuclei_classical import ClassicalNucleiOptions, classical_nuclei
 from napari_neuroseg.dataset import Dataset
 from napari_neuroseg.models.checkpoint import LoadedModel
-from training.metrics import nuclei_metrics
 from training.tasks._common import DataError, task_split
 from training.tasks.nuclei import (
-    METRIC_KEYS,
     _loader,
     instance_scores,
+    mean_instance_scores,
     postprocess_options,
     uses_macenko,
 )
@@ -109,25 +108,17 @@ def baseline_scores(data: Dataset, indices, options: ClassicalNucleiOptions | No
     Scored exactly as :func:`training.tasks.nuclei.instance_scores` scores a model: one tile
     at a time with :func:`nuclei_metrics`, NaN-aware mean over tiles, nuclei counted.
     """
-    rows, n_true, n_pred = [], 0, 0
-    for index in indices:
-        item = data.items[int(index)]
-        true = data.read_mask(item)
-        if true is None:
-            raise DataError(f"{data.path}: item {item.id} has no instance mask")
-        true = np.asarray(true).astype(np.int64)
-        pred = classical_nuclei(rgb(data.read_image(item)), options)
-        scores = nuclei_metrics([true], [pred])
-        rows.append([np.nan if scores[k] is None else scores[k] for k in METRIC_KEYS])
-        n_true += len(np.unique(true[true > 0]))
-        n_pred += int(pred.max())
-    if not rows:
-        return {}
-    means = np.nanmean(np.asarray(rows, dtype=np.float64), axis=0)
-    out: dict[str, Any] = {k: float(v) if np.isfinite(v) else None
-                           for k, v in zip(METRIC_KEYS, means, strict=True)}
-    out.update(n_images=len(rows), nuclei_true=n_true, nuclei_pred=n_pred)
-    return out
+
+    def pairs():
+        for index in indices:
+            item = data.items[int(index)]
+            true = data.read_mask(item)
+            if true is None:
+                raise DataError(f"{data.path}: item {item.id} has no instance mask")
+            yield (np.asarray(true).astype(np.int64),
+                   classical_nuclei(rgb(data.read_image(item)), options))
+
+    return mean_instance_scores(pairs())
 
 
 def model_scores(loaded: LoadedModel, data: Dataset, indices, device: torch.device,

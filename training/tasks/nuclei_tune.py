@@ -37,12 +37,12 @@ from napari_neuroseg.models.checkpoint import (
 )
 from napari_neuroseg.models.hovernet_post import hovernet_instances
 from napari_neuroseg.models.spec import ModelSpec
-from training.metrics import nuclei_metrics
 from training.tasks._common import DataError
 from training.tasks.nuclei import (
     METRIC_KEYS,
     POSTPROCESS,
     _loader,
+    mean_instance_scores,
     postprocess_options,
     uses_macenko,
 )
@@ -103,17 +103,8 @@ def network_outputs(loaded: LoadedModel, data: Dataset, indices, device: torch.d
 def score_options(outputs, post: dict[str, Any]) -> dict[str, Any]:
     """Mean Dice, AJI, DQ, SQ, PQ over tiles (NaN-aware) of ``post`` applied to ``outputs``,
     with the nuclei counted, as :func:`training.tasks.nuclei.instance_scores` scores."""
-    rows, n_true, n_pred = [], 0, 0
-    for prob, hv, true in outputs:
-        pred = hovernet_instances(prob, hv, **post)
-        scores = nuclei_metrics([true], [pred])
-        rows.append([np.nan if scores[k] is None else scores[k] for k in METRIC_KEYS])
-        n_true += len(np.unique(true[true > 0]))
-        n_pred += int(pred.max())
-    means = np.nanmean(np.asarray(rows, dtype=np.float64), axis=0)
-    return {**{k: float(v) if np.isfinite(v) else None
-               for k, v in zip(METRIC_KEYS, means, strict=True)},
-            "n_images": len(rows), "nuclei_true": n_true, "nuclei_pred": n_pred}
+    return mean_instance_scores((true, hovernet_instances(prob, hv, **post))
+                                for prob, hv, true in outputs)
 
 
 def _best(rows: list[dict[str, Any]]) -> int:
