@@ -6,7 +6,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from skimage.draw import ellipse
 
 from napari_neuroseg.analysis.nuclei_classical import ClassicalNucleiOptions, classical_nuclei
 from napari_neuroseg.dataset import Dataset, DatasetWriter
@@ -26,32 +25,10 @@ from training.tasks.nuclei_compare import (
 KEYS = ("dice", "aji", "dq", "sq", "pq")
 
 
-def synthetic_tile(seed: int, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
-    """A pink tile with dark purple, non-overlapping ellipses and their instance labels."""
-    rng = np.random.default_rng(seed)
-    image = np.empty((size, size, 3), np.uint8)
-    image[:] = (235, 190, 215)
-    labels = np.zeros((size, size), np.uint16)
-    for _ in range(40):
-        r, c = rng.integers(8, size - 8, 2)
-        rows, cols = ellipse(r, c, rng.integers(5, 9), rng.integers(5, 9), shape=labels.shape,
-                             rotation=rng.uniform(0, np.pi))
-        if not labels[rows, cols].any():
-            labels[rows, cols] = labels.max() + 1
-            image[rows, cols] = (90, 50, 130)
-    noise = rng.normal(0, 6, image.shape)
-    return np.clip(image + noise, 0, 255).astype(np.uint8), labels
-
-
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
+def dataset(make_nuclei_dataset):
     """Six 96 px synthetic tiles of three patients (two tiles each)."""
-    root = tmp_path_factory.mktemp("nuclei-compare")
-    with DatasetWriter(root / "ds", "nuclei", "HE", {0: "background", 1: "nucleus"}) as writer:
-        for i in range(6):
-            image, labels = synthetic_tile(10 + i)
-            writer.add(image, labels, patient_id=f"TCGA-XX-000{i // 2}", slide_id=f"s{i}")
-    return root / "ds"
+    return make_nuclei_dataset(96, 40, (5, 9))
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from skimage.draw import ellipse
 
 from napari_neuroseg.analysis.nuclei_classical import ClassicalNucleiOptions
-from napari_neuroseg.dataset import Dataset, DatasetWriter
+from napari_neuroseg.dataset import Dataset
 from napari_neuroseg.models.checkpoint import (
     CheckpointError,
     checkpoint_paths,
@@ -36,32 +35,10 @@ GRID = [{"np_threshold": 0.5, "marker_threshold": 0.3, "min_size": 4, "ksize": 5
         {"np_threshold": 0.7, "marker_threshold": 0.6, "min_size": 4, "ksize": 5}]
 
 
-def synthetic_tile(seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """A pink tile with dark purple, non-overlapping ellipses and their instance labels."""
-    rng = np.random.default_rng(seed)
-    image = np.empty((size, size, 3), np.uint8)
-    image[:] = (235, 190, 215)
-    labels = np.zeros((size, size), np.uint16)
-    for _ in range(25):
-        r, c = rng.integers(7, size - 7, 2)
-        rows, cols = ellipse(r, c, rng.integers(4, 7), rng.integers(4, 7), shape=labels.shape,
-                             rotation=rng.uniform(0, np.pi))
-        if not labels[rows, cols].any():
-            labels[rows, cols] = labels.max() + 1
-            image[rows, cols] = (90, 50, 130)
-    noise = rng.normal(0, 6, image.shape)
-    return np.clip(image + noise, 0, 255).astype(np.uint8), labels
-
-
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
+def dataset(make_nuclei_dataset):
     """Six 64 px synthetic tiles of three patients (two tiles each)."""
-    root = tmp_path_factory.mktemp("nuclei-tune")
-    with DatasetWriter(root / "ds", "nuclei", "HE", {0: "background", 1: "nucleus"}) as writer:
-        for i in range(6):
-            image, labels = synthetic_tile(10 + i)
-            writer.add(image, labels, patient_id=f"TCGA-XX-000{i // 2}", slide_id=f"s{i}")
-    return root / "ds"
+    return make_nuclei_dataset(64, 25, (4, 7))
 
 
 @pytest.fixture(scope="module")
