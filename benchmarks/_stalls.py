@@ -32,6 +32,7 @@ class StallSampler:
         self.main_id = threading.main_thread().ident
         self.last_beat = time.perf_counter()
         self.samples: collections.Counter[str] = collections.Counter()
+        self.others: collections.Counter[str] = collections.Counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -52,13 +53,23 @@ class StallSampler:
         while not self._stop.wait(self.period):
             if time.perf_counter() - self.last_beat < self.threshold:
                 continue
-            frame = sys._current_frames().get(self.main_id)
+            frames = sys._current_frames()
+            frame = frames.get(self.main_id)
             if frame is not None:
                 self.samples[where(traceback.extract_stack(frame))] += 1
+            for ident, other in frames.items():  # where the other threads are meanwhile
+                if ident not in (self.main_id, threading.get_ident()):
+                    stack = traceback.extract_stack(other)
+                    if any("/napari_neuroseg/" in f.filename for f in stack):
+                        self.others[where(stack)] += 1
 
     def report(self, top: int = 5) -> list[tuple[str, float]]:
         """The ``top`` places the main thread was stalled in, with the seconds sampled there."""
         return [(key, n * self.period) for key, n in self.samples.most_common(top)]
+
+    def report_others(self, top: int = 5) -> list[tuple[str, float]]:
+        """Where our other threads (the workers) were while the main thread was late."""
+        return [(key, n * self.period) for key, n in self.others.most_common(top)]
 
 
 def where(stack: traceback.StackSummary) -> str:

@@ -137,7 +137,7 @@ def gui_timings(sides: list[int], zoom: float) -> dict:
         counts = {k: v - before[k] for k, v in widget.counts.items()}
         out[side] = {"seconds": elapsed, "stall_ms": 1000 * float(np.diff(beats).max()),
                      "tiles": counts, "notes": widget.session.plan.notes,
-                     "stalled_in": sampler.report()}
+                     "stalled_in": sampler.report(), "workers_then": sampler.report_others()}
         widget.close()
         viewer.close()
     return out

@@ -11,6 +11,7 @@ from napari_neuroseg.io import open_image
 from napari_neuroseg.io._types import layer_kwargs
 from napari_neuroseg.samples.slide import write_synthetic_slide
 from napari_neuroseg.widgets import analyse_widget
+from napari_neuroseg.widgets._gc import GcFreeze
 from napari_neuroseg.widgets.analyse_widget import AnalyseWidget
 
 pytestmark = pytest.mark.gui
@@ -152,6 +153,9 @@ def test_heartbeat_while_live_inference_runs(make_napari_viewer, qtbot, slide_pa
     print(f"longest event-loop gap during live inference: {1000 * gap:.0f} ms "
           f"over {len(beats)} beats, {counted[0].tiles} tiles")
     assert gap < 0.15
+    assert GcFreeze.holders() == 1  # full collections skip napari's objects while live
+    widget.close()
+    assert GcFreeze.holders() == 0
 
 
 def test_heatmap_class_colormap_opacity_rerender_only(make_napari_viewer, qtbot, slide_path,

@@ -35,6 +35,7 @@ from napari_neuroseg.widgets._common import (
     view_events,
     warn,
 )
+from napari_neuroseg.widgets._gc import GcFreeze
 from napari_neuroseg.widgets._results import (
     HEATMAP_COLORMAPS,
     add_heatmap_layer,
@@ -93,6 +94,7 @@ class AnalyseWidget(Container):
         self.labels_layer: Any = None
         self.heatmap_layer: Any = None
         self._serve_worker: Any = None
+        self._gc_hold: GcFreeze | None = None
         self._build_worker: Any = None
         self._then: Any = None
         self._whole = False
@@ -203,6 +205,7 @@ class AnalyseWidget(Container):
             f"{spec.name} heatmap", self.colormap.value, self.opacity.value, units)
         self._serve_worker = start_worker(session.serve, on_yield=self._on_update,
                                           on_error=self._fail)
+        self._gc_hold = GcFreeze()  # short full collections while tiles are computed
         self.status.value = "; ".join(session.plan.notes)
         then, self._then = self._then, None
         if then is not None:
@@ -212,6 +215,9 @@ class AnalyseWidget(Container):
         """Stop the current session's worker, drop its layers and (after the worker) its store."""
         session, worker = self.session, self._serve_worker
         self.session, self._serve_worker = None, None
+        if self._gc_hold is not None:
+            self._gc_hold.release()
+            self._gc_hold = None
         self._set_whole(False)
         for layer in (self.labels_layer, self.heatmap_layer):
             if layer is not None and layer in self._viewer.layers:
