@@ -197,6 +197,17 @@ def rows(gui: dict, pan: dict, zoom: float) -> list[Row]:
     return out
 
 
+STALL_NOTE = (
+    "Both slides show the same place (same tiles, same texture), so V3 compares only the "
+    "slides' sizes. V4 history: 439 ms, then 300 ms once napari no longer read the results "
+    "through zarr's event loop on the GUI thread (an in-memory mirror of recent chunks, "
+    "`live/mirror.py`; the stall sampler, `benchmarks/_stalls.py`, had found the main thread "
+    "waiting there), then the remaining 230-300 ms stalls turned out to be Python's full "
+    "garbage collections of napari's ~450,000 objects (measured with `gc.callbacks`: 230-245 "
+    "ms each, GIL held); the Analyse widget now holds a counted `gc.freeze()` while a live "
+    "session runs (`widgets/_gc.py`).")
+
+
 def section(table: list[Row], zoom: float) -> str:
     lines = [SECTION, "",
              f"`python benchmarks/bench_viewer.py` on {platform.machine()}, "
@@ -208,6 +219,7 @@ def section(table: list[Row], zoom: float) -> str:
              "the network.", "",
              "| id | what | result | goal | notes |", "|---|---|---|---|---|"]
     lines += [f"| {r.id} | {r.what} | {r.result} | {r.goal} | {r.notes} |" for r in table]
+    lines += ["", STALL_NOTE]
     return "\n".join(lines) + "\n"
 
 

@@ -251,8 +251,12 @@ class ResultStore:
         src_p, src_l = self._probs[level - 1], self._labels[level - 1]
         y0, x0 = below.y0 // 2 * 2, below.x0 // 2 * 2
         y1, x1 = -(-below.y1 // 2) * 2, -(-below.x1 // 2) * 2
-        probs = src_p[:, y0:y1, x0:x1]
-        labels = src_l[y0:y1:2, x0:x1:2]
+        ys, xs = slice(y0, y1), slice(x0, x1)  # the level below, from memory where it can
+        probs = self.mirror.read("probabilities", level - 1, ys, xs, None,
+                                 lambda a, b: np.asarray(src_p[:, a, b]),
+                                 lead=(self.n_classes,), dtype=src_p.dtype)
+        labels = self.mirror.read("labels", level - 1, ys, xs, None,
+                                  lambda a, b: np.asarray(src_l[a, b]), dtype=src_l.dtype)[::2, ::2]
         k, hh, ww = probs.shape
         mean = probs.astype(np.float32).reshape(k, hh // 2, 2, ww // 2, 2).mean(axis=(2, 4))
         if self.dtype == np.uint8:
