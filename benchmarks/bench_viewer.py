@@ -197,6 +197,14 @@ def rows(gui: dict, pan: dict, zoom: float) -> list[Row]:
     return out
 
 
+V3_NOTE = (
+    ' V3 is not met in this GUI run (1.53; 1.29 per computed tile). Without napari, a'
+    ' LiveSession computing the same 48 tiles of the same view took 12.2-12.8 s on th'
+    "e 10k slide and 14.6-14.8 s on the 100k slide (1.14-1.21x): the network's forwar"
+    'd pass is 80 % of it, and the pyramid (8 levels against 5) adds 0.6 s since the '
+    'level below is read from memory (2.2 -> 1.6 s and 3.1 -> 2.2 s). What adds the r'
+    'est in napari is not explained.')
+
 STALL_NOTE = (
     "Both slides show the same place (same tiles, same texture), so V3 compares only the "
     "slides' sizes. V4 history: 439 ms, then 300 ms once napari no longer read the results "
@@ -205,7 +213,7 @@ STALL_NOTE = (
     "waiting there), then the remaining 230-300 ms stalls turned out to be Python's full "
     "garbage collections of napari's ~450,000 objects (measured with `gc.callbacks`: 230-245 "
     "ms each, GIL held); the Analyse widget now holds a counted `gc.freeze()` while a live "
-    "session runs (`widgets/_gc.py`).")
+    "session runs (`widgets/_gc.py`)." + V3_NOTE)
 
 
 def section(table: list[Row], zoom: float) -> str:
