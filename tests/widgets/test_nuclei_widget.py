@@ -18,6 +18,7 @@ from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.samples.slide import write_synthetic_slide
 from napari_neuroseg.widgets import _view_analysis
 from napari_neuroseg.widgets._common import FROM_FILE
+from napari_neuroseg.widgets._gc import GcFreeze
 from napari_neuroseg.widgets.nuclei_widget import NucleiWidget
 
 pytestmark = pytest.mark.gui
@@ -145,6 +146,8 @@ def test_nuclei_of_the_view_aligned_counted(make_napari_viewer, qtbot, slide_pat
     assert oracle.tiles == tiles and widget.result.counts.computed == 0
     assert widget.result.counts.cached > 0
     np.testing.assert_array_equal(layer.data, before)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30000)
+    assert GcFreeze.holders() == 0  # the GC freeze is held during a run only
     widget.close()
 
 

@@ -35,6 +35,7 @@ from napari_neuroseg.widgets._common import (
     view_events,
     warn,
 )
+from napari_neuroseg.widgets._gc import GcFreeze
 
 if TYPE_CHECKING:
     import napari
@@ -201,6 +202,8 @@ class ViewAnalysisWidget(Container):
         self.cancel_button.enabled = True
         self.status.value = f"Analysing {region.shape[0]} x {region.shape[1]} slide pixels ..."
         self._poll.start()
+        self._release_gc()
+        self._gc_hold = GcFreeze()  # short full collections while the run computes
         self._worker = start_worker(
             analyse_view, self.analyse, image, source, self._config(), self.loaded, region,
             int(self.max_size.value), bool(self.tissue.value), self.cache, self._stop,
@@ -230,7 +233,13 @@ class ViewAnalysisWidget(Container):
         self.show_result(result)
         self.runs += 1
 
+    def _release_gc(self) -> None:
+        hold, self._gc_hold = getattr(self, "_gc_hold", None), None
+        if hold is not None:
+            hold.release()
+
     def _on_finish(self) -> None:
+        self._release_gc()
         self._worker, self._stop = None, None
         self._poll.stop()
         self.cancel_button.enabled = False
@@ -268,5 +277,6 @@ class ViewAnalysisWidget(Container):
         self._debounce.stop()
         self._poll.stop()
         self.cancel()
+        self._release_gc()
         self._disconnect()
         super().close()
