@@ -112,3 +112,15 @@ def test_default_picker_uses_the_shipped_weights_when_present(qtbot):
         assert picker.source().checkpoint == registry.checkpoint(name)
         assert "random" not in picker.warning
         assert picker.provenance.value == registry.provenance(name)
+
+
+def test_forget_removed_layers_drops_only_layers_gone_from_the_viewer():
+    from types import SimpleNamespace
+
+    from napari_neuroseg.widgets._common import forget_removed_layers
+
+    kept, gone = object(), object()
+    viewer = SimpleNamespace(layers=[kept])
+    owner = SimpleNamespace(a=kept, b=gone, c=None)
+    forget_removed_layers(owner, viewer, "a", "b", "c")
+    assert owner.a is kept and owner.b is None and owner.c is None

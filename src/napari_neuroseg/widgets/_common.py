@@ -23,6 +23,7 @@ __all__ = [
     "ModelPicker",
     "connect_events",
     "device_choices",
+    "forget_removed_layers",
     "image_from_layer",
     "image_layers",
     "image_modality",
@@ -283,6 +284,16 @@ def start_worker(func: Callable[..., Any], *args: Any,
 def warn(message: str) -> None:
     """A warning notification (for a model without weights, a mismatch worth knowing)."""
     show_warning(message)
+
+
+def forget_removed_layers(owner: Any, viewer: Any, *attributes: str) -> None:
+    """Set each of ``owner``'s layer ``attributes`` that is no longer in the viewer to None
+    (the user deleted a result layer: the next result makes a new one)."""
+    layers = list(viewer.layers)
+    for name in attributes:
+        layer = getattr(owner, name)
+        if layer is not None and layer not in layers:
+            setattr(owner, name, None)
 
 
 def view_events(viewer: Any, on_camera: Callable[..., Any],

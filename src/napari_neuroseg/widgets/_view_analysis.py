@@ -28,6 +28,7 @@ from napari_neuroseg.live.viewport import box_to_pixels, visible_box
 from napari_neuroseg.widgets._common import (
     ModelPicker,
     connect_events,
+    forget_removed_layers,
     image_from_layer,
     image_layers,
     report_error,
@@ -148,8 +149,7 @@ class ViewAnalysisWidget(Container):
 
     def _on_layers_changed(self, _event: Any = None) -> None:
         self.layer.reset_choices()
-        if self.result_layer is not None and self.result_layer not in self._viewer.layers:
-            self.result_layer = None
+        forget_removed_layers(self, self._viewer, "result_layer")
 
     def _config(self) -> tuple[Any, ...]:
         return (id(self.layer.value), self.picker.model.value, str(self.picker.file.value),

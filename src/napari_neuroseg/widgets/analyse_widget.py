@@ -28,6 +28,7 @@ from napari_neuroseg.live import LiveSession, LiveUpdate, ViewTooLarge, visible_
 from napari_neuroseg.widgets._common import (
     ModelPicker,
     connect_events,
+    forget_removed_layers,
     image_from_layer,
     image_layers,
     report_error,
@@ -132,11 +133,7 @@ class AnalyseWidget(Container):
 
     def _on_layers_changed(self, event: Any = None) -> None:
         self.layer.reset_choices()
-        layers = list(self._viewer.layers)
-        if self.labels_layer is not None and self.labels_layer not in layers:
-            self.labels_layer = None
-        if self.heatmap_layer is not None and self.heatmap_layer not in layers:
-            self.heatmap_layer = None
+        forget_removed_layers(self, self._viewer, "labels_layer", "heatmap_layer")
 
     def _config(self) -> tuple[Any, ...]:
         return (id(self.layer.value), self.picker.model.value, str(self.picker.file.value),

@@ -38,6 +38,7 @@ from napari_neuroseg.io import LazyImage
 from napari_neuroseg.models.spec import ModelSpec
 from napari_neuroseg.widgets._common import (
     ModelPicker,
+    forget_removed_layers,
     image_layers,
     report_error,
     start_worker,
@@ -241,11 +242,7 @@ class MRIWidget(Container):
 
     def _on_layers_changed(self, event: Any = None) -> None:
         self.layer.reset_choices()
-        layers = list(self._viewer.layers)
-        if self.labels_layer is not None and self.labels_layer not in layers:
-            self.labels_layer = None
-        if self.heatmap_layer is not None and self.heatmap_layer not in layers:
-            self.heatmap_layer = None
+        forget_removed_layers(self, self._viewer, "labels_layer", "heatmap_layer")
 
     def _disconnect(self) -> None:
         _disconnector(self._events, self._on_layers_changed)()
