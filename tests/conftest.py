@@ -22,3 +22,16 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"real sample data not found at {path}")
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_lgg_dataset(tmp_path_factory) -> Path:
+    """An ``mri`` dataset of two synthetic Kaggle-LGG patients, 3 slices of 32 px each."""
+    from napari_neuroseg.dataset import convert_kaggle_lgg
+    from napari_neuroseg.samples.mri import write_lgg_patient
+
+    root = tmp_path_factory.mktemp("lgg")
+    for n in range(2):
+        write_lgg_patient(root / "kaggle", patient_id=f"TCGA_XX_{n:04d}_20000101", n_slices=3,
+                          size=32, seed=n)
+    return convert_kaggle_lgg(root / "kaggle", root / "dataset").path

@@ -17,9 +17,7 @@ from napari_neuroseg.annotate.trainjob import (
     parse_event,
     parse_options,
 )
-from napari_neuroseg.dataset import convert_kaggle_lgg
 from napari_neuroseg.models.checkpoint import load_checkpoint
-from napari_neuroseg.samples.mri import write_lgg_patient
 
 # ignores SIGTERM and keeps a grandchild in its process group: only SIGKILL of the group ends it
 STUBBORN = textwrap.dedent("""
@@ -33,12 +31,8 @@ STUBBORN = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lgg")
-    for n in range(2):
-        write_lgg_patient(root / "kaggle", patient_id=f"TCGA_XX_{n:04d}_20000101", n_slices=3,
-                          size=32, seed=n)
-    return convert_kaggle_lgg(root / "kaggle", root / "dataset").path
+def dataset(tiny_lgg_dataset):
+    return tiny_lgg_dataset
 
 
 SMALL = "base_features: 4\nbatch_size: 4\naugment: false\nnum_workers: 0\n"

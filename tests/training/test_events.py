@@ -7,9 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from napari_neuroseg.dataset import convert_kaggle_lgg
 from napari_neuroseg.models.checkpoint import load_checkpoint
-from napari_neuroseg.samples.mri import write_lgg_patient
 from training import events
 from training.cli import build_parser, main
 from training.tasks import _common
@@ -79,12 +77,8 @@ def test_progress_option_is_offered_with_bar_as_default():
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lgg")
-    for n in range(2):
-        write_lgg_patient(root / "kaggle", patient_id=f"TCGA_XX_{n:04d}_20000101", n_slices=3,
-                          size=32, seed=n)
-    return convert_kaggle_lgg(root / "kaggle", root / "dataset").path
+def dataset(tiny_lgg_dataset):
+    return tiny_lgg_dataset
 
 
 @pytest.fixture
