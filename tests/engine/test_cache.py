@@ -109,3 +109,49 @@ def test_concurrent_puts_and_gets_keep_the_budget():
         t.join()
     assert cache.nbytes == sum(v.nbytes for v in cache._memory.values())
     assert cache.nbytes <= cache.max_bytes
+
+
+SHARE_ONE_STORE = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from napari_neuroseg.engine.cache import CacheKey, TileCache, TileKey
+directory, go = sys.argv[1], Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.005)
+keys = [TileKey.make(CacheKey("img", "m1"), (64, 64, 8, 0, "dense"), (None, r, 0))
+        for r in range(12)]
+cache = TileCache(directory=directory)
+for r, k in enumerate(keys):  # every process writes the same keys at about the same time
+    cache.put(k, np.full(256, r, np.float32))
+reader = TileCache(directory=directory)
+print(",".join(str(float(reader.get(k)[0])) for k in keys))
+"""
+
+
+def test_processes_share_one_disk_store_without_races(tmp_path):
+    """Several processes create the same store and write the same tiles at once."""
+    import subprocess
+    import sys
+
+    go = tmp_path / "go"
+    store = tmp_path / "store" / "tiles.zarr"
+    procs = [subprocess.Popen([sys.executable, "-c", SHARE_ONE_STORE, str(store), str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    go.touch()
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outputs]
+    expected = ",".join(str(float(r)) for r in range(12))
+    assert [out.strip() for out, _ in outputs] == [expected] * 4
+    assert [p.name for p in store.parent.iterdir()] == ["tiles.zarr"]  # no staging left
+
+def test_an_old_partial_entry_is_replaced_by_a_complete_one(tmp_path):
+    cache = TileCache(directory=tmp_path / "tiles.zarr")
+    cache.put(key(0), arr(1.0))
+    array = zarr.open_array(str(tmp_path / "tiles.zarr" / key(0).digest()), mode="r+")
+    array.attrs["complete"] = False
+    TileCache(directory=tmp_path / "tiles.zarr").put(key(0), arr(5.0))
+    got = TileCache(directory=tmp_path / "tiles.zarr").get(key(0))
+    np.testing.assert_array_equal(got, arr(5.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiles.zarr"]

@@ -7,13 +7,19 @@ invalidate` drops exactly the entries of one image, model or preprocessing key.
 
 The disk store makes batch runs resumable: a tile is written as its own zarr array and marked
 complete only after its data is written, so an interrupted run recomputes at most the tile
-it was writing.
+it was writing. Several processes (dask.distributed workers) may share one store: the group is
+created race-free, and each tile is written beside the store and renamed into it in one step,
+so a reader never sees a tile being written or replaced.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import threading
+import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import zarr
+from zarr.errors import ContainsGroupError
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,7 @@ class TileCache:
         self._lock = threading.Lock()
         self._group = None
         if self.directory is not None:
-            self._group = zarr.open_group(str(self.directory), mode="a")
+            self._group = open_shared_group(self.directory)
         self.hits = 0
         self.misses = 0
 
@@ -179,15 +186,31 @@ class TileCache:
     def _write_disk(self, key: TileKey, value: np.ndarray) -> None:
         if self._group is None:
             return
-        array = self._group.create_array(
-            key.digest(),
-            shape=value.shape,
-            dtype=value.dtype,
-            chunks=value.shape or None,
-            overwrite=True,
+        final = self.directory / key.digest()
+        staging = self.directory.with_name(f".{self.directory.name}.{uuid.uuid4().hex}")
+        array = zarr.create_array(
+            str(staging), shape=value.shape, dtype=value.dtype, chunks=value.shape or None
         )
         array[...] = value
         array.attrs.update({"key": _jsonable(key), "complete": True})
+        try:
+            os.rename(staging, final)
+            return
+        except OSError:  # already there: written by another process, or an old partial entry
+            pass
+        if self._read_disk(key) is not None:  # the same key gives the same values: keep it
+            shutil.rmtree(staging, ignore_errors=True)
+            return
+        trash = staging.with_name(staging.name + ".old")
+        try:
+            os.rename(final, trash)
+        except FileNotFoundError:
+            pass
+        try:
+            os.rename(staging, final)
+        except OSError:  # another writer won the swap; its entry is as good as ours
+            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(trash, ignore_errors=True)
 
     def _invalidate_disk(self, criteria: dict[str, Any]) -> set[TileKey]:
         if self._group is None:
@@ -200,6 +223,39 @@ class TileCache:
         for name in found:
             del self._group[name]
         return set(found.values())
+
+
+def open_shared_group(path: str | Path, attempts: int = 20) -> zarr.Group:
+    """Open the zarr group at ``path``, creating it when missing, safely across processes.
+
+    ``zarr.open_group(mode="a")`` checks, then creates: when two processes do that at once, the
+    slower one fails with "a group exists". Here the creation is exclusive and a loser simply
+    opens what the winner made.
+
+    Parameters
+    ----------
+    path : str or Path
+        Directory of the group.
+    attempts : int
+        How many open-or-create rounds to try before giving up (a group whose metadata is being
+        written at that instant cannot be opened yet).
+
+    Returns
+    -------
+    zarr.Group
+        The group, opened read-write.
+    """
+    path = str(path)
+    for attempt in range(attempts):
+        try:
+            return zarr.open_group(path, mode="r+")
+        except (FileNotFoundError, ValueError):  # missing, or metadata half written
+            pass
+        try:
+            return zarr.open_group(path, mode="w-")
+        except (FileExistsError, ContainsGroupError):
+            time.sleep(0.01 * (attempt + 1))
+    return zarr.open_group(path, mode="r+")
 
 
 def _jsonable(key: TileKey) -> list[Any]:
