@@ -13,6 +13,7 @@ from napari_neuroseg.preprocess.tissue import (
     lowres_level,
     select_level,
     slide_tissue_mask,
+    slide_tissue_mask_at,
     tile_filter_from_mask,
     tissue_fraction,
     tissue_mask,
@@ -176,6 +177,27 @@ def test_background_tiles_rejected_tissue_kept(pyramid):
                 assert keep(box), box
     assert set(computed) == {16}
 
+
+
+def test_mask_at_a_fixed_pixel_size_does_not_depend_on_the_pyramid(pyramid):
+    levels, computed = pyramid  # 0.25 µm/px, levels 1-16
+    full, downsample = slide_tissue_mask_at(levels, base_mpp=0.25, mpp=4.0)
+    assert downsample == (16.0, 16.0) and set(computed) == {16}  # read that level directly
+    computed.clear()
+    short, short_downsample = slide_tissue_mask_at(levels[:3], base_mpp=0.25, mpp=4.0)
+    assert short_downsample == (16.0, 16.0) and set(computed) == {4}  # 4x block mean of 1:4
+    assert short.shape == full.shape and (short == full).mean() > 0.97  # edges differ a little
+    boxes = [(y, y + 256, x, x + 256) for y in range(0, 4096, 256) for x in range(0, 4096, 256)]
+    keep = [tile_filter_from_mask(m, 16.0).fractions(boxes) >= 0.05 for m in (full, short)]
+    assert (keep[0] == keep[1]).mean() >= 0.98  # the tiles analysed are (nearly) the same
+
+
+def test_mask_at_is_capped_in_size_and_checks_its_pixel_sizes(pyramid):
+    levels, _ = pyramid
+    mask, downsample = slide_tissue_mask_at(levels, base_mpp=0.25, mpp=1.0, max_size=512)
+    assert mask.shape == (512, 512) and downsample == (8.0, 8.0)
+    with pytest.raises(ValueError, match="positive"):
+        slide_tissue_mask_at(levels, base_mpp=0.0)
 
 @pytest.fixture(scope="module")
 def slide_file(tmp_path_factory) -> str:

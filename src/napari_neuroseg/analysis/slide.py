@@ -30,7 +30,7 @@ from napari_neuroseg.engine import (
 from napari_neuroseg.io import LazyImage
 from napari_neuroseg.models.spec import ModelSpec
 from napari_neuroseg.preprocess.stain import MacenkoNormalizer
-from napari_neuroseg.preprocess.tissue import tile_filter_from_mask, tissue_mask
+from napari_neuroseg.preprocess.tissue import slide_tissue_mask_at, tile_filter_from_mask
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -102,9 +102,7 @@ def _check_fit(image: LazyImage, spec: ModelSpec) -> None:
 
 
 def _tissue_filter(image: LazyImage, choice: LevelChoice, min_fraction: float):
-    lowest = image.levels[-1]
-    mask = tissue_mask(np.asarray(lowest.compute() if hasattr(lowest, "compute") else lowest))
-    mask_downsample = image.downsamples()[-1]
+    mask, mask_downsample = slide_tissue_mask_at(image.levels, choice.base_mpp)
     level0_filter = tile_filter_from_mask(mask, mask_downsample, min_fraction=min_fraction)
     k = choice.working_mpp / choice.base_mpp
 

@@ -17,6 +17,7 @@ from napari_neuroseg.preprocess.mri import zscore
 from napari_neuroseg.preprocess.stain import MacenkoNormalizer
 from napari_neuroseg.preprocess.tissue import (
     slide_tissue_mask,
+    slide_tissue_mask_at,
     tile_filter_from_mask,
     tissue_fraction,
     tissue_mask,
@@ -31,6 +32,7 @@ __all__ = [
     "preprocess_ct_slice",
     "slice_quality",
     "slide_tissue_mask",
+    "slide_tissue_mask_at",
     "tile_filter_from_mask",
     "tissue_fraction",
     "tissue_mask",

@@ -18,11 +18,13 @@ import numpy as np
 from scipy import ndimage as ndi
 
 __all__ = [
+    "TISSUE_MPP",
     "TileFilter",
     "hsv_saturation_value",
     "lowres_level",
     "select_level",
     "slide_tissue_mask",
+    "slide_tissue_mask_at",
     "tile_filter_from_mask",
     "tissue_fraction",
     "tissue_mask",
@@ -187,6 +189,63 @@ def slide_tissue_mask(
     """
     image, downsample = lowres_level(levels, max_size)
     return tissue_mask(image, saturation_min, value_max, kernel), downsample
+
+
+#: µm per pixel of the slide tissue mask (QuPath's simple tissue detection uses 20 µm, and
+#: TIAToolbox masks at 1.25x, about 8 µm): a fixed size, so that the 5-pixel clean-up and the
+#: tile decisions mean the same on a small and a large slide.
+TISSUE_MPP = 16.0
+
+
+def slide_tissue_mask_at(
+    levels: Sequence[Any],
+    base_mpp: float,
+    mpp: float = TISSUE_MPP,
+    *,
+    max_size: int = 8192,
+    saturation_min: float = 15,
+    value_max: float = 240,
+    kernel: int = 5,
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Tissue mask of a whole slide at a fixed physical pixel size, whatever its pyramid.
+
+    The coarsest level no coarser than ``mpp`` is read (chunk by chunk when it is a dask array)
+    and block-averaged down to about ``mpp``, so two slides of the same tissue get the same mask
+    however many levels they have.
+
+    Parameters
+    ----------
+    levels : sequence of dask.array.Array or numpy.ndarray
+        Slide levels, full resolution first, axes ``"yxc"``, RGB uint8.
+    base_mpp : float
+        µm per pixel of the first level.
+    mpp : float, optional
+        Wanted µm per mask pixel.
+    max_size : int, optional
+        The mask's long side is kept at most this (coarser than ``mpp`` if it must be).
+    saturation_min, value_max, kernel : optional
+        See :func:`tissue_mask`.
+
+    Returns
+    -------
+    mask : numpy.ndarray
+        ``(h, w)`` bool.
+    downsample : (float, float)
+        Level-0 pixels per mask pixel along y and x.
+    """
+    if not (base_mpp > 0 and mpp > 0):
+        raise ValueError(f"pixel sizes must be positive, got base {base_mpp}, mask {mpp}")
+    full = levels[0].shape[:2]
+    wanted = max(mpp / base_mpp, max(full) / max_size, 1.0)  # level-0 pixels per mask pixel
+    downsamples = [full[0] / level.shape[0] for level in levels]
+    index = max((i for i, d in enumerate(downsamples) if d <= wanted * 1.01), default=0)
+    level = levels[index]
+    factor = max(1, round(wanted / downsamples[index]))
+    if factor > 1:
+        level = _block_mean(level, factor)
+    image = np.asarray(level.compute() if hasattr(level, "compute") else level)
+    mask = tissue_mask(image, saturation_min, value_max, kernel)
+    return mask, (full[0] / mask.shape[0], full[1] / mask.shape[1])
 
 
 def tissue_fraction(
