@@ -124,3 +124,22 @@ def test_forget_removed_layers_drops_only_layers_gone_from_the_viewer():
     owner = SimpleNamespace(a=kept, b=gone, c=None)
     forget_removed_layers(owner, viewer, "a", "b", "c")
     assert owner.a is kept and owner.b is None and owner.c is None
+
+
+def test_layer_data_without_dask_gets_tile_sized_chunks(tmp_path):
+    """Plain arrays get 512-pixel chunks (not dask's 128 MB "auto"), zarr keeps its own."""
+    import dask.array as da
+    import numpy as np
+    import zarr
+
+    from napari_neuroseg.widgets._common import LAYER_CHUNK, lazy_level
+
+    rgb = lazy_level(np.zeros((3000, 2000, 3), np.uint8), rgb=True)
+    assert rgb.chunksize == (LAYER_CHUNK, LAYER_CHUNK, 3)
+    volume = lazy_level(np.zeros((4, 600, 700), np.int16), rgb=False)
+    assert volume.chunksize == (1, LAYER_CHUNK, LAYER_CHUNK)
+    stored = zarr.create_array(str(tmp_path / "a.zarr"), shape=(1000, 1000), chunks=(250, 125),
+                               dtype="uint8")
+    assert lazy_level(stored, rgb=False).chunksize == (250, 125)
+    already = da.zeros((100, 100), chunks=10)
+    assert lazy_level(already, rgb=False) is already

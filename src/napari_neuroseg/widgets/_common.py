@@ -27,6 +27,7 @@ __all__ = [
     "image_from_layer",
     "image_layers",
     "image_modality",
+    "lazy_level",
     "report_error",
     "start_worker",
     "view_events",
@@ -35,6 +36,35 @@ __all__ = [
 ]
 
 FROM_FILE = "checkpoint file..."
+#: Chunk edge (pixels along y and x) given to layer data that is not a dask array and has no
+#: chunks of its own: about a model tile, so reading a tile reads little more than the tile.
+LAYER_CHUNK = 512
+
+
+def lazy_level(level: Any, rgb: bool) -> da.Array:
+    """One level of a layer's data as a dask array, chunked for reading tiles.
+
+    Dask arrays are kept as they are. Arrays with a chunk grid of their own (zarr) keep it.
+    Anything else gets ``LAYER_CHUNK`` chunks along y and x: ``chunks="auto"`` would make
+    128 MB chunks, and a batch of tiles computed together reads whole chunks (a 6688 x 6688
+    chunk, 0.5 s, for eight 384-pixel tiles).
+
+    Parameters
+    ----------
+    level : array-like
+        Axes ``"...yx"``, or ``"...yxc"`` when ``rgb``.
+    rgb : bool
+        Whether the last axis holds the colour channels.
+    """
+    if isinstance(level, da.Array):
+        return level
+    native = getattr(level, "chunks", None)
+    if (isinstance(native, tuple) and len(native) == level.ndim
+            and all(isinstance(c, int) and c > 0 for c in native)):
+        return da.from_array(level, chunks=native)
+    n_yx = level.ndim - (1 if rgb else 0)
+    chunks = [1] * (n_yx - 2) + [LAYER_CHUNK, LAYER_CHUNK] + ([-1] if rgb else [])
+    return da.from_array(level, chunks=tuple(chunks[-level.ndim:]))
 
 
 def image_from_layer(layer: Any) -> LazyImage:
@@ -46,9 +76,8 @@ def image_from_layer(layer: Any) -> LazyImage:
     """
     meta = dict(layer.metadata.get("neuroseg", {}))
     data = list(layer.data) if getattr(layer, "multiscale", False) else [layer.data]
-    levels = [level if isinstance(level, da.Array) else da.from_array(level, chunks="auto")
-              for level in data]
     rgb = bool(getattr(layer, "rgb", False))
+    levels = [lazy_level(level, rgb) for level in data]
     ndim = levels[0].ndim - (1 if rgb else 0)
     axes = meta.get("axes") or ("zyx"[-ndim:] + ("c" if rgb else ""))
     if "c" in axes and levels[0].ndim == len(axes) - 1:  # one channel of a split stack
