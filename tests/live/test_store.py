@@ -1,6 +1,7 @@
 """ResultStore: sparse zarr levels, pyramid updates, geometry, bounded storage."""
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,6 +75,20 @@ def test_close_deletes_the_temporary_directory():
     assert directory.exists()
     store.close()
     assert not directory.exists()
+
+
+def test_a_store_never_closed_is_deleted_when_python_exits(tmp_path):
+    """napari quitting while a worker still holds the store must not leave it in /tmp."""
+    import subprocess
+    import sys
+
+    code = ("from napari_neuroseg.live.store import ResultStore\n"
+            "store = ResultStore((600, 600), 3)\n"
+            "print(store.directory, flush=True)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    directory = Path(run.stdout.strip())
+    assert directory.name.startswith("neuroseg-live-") and not directory.exists()
 
 
 def test_views_read_like_the_dask_levels():

@@ -15,6 +15,7 @@ import math
 import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,10 @@ class ResultStore:
         self._owns_directory = directory is None
         self.directory = Path(tempfile.mkdtemp(prefix="neuroseg-live-") if directory is None
                               else directory)
+        # a temporary store goes with the object or, at the latest, when Python exits (napari
+        # quitting while a worker still holds the store never calls close())
+        self._cleanup = (weakref.finalize(self, shutil.rmtree, str(self.directory), True)
+                         if self._owns_directory else None)
         self.lock = threading.RLock()
         self.level_shapes = _pyramid_shapes(self.shape, self.chunk, min_side)
         group = zarr.open_group(str(self.directory / "results.zarr"), mode="w")
@@ -359,8 +364,8 @@ class ResultStore:
     def close(self) -> None:
         """Delete the temporary directory (a given ``directory`` is kept)."""
         self._closed = True
-        if self._owns_directory:
-            shutil.rmtree(self.directory, ignore_errors=True)
+        if self._cleanup is not None:
+            self._cleanup()
 
     def __enter__(self) -> ResultStore:
         return self
