@@ -228,10 +228,8 @@ def slide_tissue_mask_at(
 
     Returns
     -------
-    mask : numpy.ndarray
-        ``(h, w)`` bool.
-    downsample : (float, float)
-        Level-0 pixels per mask pixel along y and x.
+    mask, downsample
+        As :func:`slide_tissue_mask` returns them.
     """
     if not (base_mpp > 0 and mpp > 0):
         raise ValueError(f"pixel sizes must be positive, got base {base_mpp}, mask {mpp}")
