@@ -12,9 +12,8 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from napari_neuroseg.annotate.export import (
-    ExportItem,
-    export_items,
+from napari_neuroseg.annotate.export import ExportItem, export_items
+from napari_neuroseg.annotate.export_plan import (
     label_store_items,
     nuclei_tile_items,
     slide_items,
@@ -29,41 +28,19 @@ from napari_neuroseg.samples.ct import write_ct_series
 from napari_neuroseg.samples.mri import write_lgg_patient
 from napari_neuroseg.samples.slide import write_synthetic_slide
 
+from .conftest import slide_geometry, tissue_labels
+
 CLASSES = {0: "background", 1: "CT", 2: "LE", 3: "IT"}
 MRI_CLASSES = {0: "background", 1: "FLAIR abnormality"}
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def slide(tmp_path_factory):
-    path = tmp_path_factory.mktemp("slide") / "slide.tif"
-    write_synthetic_slide(path, size=(1024, 1024), tile=256, levels=3, mpp=0.5,
-                          compression="zlib", fast=True)
-    (image,) = open_image(path)
-    return image
-
-
-def _geometry(image, mpp, offset):
-    """napari scale/translate of labels on the working grid at ``mpp``, at ``offset``."""
-    base = image.scale[0]
-    t0 = (mpp - base) / 2
-    return (mpp, mpp), (t0 + offset[0] * mpp, t0 + offset[1] * mpp)
-
-
-def _tissue(shape):
-    labels = np.zeros(shape, np.uint8)
-    labels[10:40, 10:50] = 1
-    labels[30:60, 40:70] = 2
-    labels[shape[0] - 20:, : shape[1] // 2] = 3
-    return labels
-
-
 def test_a_slide_region_at_a_pyramid_level_is_exported_with_its_provenance(slide, tmp_path):
-    scale, translate = _geometry(slide, 1.0, (32, 64))
+    scale, translate = slide_geometry(slide, 1.0, (32, 64))
     region = slide_region(slide, scale, translate)
     assert (region.level, region.factor, region.offset, region.downsample) == (1, 1.0,
                                                                                 (32, 64), 2.0)
-    labels = _tissue((96, 128))
+    labels = tissue_labels((96, 128))
     report = export_items(slide_items(slide, labels, region, slide_id="S1", patient_id="P1"),
                           tmp_path / "ds", "tissue", CLASSES)
     assert (report.added, report.replaced) == (1, 0)
@@ -81,10 +58,10 @@ def test_a_slide_region_at_a_pyramid_level_is_exported_with_its_provenance(slide
 
 
 def test_a_grid_between_levels_is_resampled_like_the_engine(slide, tmp_path):
-    scale, translate = _geometry(slide, 0.75, (10, 20))
+    scale, translate = slide_geometry(slide, 0.75, (10, 20))
     region = slide_region(slide, scale, translate)
     assert region.level == 0 and region.factor == pytest.approx(1.5)
-    labels = _tissue((64, 80))
+    labels = tissue_labels((64, 80))
     export_items(slide_items(slide, labels, region), tmp_path / "ds", "tissue", CLASSES)
     ds = Dataset.open(tmp_path / "ds")
     image = ds.read_image(ds.items[0])
@@ -95,22 +72,9 @@ def test_a_grid_between_levels_is_resampled_like_the_engine(slide, tmp_path):
     assert ds.items[0].extra["resampled"] is True
 
 
-def test_labels_off_the_grid_or_the_slide_are_refused(slide):
-    scale, translate = _geometry(slide, 1.0, (0, 0))
-    with pytest.raises(DatasetError, match="not on the slide's pixel grid"):
-        slide_region(slide, scale, (translate[0] + 0.4, translate[1]))
-    region = slide_region(slide, *_geometry(slide, 1.0, (600, 0)))
-    with pytest.raises(DatasetError, match="lie outside"):
-        slide_items(slide, np.ones((8, 8), np.uint8), region)
-    # labels overhanging the edge are clipped to the slide
-    region = slide_region(slide, *_geometry(slide, 1.0, (500, 500)))
-    (item,) = slide_items(slide, np.ones((40, 40), np.uint8), region)
-    assert item.shape == (12, 12, 3) and item.mask.shape == (12, 12)
-
-
 def test_exporting_the_same_region_twice_keeps_one_item(slide, tmp_path):
-    region = slide_region(slide, *_geometry(slide, 1.0, (0, 0)))
-    labels = _tissue((64, 64))
+    region = slide_region(slide, *slide_geometry(slide, 1.0, (0, 0)))
+    labels = tissue_labels((64, 64))
     first = export_items(slide_items(slide, labels, region), tmp_path / "ds", "tissue",
                          CLASSES)
     corrected = labels.copy()
@@ -118,7 +82,7 @@ def test_exporting_the_same_region_twice_keeps_one_item(slide, tmp_path):
     second = export_items(slide_items(slide, corrected, region), tmp_path / "ds", "tissue",
                           CLASSES)
     assert (second.added, second.replaced) == (0, 1) and second.item_ids == first.item_ids
-    other = slide_region(slide, *_geometry(slide, 1.0, (64, 0)))
+    other = slide_region(slide, *slide_geometry(slide, 1.0, (64, 0)))
     third = export_items(slide_items(slide, labels, other), tmp_path / "ds", "tissue",
                          CLASSES)
     assert (third.added, third.replaced) == (1, 0)
@@ -133,20 +97,21 @@ def _snapshot(folder):
 
 
 def test_validation_errors_write_nothing(slide, tmp_path):
-    region = slide_region(slide, *_geometry(slide, 1.0, (0, 0)))
+    region = slide_region(slide, *slide_geometry(slide, 1.0, (0, 0)))
     new = tmp_path / "new"
     cases = [
         (slide_items(slide, np.zeros((32, 32), np.uint8), region), "tissue",
          "all background"),
         (slide_items(slide, np.full((32, 32), 7, np.uint8), region), "tissue",
          r"class ids \[7\]"),
-        (slide_items(slide, _tissue((64, 64)), region), "segmentation", "unknown export task"),
+        (slide_items(slide, tissue_labels((64, 64)), region), "segmentation",
+         "unknown export task"),
     ]
     for items, task, message in cases:
         with pytest.raises(DatasetError, match=message):
             export_items(items, new, task, CLASSES)
         assert not new.exists()
-    good = slide_items(slide, _tissue((64, 64)), region)
+    good = slide_items(slide, tissue_labels((64, 64)), region)
     bad_shape = ExportItem(lambda: np.zeros((10, 10, 3), np.uint8), (10, 10, 3),
                            np.dtype(np.uint8), np.ones((10, 12), np.uint8), where="tile 2")
     with pytest.raises(DatasetError, match=r"tile 2: mask shape \(10, 12\) differs"):
@@ -155,9 +120,9 @@ def test_validation_errors_write_nothing(slide, tmp_path):
     # an existing dataset at 1 µm/px: a 2 µm/px region (level 2) is refused, nothing changes
     export_items(good, tmp_path / "ds", "tissue", CLASSES)
     before = _snapshot(tmp_path / "ds")
-    coarse = slide_region(slide, *_geometry(slide, 2.0, (0, 0)))
+    coarse = slide_region(slide, *slide_geometry(slide, 2.0, (0, 0)))
     with pytest.raises(DatasetError, match="mixed resolutions"):
-        export_items(slide_items(slide, _tissue((64, 64)), coarse), tmp_path / "ds",
+        export_items(slide_items(slide, tissue_labels((64, 64)), coarse), tmp_path / "ds",
                      "tissue", CLASSES)
     with pytest.raises(DatasetError, match="holds task 'tissue'"):
         export_items(good, tmp_path / "ds", "tissue", {0: "background", 1: "tumour"})
@@ -173,8 +138,8 @@ def test_an_export_interrupted_midway_leaves_a_valid_dataset(slide, tmp_path, mo
 
     items = []
     for k in range(5):
-        region = slide_region(slide, *_geometry(slide, 1.0, (0, 64 * k)))
-        items += slide_items(slide, _tissue((64, 64)), region)
+        region = slide_region(slide, *slide_geometry(slide, 1.0, (0, 64 * k)))
+        items += slide_items(slide, tissue_labels((64, 64)), region)
     real, calls = writer_module._write_tiff, []
 
     def failing(path, array):
@@ -199,7 +164,8 @@ KILL_SCRIPT = """
 import sys, time
 import numpy as np
 import napari_neuroseg.dataset.writer as w
-from napari_neuroseg.annotate.export import export_items, volume_items
+from napari_neuroseg.annotate.export import export_items
+from napari_neuroseg.annotate.export_plan import volume_items
 from napari_neuroseg.io import open_image
 real = w._write_tiff
 def slow(path, array):
@@ -297,7 +263,7 @@ def test_ct_series_exports_slice_labels_with_the_patient_label(tmp_path):
 
 
 def test_nuclei_instances_and_derived_tile_labels(slide, tmp_path):
-    region = slide_region(slide, *_geometry(slide, 0.5, (0, 0)))
+    region = slide_region(slide, *slide_geometry(slide, 0.5, (0, 0)))
     labels = np.zeros((512, 256), np.int32)
     for k, (y, x) in enumerate([(40, 40), (60, 200), (300, 100)], start=1):
         labels[y - 6:y + 6, x - 6:x + 6] = k
@@ -338,7 +304,7 @@ class _FakeStore:
     def __init__(self, image, labels):
         from dataclasses import make_dataclass
 
-        self.scale, self.translate = _geometry(image, 1.0, (0, 0))
+        self.scale, self.translate = slide_geometry(image, 1.0, (0, 0))
         self.labels = labels
         record = make_dataclass("R", ["region", "corrected_by_person"])
         self._regions = [record(Region(0, 0, 32, 32), True), record(Region(64, 64, 96, 128),
@@ -370,7 +336,6 @@ def test_a_label_store_exports_each_committed_region_once(tmp_path):
     from napari_neuroseg.dataset import Dataset
     from napari_neuroseg.engine import Region
     from napari_neuroseg.io import open_image
-    from napari_neuroseg.samples.slide import write_synthetic_slide
 
     slide = write_synthetic_slide(tmp_path / "s.tif", size=(1024, 1024), mpp=0.5)
     image = open_image(slide)[0]

@@ -6,8 +6,9 @@ importing one (``trainjob`` for a light subprocess helper) does not load the oth
 - :mod:`~napari_neuroseg.annotate.palette`: class maps (names, colours, napari tables);
 - :mod:`~napari_neuroseg.annotate.labelstore`: the tile-sparse label store of a slide;
 - :mod:`~napari_neuroseg.annotate.instances`: delete, merge, split, add instances;
-- :mod:`~napari_neuroseg.annotate.export`, :mod:`~napari_neuroseg.annotate.geojson`: the
-  dataset export and QuPath GeoJSON;
+- :mod:`~napari_neuroseg.annotate.export_plan`, :mod:`~napari_neuroseg.annotate.export`,
+  :mod:`~napari_neuroseg.annotate.geojson`: dataset items from labels, the dataset export,
+  and QuPath GeoJSON;
 - :mod:`~napari_neuroseg.annotate.trainjob`: ``python -m training`` as a watched process.
 """
 

@@ -1,8 +1,9 @@
 """The Export widget: corrected labels to a training dataset, and QuPath GeoJSON both ways.
 
-Thin over :mod:`napari_neuroseg.annotate.export` and :mod:`napari_neuroseg.annotate.geojson`:
-the GUI thread only copies the labels and reads the settings; planning, validation, reading
-the image pixels, hashing the source and writing run in a worker. A slide's labels are a
+Thin over :mod:`napari_neuroseg.annotate.export_plan`, ``annotate.export`` and
+``annotate.geojson``: the GUI thread only copies the labels and reads the settings;
+planning, validation, reading the image pixels, hashing the source and writing run in a
+worker. A slide's labels are a
 layer on the slide's working grid (an edit region, a result or a layer painted from
 scratch) or, for a multiscale layer backed by a label store (``metadata["neuroseg"]
 ["label_store"]``), every committed region of the store.
@@ -27,10 +28,8 @@ from magicgui.widgets import (
 )
 from qtpy.QtCore import QTimer
 
-from napari_neuroseg.annotate.export import (
-    EXPORT_TASKS,
-    ExportReport,
-    export_items,
+from napari_neuroseg.annotate.export import EXPORT_TASKS, ExportReport, export_items
+from napari_neuroseg.annotate.export_plan import (
     label_store_items,
     nuclei_tile_items,
     slide_items,
