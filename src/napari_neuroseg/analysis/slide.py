@@ -1,9 +1,9 @@
 """A model over a whole-slide image: level choice, stain normalisation, tissue skipping.
 
 :func:`plan_slide` does the per-slide work once (pick the pyramid level for the model's µm/px,
-fit Macenko on a low-resolution level, compute the HSV tissue mask); :func:`predict_slide` then
-runs the tile engine over any region, as often as needed (the live viewer asks for the visible
-tiles, the batch command for everything).
+fit Macenko on a low-resolution level, compute the HSV tissue mask at 16 µm/px);
+:func:`predict_slide` then runs the tile engine over any region, as often as needed (the live
+viewer asks for the visible tiles, the batch command for everything).
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ class SlidePlan:
     preprocess_key : str
         Identifies the preprocessing for the tile cache.
     tissue : numpy.ndarray or None
-        The low-resolution tissue mask.
+        The tissue mask, at about 16 µm/px
+        (:func:`~napari_neuroseg.preprocess.tissue.slide_tissue_mask_at`).
     notes : list of str
         What was decided, for the user (level, resampling, tissue fraction).
     """
