@@ -64,15 +64,21 @@ def _press(button: Any) -> None:
     button.native.click()
 
 
-# -- slides: nuclei of the view -------------------------------------------------------------
-def slide_scene(viewer: napari.Viewer, path: Path | None, timeout: float) -> SceneResult:
-    """Nuclei (HoVer-Net) of the slide region on screen (~320 µm high): count and density."""
+def _slide_with_widget(viewer: napari.Viewer, path: Path | None, name: str) -> tuple[Any, Any]:
+    """Open the slide, dock the widget ``name`` beside it and point the widget at the slide."""
     layers = load(viewer, "slide", path)
     slide = next(layer for layer in layers if layer.__class__.__name__ == "Image")
     focus(viewer, [slide])
-    dock_widget, widget = dock(viewer, "Nuclei")
+    dock_widget, widget = dock(viewer, name)
     fit_dock(dock_widget, widget)
     widget.layer.value = slide
+    return slide, widget
+
+
+# -- slides: nuclei of the view -------------------------------------------------------------
+def slide_scene(viewer: napari.Viewer, path: Path | None, timeout: float) -> SceneResult:
+    """Nuclei (HoVer-Net) of the slide region on screen (~320 µm high): count and density."""
+    slide, widget = _slide_with_widget(viewer, path, "Nuclei")
     center = _slide_view_center(slide)
     frame(viewer, center, (SLIDE_VIEW_UM, SLIDE_VIEW_UM), margin=1.0)
     settle(0.2)
@@ -92,12 +98,7 @@ def slide_scene(viewer: napari.Viewer, path: Path | None, timeout: float) -> Sce
 def live_scene(viewer: napari.Viewer, path: Path | None, timeout: float) -> SceneResult:
     """The Analyse widget live on a ~0.6 mm view: labels and a per-class heatmap of the tiles
     on screen (a model with trained weights when one ships, else random weights, said so)."""
-    layers = load(viewer, "slide", path)
-    slide = next(layer for layer in layers if layer.__class__.__name__ == "Image")
-    focus(viewer, [slide])
-    dock_widget, widget = dock(viewer, "Analyse slide")
-    fit_dock(dock_widget, widget)
-    widget.layer.value = slide
+    slide, widget = _slide_with_widget(viewer, path, "Analyse slide")
     registry = widget.picker.registry
     trained = [name for name in widget.picker.model.choices
                if name in registry.names() and registry.checkpoint(name) is not None]
