@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,9 @@ import pytest
 from skimage.draw import ellipse
 
 from napari_neuroseg.dataset import DatasetWriter
+from napari_neuroseg.models.checkpoint import save_checkpoint
+from napari_neuroseg.models.registry import ModelRegistry
+from training.tasks._common import build_spec
 
 
 def synthetic_nuclei_tile(seed: int, size: int, attempts: int, radii: tuple[int, int]
@@ -42,5 +46,24 @@ def make_nuclei_dataset(tmp_path_factory):
                 image, labels = synthetic_nuclei_tile(10 + i, size, attempts, radii)
                 writer.add(image, labels, patient_id=f"TCGA-XX-000{i // 2}", slide_id=f"s{i}")
         return root
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def make_tiny_hovernet(tmp_path_factory):
+    """``make(postprocess=None)``: an untrained, tiny nuclei-hovernet checkpoint (seed 0); the
+    spec keeps the task's default post-processing unless ``postprocess`` replaces it."""
+    import torch
+
+    def make(postprocess: dict | None = None) -> Path:
+        spec = build_spec("nuclei-hovernet", {"base_features": 4, "encoder_depth": 2,
+                                              "blocks_per_level": 1})
+        if postprocess is not None:
+            spec = replace(spec, extra={**spec.extra, "postprocess": postprocess})
+        torch.manual_seed(0)
+        path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+        save_checkpoint(path, ModelRegistry().build(spec), spec)
+        return path
 
     return make

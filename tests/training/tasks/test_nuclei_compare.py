@@ -1,7 +1,6 @@
 """A nuclei checkpoint and the classical baseline scored on the same tiles, in one run."""
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,11 +8,10 @@ import torch
 
 from napari_neuroseg.analysis.nuclei_classical import ClassicalNucleiOptions, classical_nuclei
 from napari_neuroseg.dataset import Dataset, DatasetWriter
-from napari_neuroseg.models.checkpoint import load_checkpoint, save_checkpoint
-from napari_neuroseg.models.registry import ModelRegistry
+from napari_neuroseg.models.checkpoint import load_checkpoint
 from training.cli import main
 from training.metrics import nuclei_metrics
-from training.tasks._common import DataError, build_spec, task_split
+from training.tasks._common import DataError, task_split
 from training.tasks.nuclei_compare import (
     baseline_options,
     baseline_scores,
@@ -32,17 +30,10 @@ def dataset(make_nuclei_dataset):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(make_tiny_hovernet):
     """An untrained, tiny nuclei-hovernet checkpoint (post-processing saved in its spec)."""
-    spec = build_spec("nuclei-hovernet", {"base_features": 4, "encoder_depth": 2,
-                                          "blocks_per_level": 1})
-    spec = replace(spec, extra={**spec.extra, "postprocess": {
-        "np_threshold": 0.5, "marker_threshold": 0.4, "min_size": 8, "ksize": 7}})
-    torch.manual_seed(0)
-    model = ModelRegistry().build(spec)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_checkpoint(path, model, spec)
-    return path
+    return make_tiny_hovernet({"np_threshold": 0.5, "marker_threshold": 0.4, "min_size": 8,
+                               "ksize": 7})
 
 
 def direct_baseline(data: Dataset, indices, options=None) -> dict:

@@ -13,11 +13,8 @@ from napari_neuroseg.models.checkpoint import (
     checkpoint_paths,
     load_checkpoint,
     read_sidecar,
-    save_checkpoint,
 )
-from napari_neuroseg.models.registry import ModelRegistry
 from training.cli import main
-from training.tasks._common import build_spec
 from training.tasks.nuclei import _loader, instance_scores
 from training.tasks.nuclei_compare import baseline_scores, evaluation_indices
 from training.tasks.nuclei_data import NucleiTiles
@@ -42,14 +39,9 @@ def dataset(make_nuclei_dataset):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(make_tiny_hovernet):
     """An untrained, tiny nuclei-hovernet checkpoint (the task's default post-processing)."""
-    spec = build_spec("nuclei-hovernet", {"base_features": 4, "encoder_depth": 2,
-                                          "blocks_per_level": 1})
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_checkpoint(path, ModelRegistry().build(spec), spec)
-    return path
+    return make_tiny_hovernet()
 
 
 def test_default_grids_are_the_ones_the_shipped_options_came_from():
