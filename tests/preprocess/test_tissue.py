@@ -192,6 +192,29 @@ def test_mask_at_a_fixed_pixel_size_does_not_depend_on_the_pyramid(pyramid):
     assert (keep[0] == keep[1]).mean() >= 0.98  # the tiles analysed are (nearly) the same
 
 
+
+class _CountingLevel:
+    """An array-like slide level (not dask) that records the size of every read."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array, self.shape, self.dtype, self.ndim = array, array.shape, array.dtype, 3
+        self.reads: list[int] = []
+
+    def __getitem__(self, key):
+        out = self.array[key]
+        self.reads.append(out.size)
+        return out
+
+
+def test_mask_at_reads_a_plain_level_block_by_block(pyramid):
+    levels, _ = pyramid
+    plain = _CountingLevel(np.asarray(levels[1]))  # 2048 x 2048, 0.5 µm/px here
+    mask, downsample = slide_tissue_mask_at([levels[0], plain], base_mpp=0.25, mpp=4.0)
+    assert downsample == (16.0, 16.0) and mask.shape == (256, 256)
+    assert len(plain.reads) > 1 and max(plain.reads) < plain.array.size  # never all at once
+    full, _ = slide_tissue_mask_at(levels, base_mpp=0.25, mpp=4.0)
+    assert (mask == full).mean() > 0.97
+
 def test_mask_at_is_capped_in_size_and_checks_its_pixel_sizes(pyramid):
     levels, _ = pyramid
     mask, downsample = slide_tissue_mask_at(levels, base_mpp=0.25, mpp=1.0, max_size=512)

@@ -156,7 +156,11 @@ def lowres_level(
 def _block_mean(level: Any, factor: int) -> Any:
     import dask.array as da
 
-    lazy = level if isinstance(level, da.Array) else da.from_array(np.asarray(level))
+    if isinstance(level, da.Array):
+        lazy = level
+    else:  # read block by block, never the whole level at once (it may be an opened file)
+        edge = factor * max(1, 1024 // factor)
+        lazy = da.from_array(level, chunks=(edge, edge, *level.shape[2:]))
     blocks = da.coarsen(np.mean, lazy.astype(np.float32), {0: factor, 1: factor}, trim_excess=True)
     return (blocks + 0.5).astype(np.uint8)
 
