@@ -167,3 +167,30 @@ def test_closing_disconnects_and_cancels(widget, viewer, tmp_path, qtbot):
     qtbot.waitUntil(lambda: not job.running, timeout=10000)
     viewer.add_labels(np.zeros((4, 4), np.uint8))  # no callback into the closed widget
     assert isinstance(job.out, Path)
+
+
+DECOY = textwrap.dedent("""
+    import json
+    print(json.dumps({"event": "failed", "error": "decoy training package ran"}), flush=True)
+""")
+
+
+def test_a_training_folder_in_the_working_directory_cannot_shadow_the_package(
+        make_napari_viewer, tmp_path, monkeypatch, qtbot):
+    """A user's project folder holding its own ``training/`` package: the run still uses ours."""
+    decoy = tmp_path / "project" / "training"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("")
+    (decoy / "__main__.py").write_text(DECOY)
+    monkeypatch.chdir(decoy.parent)
+    viewer = make_napari_viewer(show=True)
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    (tmp_path / "not-a-dataset").mkdir()
+    widget.data.value = tmp_path / "not-a-dataset"
+    widget.out.value = tmp_path / "run"
+    widget.device.value = "cpu"
+    widget.train_button.clicked.emit()
+    _wait_done(widget, qtbot)
+    assert "decoy" not in widget.status.value
+    assert "no dataset manifest" in widget.status.value  # the real package refused the folder

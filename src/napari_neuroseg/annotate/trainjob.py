@@ -40,6 +40,7 @@ __all__ = [
     "default_run_folder",
     "parse_event",
     "parse_options",
+    "training_launcher",
 ]
 
 #: The ``python -m training`` task sub-commands (they match the dataset manifests' ``task``).
@@ -98,6 +99,17 @@ def dataset_task(path: str | os.PathLike[str]) -> str | None:
     return task if isinstance(task, str) else None
 
 
+def training_launcher() -> tuple[str, ...]:
+    """The argv prefix that runs this environment's ``training`` package.
+
+    ``python -P -m training`` on Python 3.11+: ``-P`` keeps the working directory off
+    ``sys.path``, so a ``training`` folder there cannot shadow the installed package (the
+    child also runs in the run folder, which covers Python 3.10).
+    """
+    safe_path = ("-P",) if sys.version_info >= (3, 11) else ()
+    return (sys.executable, *safe_path, "-m", "training")
+
+
 def default_run_folder(data: str | os.PathLike[str], task: str,
                        now: datetime | None = None) -> Path:
     """``<dataset's parent>/runs/<task>-<YYYYmmdd-HHMMSS>``: a fresh folder per run."""
@@ -126,7 +138,9 @@ class TrainJob:
         Task options as YAML text (or a mapping), written to ``out/train-options.yaml`` and
         passed as ``--config``.
     launcher : sequence of str
-        The argv prefix that runs the training command line (tests swap in a wrapper script).
+        The argv prefix that runs the training command line (default
+        :func:`training_launcher`; tests swap in a wrapper script). The child runs in ``out``
+        (every path it gets is absolute), never in the caller's working directory.
     """
 
     task: str
@@ -136,7 +150,7 @@ class TrainJob:
     epochs: int | None = None
     device: str | None = None
     extra_config: str | Mapping[str, Any] | None = None
-    launcher: Sequence[str] = field(default_factory=lambda: (sys.executable, "-m", "training"))
+    launcher: Sequence[str] = field(default_factory=training_launcher)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -234,7 +248,7 @@ class TrainJob:
             self.process = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=self._log, text=True, encoding="utf-8", errors="replace", bufsize=1,
-                env=env, **group)
+                env=env, cwd=self.out, **group)
         except OSError:
             self._close_log()
             raise
