@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from napari_neuroseg.io.nifti_writer import write_nifti_labels
 from napari_neuroseg.io.writers import write_labels, write_probabilities
 
 
+def _neuroseg(attributes: dict[str, Any]) -> dict[str, Any]:
+    """The layer's ``metadata["neuroseg"]`` (empty for layers the plugin did not make)."""
+    return dict((attributes.get("metadata") or {}).get("neuroseg") or {})
+
+
 def _unit(attributes: dict[str, Any]) -> str | None:
-    meta = attributes.get("metadata") or {}
-    return (meta.get("neuroseg") or {}).get("unit")
+    return _neuroseg(attributes).get("unit")
 
 
 def write_labels_layer(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
@@ -33,4 +38,19 @@ def write_image_layer(path: str, data: Any, attributes: dict[str, Any]) -> list[
         unit=_unit(attributes),
         pyramid=bool(attributes.get("multiscale")),
         metadata={"name": attributes.get("name")},
+    )
+
+
+def write_nifti_labels_layer(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
+    """Write an MRI or CT labels layer as NIfTI in its source volume's geometry.
+
+    See :mod:`napari_neuroseg.io.nifti_writer`: labels over a NIfTI volume keep its affine,
+    labels over a DICOM series get the series' patient geometry.
+    """
+    return write_nifti_labels(
+        path,
+        data,
+        geometry=_neuroseg(attributes),
+        scale=attributes.get("scale"),
+        translate=attributes.get("translate"),
     )
