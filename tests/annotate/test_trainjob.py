@@ -16,6 +16,7 @@ from napari_neuroseg.annotate.trainjob import (
     default_run_folder,
     parse_event,
     parse_options,
+    training_launcher,
 )
 from napari_neuroseg.models.checkpoint import load_checkpoint
 
@@ -43,7 +44,7 @@ def test_command_is_the_exact_argv_and_a_copyable_shell_line(tmp_path):
                    out=tmp_path / "run", epochs=3, device="cuda", extra_config=SMALL)
     data, run = str((tmp_path / "my data").absolute()), str((tmp_path / "run").absolute())
     init, options = str((tmp_path / "model.safetensors").absolute()), f"{run}/train-options.yaml"
-    assert job.command() == [sys.executable, "-m", "training", "mri", "--data", data,
+    assert job.command() == [*training_launcher(), "mri", "--data", data,
                              "--init", init, "--out", run, "--epochs", "3", "--device", "cuda",
                              "--config", options, "--progress", "jsonl"]
     shell = job.shell_command()
@@ -52,7 +53,7 @@ def test_command_is_the_exact_argv_and_a_copyable_shell_line(tmp_path):
                                   "--config", options]
     assert "'" in shell  # the space in "my data" is quoted
     bare = TrainJob("ct", tmp_path / "d", out=tmp_path / "r")
-    assert bare.command()[3:] == ["ct", "--data", str((tmp_path / "d").absolute()), "--out",
+    assert bare.command()[len(training_launcher()):] == ["ct", "--data", str((tmp_path / "d").absolute()), "--out",
                                   str((tmp_path / "r").absolute()), "--progress", "jsonl"]
 
 
@@ -175,3 +176,9 @@ def test_cancel_before_start_means_it_never_starts(tmp_path):
     assert job.process is None and job.returncode is None
     with pytest.raises(RuntimeError, match="cancelled before it started"):
         job.start()
+
+
+def test_the_default_launcher_keeps_the_working_directory_off_sys_path():
+    launcher = training_launcher()
+    assert launcher[0] == sys.executable and launcher[-2:] == ("-m", "training")
+    assert ("-P" in launcher) == (sys.version_info >= (3, 11))
