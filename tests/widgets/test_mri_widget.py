@@ -71,8 +71,12 @@ def test_lgg_patient_segments_to_the_known_mask_with_its_volume(viewer, widget, 
                                size=64, seed=1)
     viewer.open(str(folder), plugin=PLUGIN)
     pid = folder.name
-    assert viewer.layers[f"{pid} FLAIR"] in [layer for _, layer in widget._stack_choices()]
-    widget.layer.value = viewer.layers[f"{pid} FLAIR"]
+    # one entry for the patient, named by the three sequences it stacks
+    assert [title for title, _ in widget._stack_choices()] == [
+        f"{pid} (pre-contrast + FLAIR + post-contrast)"]
+    widget.layer.value = viewer.layers[f"{pid} FLAIR"]  # any channel selects the stack
+    assert widget.layer.value is viewer.layers[f"{pid} pre-contrast"]
+    assert widget.layer.native.currentText() == f"{pid} (pre-contrast + FLAIR + post-contrast)"
     calls: list = []
     widget.load_model = threshold_model(calls=calls)
     _segment(widget, qtbot)
@@ -281,3 +285,68 @@ def test_real_lgg_slices_are_stacked_segmented_and_measured(viewer, widget, qtbo
     ml = np.count_nonzero(labels.data) * 0.001
     assert f"Tumour volume: {ml:.3f} ml" in widget.volume.value
     assert "voxel size unknown" in widget.volume.value
+
+
+def test_cleanup_keeps_painted_corrections_and_is_one_undo_step(make_napari_viewer, qtbot,
+                                                                 tmp_path):
+    """Issue 12, items 6 and 7: paint on the segmentation, tick "Drop components on a single
+    slice": the painted voxels stay, and Ctrl+Z / Ctrl+Shift+Z undo and redo the clean-up."""
+    viewer = make_napari_viewer(show=True)
+    widget = MRIWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    path, truth, lesion = _stack_with_specks(tmp_path)
+    layers = viewer.open(str(path), plugin=PLUGIN)
+    widget.layer.value = layers[1]
+    widget.load_model = threshold_model()
+    _segment(widget, qtbot)
+    layer = widget.labels_layer
+    np.testing.assert_array_equal(layer.data, truth)
+    # the user's corrections: a brush stroke on slice 3 (a one-slice lesion the model missed)
+    # and an erased false positive (the two-slice blob), as strokes record them
+    viewer.layers.selection.active = layer
+    viewer.dims.set_current_step(0, 3)
+    layer.brush_size = 5
+    layer.paint((3, 50, 10), 1)
+    painted = layer.data[3] & ~truth[3].astype(bool)
+    assert painted.sum() >= 9 and not truth[3, 48:53, 8:13].any()
+    zs, ys, xs = np.nonzero(truth[:, 56:62, 56:62])
+    layer.data_setitem((zs, ys + 56, xs + 56), 0)
+    corrected = np.array(layer.data, copy=True)
+    strokes = len(layer._undo_history)
+
+    out = _volume_after(widget, qtbot, lambda: setattr(widget.single_slice, "value", True))
+    # the model's own one-slice speck is dropped; the painted one-slice lesion stays
+    assert widget.labels_layer is layer and layer.data[6, 2:7, 2:7].sum() == 0
+    np.testing.assert_array_equal(layer.data[3], corrected[3])
+    assert not layer.data[1:3, 56:62, 56:62].any()  # the erased blob stays erased
+    assert out["voxels"] == lesion + int(painted.sum()) == int(np.count_nonzero(layer.data))
+    assert len(layer._undo_history) == strokes + 1  # the clean-up is one step; strokes kept
+
+    layer.undo()  # Ctrl+Z: the labels as they were before the clean-up
+    np.testing.assert_array_equal(layer.data, corrected)
+    layer.redo()  # Ctrl+Shift+Z
+    assert layer.data[6, 2:7, 2:7].sum() == 0 and layer.data[3].sum() == corrected[3].sum()
+    layer.undo()
+    layer.undo()  # the erasure
+    layer.undo()  # the brush stroke
+    np.testing.assert_array_equal(layer.data, truth)
+
+
+def test_loosening_cleanup_brings_back_the_model_voxels_but_not_erased_ones(
+        make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer(show=True)
+    widget = MRIWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    path, truth, lesion = _stack_with_specks(tmp_path)
+    layers = viewer.open(str(path), plugin=PLUGIN)
+    widget.layer.value = layers[1]
+    widget.load_model = threshold_model()
+    _segment(widget, qtbot)
+    _volume_after(widget, qtbot, lambda: setattr(widget.single_slice, "value", True))
+    layer = widget.labels_layer
+    assert layer.data[6, 2:7, 2:7].sum() == 0
+    zs, ys, xs = np.nonzero(truth[:, 56:62, 56:62])
+    layer.data_setitem((zs, ys + 56, xs + 56), 0)  # erase the blob after the clean-up
+    _volume_after(widget, qtbot, lambda: setattr(widget.single_slice, "value", False))
+    assert layer.data[6, 2:7, 2:7].sum() == 25  # the speck the option dropped is back
+    assert not layer.data[1:3, 56:62, 56:62].any()  # the erasure is kept

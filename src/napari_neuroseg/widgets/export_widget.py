@@ -47,7 +47,7 @@ from napari_neuroseg.dataset.convert_nuclei import NUCLEI_CLASSES, TILE_CLASSES
 from napari_neuroseg.dataset.manifest import DatasetError, parse_class_map
 from napari_neuroseg.io import LazyImage
 from napari_neuroseg.widgets._common import image_from_layer, report_error, start_worker
-from napari_neuroseg.widgets.mri_widget import channel_layers, stack_from_layers
+from napari_neuroseg.widgets._mri_stack import channel_layers, stack_from_layers
 
 if TYPE_CHECKING:
     import napari

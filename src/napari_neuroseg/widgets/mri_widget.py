@@ -5,15 +5,18 @@ channel layers are stacked back in file order; a TIFF stack; a NIfTI volume), a 
 device, and press "Segment stack". The stack is segmented slice by slice in a background
 worker; results fill in a labels layer (class names and colours from the model spec) and a
 probability heatmap, both aligned with the stack. The optional 3-D connected-component
-clean-up and the tumour volume in ml are recomputed in a worker from the stored raw result
-whenever their options change.
+clean-up and the tumour volume in ml are recomputed in a worker whenever their options
+change. The clean-up works on the current labels: voxels the user painted or erased keep
+the user's value, the model's own voxels are cleaned from the raw result (so loosening an
+option brings back what a stricter one dropped), and the change is written as one undo step
+(Ctrl+Z restores the labels as they were).
 """
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
@@ -39,80 +42,22 @@ from napari_neuroseg.models.spec import ModelSpec
 from napari_neuroseg.widgets._common import (
     ModelPicker,
     forget_removed_layers,
-    image_layers,
     report_error,
     start_worker,
     warn,
 )
+from napari_neuroseg.widgets._mri_stack import (
+    StackComboBox,
+    channel_layers,
+    stack_from_layers,
+)
+from napari_neuroseg.widgets._undoable import write_labels
 
 if TYPE_CHECKING:
     import napari
 
 MRI_MODELS = ("mri-flair-unet", "mri-flair-transunet")
 RESULT_MODALITY = "result"  # marks the widget's own layers so they are not offered as input
-
-
-def channel_layers(layers: Sequence[Any], layer: Any) -> list[Any]:
-    """``layer`` and its sibling channels when a reader split a multi-channel stack.
-
-    A Kaggle LGG patient or a multi-channel TIFF opened by this plugin becomes one image layer
-    per channel (napari's ``channel_axis``); their metadata still says ``"zyxc"``. The
-    siblings share the source and patient and are returned in file channel order.
-    """
-    meta = layer.metadata.get("neuroseg", {})
-    axes = str(meta.get("axes") or "")
-    if "c" not in axes or layer.ndim != len(axes) - 1:
-        return [layer]
-    keys = ("source", "patient_id", "axes")
-
-    def key(other: Any) -> tuple:
-        return tuple(other.metadata.get("neuroseg", {}).get(k) for k in keys)
-
-    group = [other for other in layers
-             if other.__class__.__name__ == "Image" and other.data.shape == layer.data.shape
-             and key(other) == key(layer)]
-    names = list(meta.get("channels") or [])
-    if names:
-        def order(other: Any) -> int:
-            hits = [i for i, n in enumerate(names) if other.name.endswith(f" {n}")]
-            return hits[0] if hits else len(names)
-        group.sort(key=order)
-    return group
-
-
-def stack_from_layers(layers: Sequence[Any]) -> LazyImage:
-    """One ``"zyx"`` (one layer) or ``"zyxc"`` (one layer per channel) record, lazily stacked.
-
-    Scale, translate and unit come from the first layer (the channels share them).
-    """
-    first = layers[0]
-    if first.ndim != 3 or getattr(first, "rgb", False) or getattr(first, "multiscale", False):
-        raise ValueError(f"{first.name}: expected a 3-D (z, y, x) stack, got "
-                         f"{first.ndim}-D data")
-    arrays = [layer.data if isinstance(layer.data, da.Array)
-              else da.from_array(np.asarray(layer.data), chunks=(1, *layer.data.shape[1:]))
-              for layer in layers]
-    data = arrays[0] if len(arrays) == 1 else da.stack(arrays, axis=-1)
-    meta = first.metadata.get("neuroseg", {})
-    return LazyImage(
-        levels=[data], axes="zyx" if len(arrays) == 1 else "zyxc",
-        scale=tuple(float(s) for s in first.scale), unit=str(meta.get("unit") or "mm"),
-        name=stack_name(layers), modality="MR", source=str(meta.get("source") or first.name),
-        translate=tuple(float(t) for t in first.translate),
-        metadata={"voxel_size": meta.get("voxel_size", "known"),
-                  "channels": [layer.name for layer in layers]},
-    )
-
-
-def stack_name(layers: Sequence[Any]) -> str:
-    """The name the layers share (an LGG patient id), else the first layer's name."""
-    if len(layers) == 1:
-        return str(layers[0].name)
-    prefix = str(layers[0].name)
-    for layer in layers[1:]:
-        while not str(layer.name).startswith(prefix):
-            prefix = prefix[:-1]
-    return prefix.strip(" _-") or str(layers[0].name)
 
 
 def load_model(source: ModelSource) -> tuple[Callable[[np.ndarray], np.ndarray], ModelSpec]:
@@ -144,14 +89,27 @@ def segment_stack(image: LazyImage, source: ModelSource, load: Callable[..., Any
 
 
 def cleanup_and_measure(raw: np.ndarray, *, min_size: float, size_unit: str,
-                        drop_single_slice: bool, scale: Sequence[float],
-                        unit: str) -> dict[str, Any]:
-    """Clean ``raw`` and measure it (run in a worker; pure)."""
+                        drop_single_slice: bool, scale: Sequence[float], unit: str,
+                        current: np.ndarray | None = None,
+                        edited: np.ndarray | None = None) -> dict[str, Any]:
+    """Clean the labels and measure them (run in a worker; pure).
+
+    Parameters
+    ----------
+    raw : numpy.ndarray
+        The model's labels.
+    current, edited : numpy.ndarray, optional
+        The labels on screen and where the user changed them (bool). There the user's value
+        is the clean-up's input, and it is kept in the result whatever the options.
+    """
+    base = raw if edited is None else np.where(edited, current, raw)
     min_voxels = (round(min_size) if size_unit == "voxels"
                   else min_voxels_for_volume(min_size, scale, unit))
-    result = clean_labels(raw, min_voxels=min_voxels, drop_single_slice=drop_single_slice)
+    result = clean_labels(base, min_voxels=min_voxels, drop_single_slice=drop_single_slice)
+    if edited is not None and edited.any():
+        result = dataclasses.replace(result, labels=np.where(edited, current, result.labels))
     return {"cleanup": result, "min_voxels": min_voxels,
-            "raw_ml": volume_ml(raw, scale, unit), "ml": volume_ml(result.labels, scale, unit),
+            "raw_ml": volume_ml(base, scale, unit), "ml": volume_ml(result.labels, scale, unit),
             "voxels": int(np.count_nonzero(result.labels))}
 
 
@@ -199,7 +157,7 @@ class MRIWidget(Container):
         self._viewer = viewer
         self.load_model: Callable[[ModelSource], Any] = load_model
         self.planes_per_step = 4
-        self.layer = ComboBox(label="MRI stack", choices=self._stack_choices)
+        self.layer = StackComboBox(viewer, label="MRI stack")
         self.picker = ModelPicker(tasks=("semantic_segmentation",), names=MRI_MODELS)
         self.segment_button = PushButton(text="Segment stack")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -217,6 +175,8 @@ class MRIWidget(Container):
         self._stop = threading.Event()
         self._image: LazyImage | None = None
         self._raw: np.ndarray | None = None
+        self._written: np.ndarray | None = None  # what the widget last wrote to the layer
+        self._edited: np.ndarray | None = None  # voxels the user changed since
         self._done = 0
         self.labels_layer: Any = None
         self.heatmap_layer: Any = None
@@ -237,8 +197,8 @@ class MRIWidget(Container):
 
     # -- layers --------------------------------------------------------------------------
     def _stack_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        layers = [layer for layer in image_layers(self._viewer, ("MR",)) if layer.ndim == 3]
-        return [(layer.name, layer) for layer in layers]
+        """``(title, first channel layer)`` per MRI stack (:class:`StackComboBox`)."""
+        return self.layer._stacks()
 
     def _on_layers_changed(self, event: Any = None) -> None:
         self.layer.reset_choices()
@@ -281,6 +241,8 @@ class MRIWidget(Container):
         self._image, self._done = image, 0
         self._cleanup_generation += 1  # a clean-up still running belongs to the last stack
         self._raw = np.zeros(image.shape[:3], np.uint8)
+        self._written = np.zeros(image.shape[:3], np.uint8)
+        self._edited = np.zeros(image.shape[:3], bool)
         self._stop = threading.Event()
         self.progress.max, self.progress.value = image.shape[0], 0
         self.status.value = f"Loading {source.model} ..."
@@ -305,6 +267,7 @@ class MRIWidget(Container):
             return
         _, planes, labels, foreground = item
         self._raw[planes.start:planes.stop] = labels
+        self._written[planes.start:planes.stop] = labels
         self._done = planes.stop
         self.progress.value = planes.stop
         for layer, values in ((self.labels_layer, labels), (self.heatmap_layer, foreground)):
@@ -365,27 +328,50 @@ class MRIWidget(Container):
         self.min_size.step = 1.0 if unit == "voxels" else 0.01
         self.apply_cleanup()
 
+    def _current_labels(self) -> np.ndarray:
+        """The segmented slices as on screen, noting the voxels the user changed."""
+        done, layer = self._done, self.labels_layer
+        written = self._written[:done]
+        if layer is None or tuple(layer.data.shape) != self._raw.shape:
+            return written.copy()  # the layer was removed or replaced: the widget's own
+        current = np.array(layer.data[:done], dtype=np.uint8, copy=True)
+        self._edited[:done] |= current != written
+        return current
+
     def apply_cleanup(self, *_: Any) -> None:
-        """Re-apply the clean-up options to the stored raw result (in a worker)."""
+        """Re-apply the clean-up options to the current labels (in a worker).
+
+        Voxels the user painted or erased keep the user's value; the rest is cleaned from
+        the raw result. The change is written as one undo step.
+        """
         if self.closed or self._raw is None or self._done == 0 or self.running:
             return
         self._cleanup_generation += 1
         generation = self._cleanup_generation
+        current = self._current_labels()
         self.status.value = "Cleaning up ..."
         start_worker(cleanup_and_measure, self._raw[: self._done], min_size=self.min_size.value,
                      size_unit=self.size_unit.value, drop_single_slice=self.single_slice.value,
-                     scale=self._image.scale, unit=self._image.unit,
-                     on_done=lambda out: self._show_cleanup(generation, out),
+                     scale=self._image.scale, unit=self._image.unit, current=current,
+                     edited=self._edited[: self._done].copy(),
+                     on_done=lambda out: self._show_cleanup(generation, out, current),
                      on_error=self._fail)
 
-    def _show_cleanup(self, generation: int, out: dict[str, Any]) -> None:
+    def _show_cleanup(self, generation: int, out: dict[str, Any],
+                      before: np.ndarray | None = None) -> None:
         if self.closed or generation != self._cleanup_generation:
             return  # options changed again since: a newer result is on its way
         self.last_measure = out
         cleaned = out["cleanup"].labels
-        if self.labels_layer is not None:
-            self.labels_layer.data[: len(cleaned)] = cleaned
-            self.labels_layer.refresh()
+        layer = self.labels_layer
+        if layer is not None and before is not None and tuple(layer.data.shape) == \
+                self._raw.shape:
+            try:
+                write_labels(layer, before, cleaned)  # one undo step; later paint is kept
+            except ValueError as err:
+                self._fail(err)
+                return
+        self._written[: len(cleaned)] = cleaned
         self.volume.value = self.volume_text(out)
         depth = self._raw.shape[0]
         self.status.value = (f"Segmented {depth} slices" if self._done == depth
