@@ -38,6 +38,7 @@ __all__ = [
     "encode_event",
     "installed",
     "reporting",
+    "warn",
 ]
 
 PROGRESS_CHOICES = ("bar", "jsonl")
@@ -88,6 +89,21 @@ def _plain(value: Any) -> Any:
 def encode_event(event: dict[str, Any]) -> str:
     """One event as a single line of strict JSON (NaN and infinities become null)."""
     return json.dumps(_plain(event), separators=(",", ":"), allow_nan=False)
+
+
+def warn(message: str) -> None:
+    """Tell the user something about the run that does not stop it (e.g. a weaker split).
+
+    The message goes to stderr (the log) and, when a progress callback is installed (under
+    ``--progress jsonl``), as ``{"event": "warning", "message": ...}`` (the Train widget shows
+    it). Only rank 0 speaks.
+    """
+    if not _is_main_rank():
+        return
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+    callback = current()
+    if callback is not None:
+        callback({"event": "warning", "message": message})
 
 
 class JsonlProgress:

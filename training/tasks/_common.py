@@ -84,12 +84,15 @@ def task_split(data: Dataset, val_fraction: float, seed: int,
 
     Items marked ``"train"`` or ``"val"`` (``"test"`` items are left out) keep their side;
     the others are split by patient (or slide) with :func:`training.split.patient_split`.
-    No patient ends up on both sides.
+    No patient ends up on both sides, except when the free items all belong to one patient
+    and nothing is fixed in ``val`` (an export of one patient): then they are split item by
+    item, with a warning (:func:`training.events.warn`).
 
     Raises
     ------
     DataError
-        A patient has items fixed on both sides, or no validation item can be found.
+        A patient has items fixed on both sides, or no validation item can be found (fewer
+        than two patients and fewer than two free items).
     """
     groups = group_ids(data)
     fixed = {"train": set(), "val": set()}
@@ -113,12 +116,54 @@ def task_split(data: Dataset, val_fraction: float, seed: int,
         else:
             train_groups.update(free_groups)
     if not val_groups:
-        raise DataError(f"{data.path}: no validation patients: the split needs at least two "
-                        "patients (or items marked split='val')")
+        return _item_split(data, groups, free, val_fraction, seed, stratify)
     test = {i for i, item in enumerate(data.items) if item.split == "test"}
     train_idx = [i for i, g in enumerate(groups) if g in train_groups and i not in test]
     val_idx = [i for i, g in enumerate(groups) if g in val_groups and i not in test]
     order = list(dict.fromkeys(groups))
+    return PatientSplit(
+        train_indices=np.asarray(train_idx, dtype=np.int64),
+        val_indices=np.asarray(val_idx, dtype=np.int64),
+        train_patients=tuple(g for g in order if g in train_groups),
+        val_patients=tuple(g for g in order if g in val_groups),
+    )
+
+
+def _item_split(data: Dataset, groups: Sequence[Hashable], free: Sequence[int],
+                val_fraction: float, seed: int, stratify: Sequence[int] | None
+                ) -> PatientSplit:
+    """The fallback of :func:`task_split` when every free item belongs to one patient.
+
+    The free items (tiles, slices) are split one by one, stratified when possible, and a
+    warning says that validation now sees the training patient. Items fixed in ``train``
+    stay there.
+
+    Raises
+    ------
+    DataError
+        Fewer than two free items, or no validation item at all.
+    """
+    if len(free) < 2 or not 0.0 < val_fraction < 1.0:
+        raise DataError(f"{data.path}: no validation patients: the split needs at least two "
+                        "patients, two items of one patient, or items marked split='val'")
+    labels = None if stratify is None else [stratify[i] for i in free]
+    try:
+        part = patient_split(list(free), val_fraction, seed, stratify=labels)
+    except ValueError:  # every stratum holds one item: split without strata
+        part = patient_split(list(free), val_fraction, seed)
+    val_idx = sorted(free[i] for i in part.val_indices)
+    in_val = set(val_idx)
+    train_idx = [i for i, item in enumerate(data.items)
+                 if item.split != "test" and i not in in_val]
+    patients = sorted({str(groups[i]) for i in free})
+    events.warn(f"{data.path}: all {len(free)} unassigned items belong to one patient "
+                f"({', '.join(patients)}): validating on {len(val_idx)} of its items instead "
+                "of a patient-wise split. Validation scores are optimistic (neighbouring "
+                "tiles or slices of the same patient are on both sides); export a second "
+                "patient, or mark validation items (split: val), for an honest score.")
+    order = list(dict.fromkeys(groups))
+    train_groups = {groups[i] for i in train_idx}
+    val_groups = {groups[i] for i in val_idx}
     return PatientSplit(
         train_indices=np.asarray(train_idx, dtype=np.int64),
         val_indices=np.asarray(val_idx, dtype=np.int64),
