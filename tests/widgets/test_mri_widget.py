@@ -337,7 +337,7 @@ def test_loosening_cleanup_brings_back_the_model_voxels_but_not_erased_ones(
     viewer = make_napari_viewer(show=True)
     widget = MRIWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    path, truth, lesion = _stack_with_specks(tmp_path)
+    path, truth, _lesion = _stack_with_specks(tmp_path)
     layers = viewer.open(str(path), plugin=PLUGIN)
     widget.layer.value = layers[1]
     widget.load_model = threshold_model()
