@@ -364,8 +364,21 @@ def test_is_lgg_folder_and_slice(tmp_path):
     assert not is_lgg_slice(folder)
     for mask in folder.glob("*_mask.tif"):
         mask.unlink()
-    assert not is_lgg_folder(folder)
-    assert not is_lgg_slice(folder / f"{PID}_1.tif")
+    # a patient to segment has no masks: the Kaggle names are enough (issue 12, item 5)
+    assert is_lgg_folder(folder)
+    assert is_lgg_slice(folder / f"{PID}_1.tif")
+    # without masks, names that are not Kaggle's are not claimed
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for n in (1, 2):
+        tifffile.imwrite(plain / f"scan_{n}.tif", np.zeros((16, 16, 3), np.uint8),
+                         photometric="rgb")
+    assert not is_lgg_folder(plain)
+    assert not is_lgg_slice(plain / "scan_1.tif")
+    # a Kaggle name on a file that is not an HxWx3 slice (a volume) is not a slice
+    volume = tmp_path / "TCGA_XX_0001_20000101_1.tif"
+    tifffile.imwrite(volume, np.zeros((4, 16, 16), np.uint16), photometric="minisblack")
+    assert not is_lgg_slice(volume)
 
 
 def test_lgg_empty_folder_is_a_reader_error(tmp_path):
@@ -374,6 +387,89 @@ def test_lgg_empty_folder_is_a_reader_error(tmp_path):
     write_lgg_patient(tmp_path, patient_id=PID, n_slices=1, size=16)  # a kaggle_3m-like root
     with pytest.raises(ReaderError, match=f"1 patient folders inside \\(e.g. {PID}\\)"):
         read_lgg_folder(tmp_path)
+
+
+def test_lgg_patient_without_masks_opens_as_one_image(tmp_path):
+    from napari_neuroseg.io import detect_format, open_image
+
+    folder = write_lgg_patient(tmp_path, patient_id=PID, n_slices=12, size=16)
+    for mask in folder.glob("*_mask.tif"):
+        mask.unlink()
+    assert detect_format(folder) == "lgg"
+    (image,) = open_image(folder)  # no empty reference labels for a patient to segment
+    assert image.modality == "MR" and image.axes == "zyxc" and image.shape == (12, 16, 16, 3)
+    assert image.metadata["slice_numbers"] == list(range(1, 13))
+    assert any("no mask files" in w for w in image.warnings)
+    np.testing.assert_array_equal(image.levels[0][9].compute(),
+                                  tifffile.imread(folder / f"{PID}_10.tif"))
+
+
+def test_single_lgg_slice_without_mask_is_a_three_channel_mr_image(tmp_path):
+    from napari_neuroseg.io import detect_format, open_image
+
+    folder = write_lgg_patient(tmp_path, patient_id=PID, n_slices=3, size=16)
+    for mask in folder.glob("*_mask.tif"):
+        mask.unlink()
+    one = folder / f"{PID}_2.tif"
+    assert detect_format(one) == "lgg"  # not an RGB picture, not a 3-layer TIFF stack
+    (image,) = open_image(one)
+    assert image.modality == "MR" and image.shape == (1, 16, 16, 3)
+    assert image.metadata["slice_numbers"] == [2]
+    layers = to_layer_data([image])
+    ((_data, kwargs, kind),) = layers
+    assert kind == "image" and kwargs["channel_axis"] == 3
+    assert kwargs["name"] == [f"{PID} pre-contrast", f"{PID} FLAIR", f"{PID} post-contrast"]
+    assert kwargs["units"] == ("mm", "mm", "mm")
+
+
+def test_folder_of_many_patients_is_refused_by_open_image_with_a_pointer(tmp_path):
+    from napari_neuroseg.io import open_image
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for pid in ("TCGA_AA_0001_19990101", "TCGA_AA_0002_19990101"):
+        for f in write_lgg_patient(tmp_path / "src", patient_id=pid, n_slices=2,
+                                   size=16).iterdir():
+            shutil.copy(f, mixed / f.name)
+    with pytest.raises(ReaderError, match="2 patients") as info:
+        open_image(mixed)
+    message = str(info.value)
+    assert str(mixed) in message and "one patient at a time" in message
+    assert "TCGA_AA_0001_19990101_1.tif" in message
+    assert len(read_lgg_folder(mixed)) == 4  # the library call still reads them all
+    assert len(open_image(tmp_path / "src" / "TCGA_AA_0001_19990101")) == 2
+
+
+@pytest.mark.realdata
+def test_real_kaggle_patient_without_masks(shared_data, tmp_path):
+    from napari_neuroseg.io import detect_format, open_image
+
+    source = shared_data / "lgg_mri_kaggle3m" / "TCGA_CS_4941_19960909"
+    if not source.is_dir():
+        pytest.skip(f"{source} not found")
+    slices = sorted(p for p in source.glob("*.tif") if not p.name.endswith("_mask.tif"))[:4]
+    patient = tmp_path / source.name
+    patient.mkdir()
+    for path in slices:
+        shutil.copy(path, patient / path.name)
+    assert detect_format(patient) == "lgg"
+    (image,) = open_image(patient)
+    assert image.shape == (4, 256, 256, 3) and image.modality == "MR"
+    np.testing.assert_array_equal(image.levels[0][0].compute(),
+                                  tifffile.imread(patient / image.metadata["files"][0]))
+    (one,) = open_image(patient / slices[0].name)
+    assert one.shape == (1, 256, 256, 3)
+
+
+@pytest.mark.realdata
+def test_real_lgg_slices_folder_is_refused_by_open_image(shared_data):
+    from napari_neuroseg.io import open_image
+
+    folder = shared_data / "lgg_mri_slices"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found")
+    with pytest.raises(ReaderError, match="21 patients"):
+        open_image(folder)
 
 
 @pytest.mark.realdata

@@ -334,7 +334,13 @@ def test_is_slide_file(slides, tmp_path):
     assert is_slide_file(fake_svs)  # suffix sniff only
     photo = tmp_path / "photo.tif"
     tifffile.imwrite(photo, np.zeros((64, 64, 3), dtype=np.uint8), photometric="rgb")
-    assert not is_slide_file(photo)  # stripped single-level RGB: a picture, not a slide
+    assert is_slide_file(photo)  # a single stripped RGB picture: an H&E tile (issue 12)
+    stack = tmp_path / "rgb_stack.tif"
+    tifffile.imwrite(stack, np.zeros((4, 64, 64, 3), dtype=np.uint8), photometric="rgb")
+    assert not is_slide_file(stack)  # several RGB planes: a stack, not a picture
+    grey = tmp_path / "grey.tif"
+    tifffile.imwrite(grey, np.zeros((64, 64), dtype=np.uint8))
+    assert not is_slide_file(grey)
     stripped_pyramid = tmp_path / "stripped.ome.tiff"
     with tifffile.TiffWriter(stripped_pyramid, ome=False) as writer:
         writer.write(np.zeros((64, 64, 3), np.uint8), photometric="rgb", metadata=None)
@@ -388,3 +394,114 @@ def _assert_matches_openslide(path: Path, image, corner: tuple[int, int]) -> Non
     region = openslide.OpenSlide(str(path)).read_region((x, y), 0, (256, 256))
     theirs = np.asarray(region)[..., :3]
     assert np.abs(ours - theirs).max() <= 2
+
+
+# --- H&E pictures: PNG, JPEG and single RGB TIFFs (issue 12, item 4) ------------------------
+
+
+def _he_pixels(shape=(600, 800)) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+
+
+def test_png_without_density_opens_as_rgb_slide_with_the_gui_hint(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "tile.png"
+    pixels = _he_pixels()
+    Image.fromarray(pixels).save(path)
+    assert is_slide_file(path)
+    with pytest.warns(UserWarning, match="MPP override") as caught:
+        image = read_slide(path)
+    assert image.shape == (600, 800, 3) and image.axes == "yxc" and image.unit == "um"
+    assert image.display == {"rgb": True} and image.modality == "slide"
+    assert image.scale == (1.0, 1.0) and image.metadata["mpp_known"] is False
+    assert image.metadata["backend"] == "pillow" and image.metadata["format"] == "png"
+    (warning,) = image.warnings
+    assert "Open image" in warning and "read_slide(" not in warning
+    assert all("read_slide(" not in str(w.message) for w in caught)
+    np.testing.assert_array_equal(image.levels[0].compute(), pixels)
+    np.testing.assert_array_equal(image.levels[0][100:200, 700:].compute(), pixels[100:200, 700:])
+    fixed = read_slide(path, mpp=0.25)
+    assert fixed.scale == (0.25, 0.25) and fixed.warnings == []
+
+
+def test_jpeg_density_gives_the_mpp_and_a_72_dpi_default_is_ignored(tmp_path):
+    from PIL import Image
+
+    measured, default = tmp_path / "patch.jpg", tmp_path / "photo.jpeg"
+    Image.fromarray(_he_pixels((64, 96))).save(measured, dpi=(50800, 50800))  # 0.5 um/px
+    Image.fromarray(_he_pixels((64, 96))).save(default, dpi=(72, 72))
+    image = read_slide(measured)
+    assert image.scale == pytest.approx((0.5, 0.5)) and image.metadata["mpp_known"]
+    assert image.shape == (64, 96, 3) and image.levels[0].dtype == np.uint8
+    with pytest.warns(UserWarning):
+        guessed = read_slide(default)
+    assert guessed.scale == (1.0, 1.0) and not guessed.metadata["mpp_known"]
+    assert any("72 dpi" in w for w in guessed.warnings)
+
+
+def test_picture_modes_other_than_rgb_are_left_to_other_readers(tmp_path):
+    from PIL import Image
+
+    grey, rgba = tmp_path / "grey.png", tmp_path / "rgba.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(grey)
+    Image.fromarray(np.full((8, 8, 4), 200, np.uint8)).save(rgba)
+    assert not is_slide_file(grey)
+    assert is_slide_file(rgba)
+    with pytest.warns(UserWarning):
+        image = read_slide(rgba)
+    assert image.shape == (8, 8, 3)  # the alpha channel is dropped
+    with pytest.raises(ReaderError, match="not an RGB H&E image") as info:
+        read_slide(grey)
+    assert str(grey) in str(info.value)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    assert not is_slide_file(broken)
+    with pytest.raises(ReaderError, match="not a readable PNG or JPEG"):
+        read_slide(broken)
+
+
+def test_picture_reader_pickles_without_its_pixels(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "tile.png"
+    Image.fromarray(_he_pixels((32, 32))).save(path, dpi=(50800, 50800))
+    image = read_slide(path)
+    reader_image = image.levels[0].compute()
+    restored = pickle.loads(pickle.dumps(image.levels[0]))
+    np.testing.assert_array_equal(restored.compute(), reader_image)
+
+
+def test_small_rgb_tiff_is_one_rgb_slide_in_um(tmp_path):
+    from napari_neuroseg.io import detect_format, open_image
+
+    path = tmp_path / "tile.tif"
+    pixels = _he_pixels()
+    tifffile.imwrite(path, pixels, photometric="rgb")
+    assert detect_format(path) == "slide"
+    with pytest.warns(UserWarning, match="MPP override"):
+        (image,) = open_image(path)
+    ((data, kwargs, kind),) = to_layer_data([image])
+    assert kind == "image" and kwargs["rgb"] is True and "channel_axis" not in kwargs
+    assert kwargs["units"] == ("um", "um") and data.shape == (600, 800, 3)
+    np.testing.assert_array_equal(data.compute(), pixels)
+    (image,) = open_image(path, mpp=0.5)
+    assert image.scale == (0.5, 0.5)
+
+
+@pytest.mark.realdata
+def test_real_he_jpeg_and_png_tiles_open_as_slides(shared_data):
+    from napari_neuroseg.io import detect_format
+
+    jpeg = next(iter(sorted((shared_data / "gbm_tissue_ivygap" / "images").glob("*.jpg"))), None)
+    png = next(iter(sorted((shared_data / "nuclei_lgg_tiles").rglob("*.png"))), None)
+    if jpeg is None or png is None:
+        pytest.skip("no IvyGAP JPEG or LGG nuclei PNG tile in the shared data")
+    for path, size in ((jpeg, (1024, 1024)), (png, (512, 512))):
+        assert detect_format(path) == "slide", path
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            image = read_slide(path)
+        assert image.shape == (*size, 3) and image.unit == "um"
+        assert image.levels[0][:16, :16].compute().shape == (16, 16, 3)

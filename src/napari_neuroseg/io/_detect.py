@@ -12,6 +12,9 @@ Format = Literal["slide", "dicom", "nifti", "lgg", "tiff-stack"]
 PathLike = str | Path
 
 _TIFF_SUFFIXES = (".tif", ".tiff")
+#: Patients one open may show: each is four layers, and a folder of many patients' loose
+#: slices (the ``lgg_mri_slices`` sample: 21 patients, 84 layers) blocks napari for seconds.
+MAX_LGG_PATIENTS = 1
 
 
 def detect_format(path: PathLike | Sequence[PathLike]) -> Format | None:
@@ -25,7 +28,8 @@ def detect_format(path: PathLike | Sequence[PathLike]) -> Format | None:
     Returns
     -------
     str or None
-        ``"slide"``, ``"dicom"``, ``"nifti"``, ``"lgg"`` (Kaggle LGG slices with masks) or
+        ``"slide"`` (including PNG/JPEG and single RGB TIFF pictures), ``"dicom"``,
+        ``"nifti"``, ``"lgg"`` (Kaggle LGG slices, with or without masks) or
         ``"tiff-stack"``; ``None`` when no reader handles it. Never raises.
     """
     from napari_neuroseg.io import dicom, mri, slide
@@ -49,10 +53,13 @@ def detect_format(path: PathLike | Sequence[PathLike]) -> Format | None:
             return "dicom"
         if mri.is_nifti(p):
             return "nifti"
+        tiff = p.suffix.lower() in _TIFF_SUFFIXES
+        if tiff and mri.is_lgg_slice(p):  # an LGG slice is an RGB picture too: check it first
+            return "lgg"
         if slide.is_slide_file(p):
             return "slide"
-        if p.suffix.lower() in _TIFF_SUFFIXES:
-            return "lgg" if mri.is_lgg_slice(p) else "tiff-stack"
+        if tiff:
+            return "tiff-stack"
     except OSError:
         return None
     return None
@@ -71,8 +78,9 @@ def open_image(
     Parameters
     ----------
     path : str, Path or sequence of them
-        A slide, a DICOM file, folder, DICOMDIR or list of files, a NIfTI file, a TIFF stack,
-        or a Kaggle LGG patient folder or slice.
+        A slide or H&E picture (PNG, JPEG, RGB TIFF), a DICOM file, folder, DICOMDIR or list
+        of files, a NIfTI file, a TIFF stack, or a Kaggle LGG patient folder or slice (a
+        folder with several patients' slices is refused: open one patient at a time).
     mpp : float, optional
         Slides only: microns per pixel to use instead of (or in the absence of) the file's.
     series : str or int, optional
@@ -106,5 +114,5 @@ def open_image(
     if fmt == "nifti":
         return [mri.read_nifti(path)]
     if fmt == "lgg":
-        return mri.read_lgg_folder(path)
+        return mri.read_lgg_folder(path, max_patients=MAX_LGG_PATIENTS)
     return [mri.read_tiff_stack(path)]

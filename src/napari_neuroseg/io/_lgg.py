@@ -1,8 +1,11 @@
 """The Kaggle "lgg-mri-segmentation" layout: one TIFF per slice, one mask per slice.
 
 A patient folder holds ``<id>_<n>.tif`` slices (256x256x3 uint8: pre-contrast, FLAIR,
-post-contrast) and ``<id>_<n>_mask.tif`` masks (0 background, 255 FLAIR abnormality).
-Slices are ordered by the integer ``n`` (a string sort would put ``_10`` before ``_2``).
+post-contrast) and, for the training set, ``<id>_<n>_mask.tif`` masks (0 background, 255
+FLAIR abnormality). A patient to segment has no masks: then the file names must follow the
+Kaggle pattern ``TCGA_<site>_<id>_<yyyymmdd>_<n>.tif`` (any ``<x>_<n>.tif`` is too common a
+name to claim without a mask beside it). Slices are ordered by the integer ``n`` (a string
+sort would put ``_10`` before ``_2``).
 The layout stores no voxel size, so the scale is 1.0 mm with a ``"voxel size unknown"``
 warning.
 """
@@ -26,6 +29,8 @@ from ._types import LazyImage, ReaderError
 #: Names of the three channels of a Kaggle LGG slice, in file order.
 CHANNEL_NAMES = ("pre-contrast", "FLAIR", "post-contrast")
 _NAME = re.compile(r"^(?P<pid>.+)_(?P<n>\d+)(?P<mask>_mask)?\.tiff?$", re.IGNORECASE)
+#: A Kaggle patient id: ``TCGA_<site>_<participant>_<scan date>``.
+_KAGGLE_ID = re.compile(r"^TCGA_[A-Z0-9]{2}_[A-Z0-9]{4}_\d{8}$", re.IGNORECASE)
 _TIFF_ERRORS = (OSError, ValueError, KeyError, IndexError, EOFError, RuntimeError, struct.error)
 
 
@@ -89,10 +94,20 @@ def find_lgg_slices(path: str | os.PathLike[str]) -> dict[str, list[LggSlice]]:
     return _group(path.parent, siblings)
 
 
-def is_lgg_folder(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a folder with at least one ``<id>_<n>.tif`` and its mask.
+def _is_lgg_group(groups: dict[str, list[LggSlice]]) -> bool:
+    """Whether some slice has its mask, or some patient id follows the Kaggle pattern."""
+    return any(
+        _KAGGLE_ID.match(pid) or any(s.mask is not None for s in slices)
+        for pid, slices in groups.items()
+    )
 
-    Cheap (file names only) and never raises.
+
+def is_lgg_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a folder of Kaggle LGG slices, with or without their masks.
+
+    True when the folder holds an ``<id>_<n>.tif`` slice with its ``<id>_<n>_mask.tif``, or
+    a slice named like the Kaggle files (``TCGA_<site>_<id>_<yyyymmdd>_<n>.tif``) without
+    masks: a patient to segment. Cheap (file names only) and never raises.
 
     Parameters
     ----------
@@ -109,13 +124,17 @@ def is_lgg_folder(path: str | os.PathLike[str]) -> bool:
         groups = _group(Path(path), os.listdir(path))
     except (OSError, TypeError, ValueError):
         return False
-    return any(s.mask is not None for slices in groups.values() for s in slices)
+    return _is_lgg_group(groups)
 
 
 def is_lgg_slice(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is an ``<id>_<n>.tif`` slice with its mask beside it (or such a mask).
+    """Whether ``path`` is one Kaggle LGG slice (or the mask of one).
 
-    Cheap (file names only) and never raises.
+    True for an ``<id>_<n>.tif`` slice with its mask beside it (or such a mask), and for a
+    slice named like the Kaggle files (``TCGA_<site>_<id>_<yyyymmdd>_<n>.tif``) without one.
+    An image file must also be a single HxWx3 picture (its TIFF header is read), so that a
+    slide or a volume that happens to be named ``<x>_<n>.tif`` is not taken for a slice.
+    Never raises.
 
     Parameters
     ----------
@@ -130,12 +149,20 @@ def is_lgg_slice(path: str | os.PathLike[str]) -> bool:
         if not os.path.isfile(path):
             return False
         groups = find_lgg_slices(path)
+        if not _is_lgg_group(groups):
+            return False
+        parsed = _parse(Path(path).name)
+        if parsed is not None and not parsed[2]:
+            shape, _ = _header(Path(path))
+            return len(shape) == 3 and shape[2] == len(CHANNEL_NAMES)
     except (OSError, TypeError, ValueError):
         return False
-    return any(s.mask is not None for slices in groups.values() for s in slices)
+    return True
 
 
-def read_lgg_folder(path: str | os.PathLike[str]) -> list[LazyImage]:
+def read_lgg_folder(
+    path: str | os.PathLike[str], *, max_patients: int | None = None
+) -> list[LazyImage]:
     """Read Kaggle LGG slices lazily: an image and a labels record per patient.
 
     Parameters
@@ -143,20 +170,25 @@ def read_lgg_folder(path: str | os.PathLike[str]) -> list[LazyImage]:
     path : str or os.PathLike
         A patient folder, a folder holding several patients' slices, or one slice file
         ``<id>_<n>.tif`` (then that slice and its mask).
+    max_patients : int, optional
+        Refuse a folder with the slices of more patients than this (each patient makes four
+        napari layers); no limit by default.
 
     Returns
     -------
     list of LazyImage
         For each patient id (sorted): the image (axes ``"zyxc"``, the three channels split
         into layers by ``display["channel_axis"]``, FLAIR visible) and its labels (axes
-        ``"zyx"``, uint8 0/1, named ``"<id> FLAIR abnormality"``). One dask chunk per slice;
+        ``"zyx"``, uint8 0/1, named ``"<id> FLAIR abnormality"``; only when at least one of
+        the patient's slices has a mask). One dask chunk per slice;
         ``metadata["slice_numbers"]`` gives the ``n`` of every slice.
 
     Raises
     ------
     ReaderError
-        If there are no LGG slices, a slice is unreadable or not HxWx3, slices differ in
-        shape, or a mask's shape differs from its image (the message names the file).
+        If there are no LGG slices, more patients than ``max_patients``, a slice is
+        unreadable or not HxWx3, slices differ in shape, or a mask's shape differs from its
+        image (the message names the file).
     """
     groups = find_lgg_slices(path)
     if not groups:
@@ -164,7 +196,17 @@ def read_lgg_folder(path: str | os.PathLike[str]) -> list[LazyImage]:
         hint = (
             f"; {len(inside)} patient folders inside (e.g. {inside[0]}): open one" if inside else ""
         )
-        raise ReaderError(path, f"no Kaggle LGG slices (<id>_<n>.tif with <id>_<n>_mask.tif){hint}")
+        raise ReaderError(
+            path, f"no Kaggle LGG slices (<id>_<n>.tif, with or without <id>_<n>_mask.tif){hint}"
+        )
+    if max_patients is not None and len(groups) > max_patients:
+        first = next(iter(groups.values()))[0].image.name
+        raise ReaderError(
+            path,
+            f"holds the slices of {len(groups)} patients (about {4 * len(groups)} layers at "
+            f"once); open one patient at a time: a patient folder (<id>/<id>_<n>.tif, the "
+            f"kaggle_3m layout) or one slice file such as {first}",
+        )
     out: list[LazyImage] = []
     for pid, slices in groups.items():
         out.extend(_read_patient(Path(path), pid, slices))
@@ -258,6 +300,8 @@ def _read_patient(source: Path, pid: str, slices: list[LggSlice]) -> list[LazyIm
             "the gaps between them are not shown"
         )
     missing = [s.image.name for s in slices if s.mask is None]
+    if len(missing) == len(slices):  # a patient to segment: no reference mask at all
+        image_warnings.append("no mask files: a patient to segment (no reference labels)")
     label_warnings = [f"mask missing for {', '.join(missing)}: labelled as background"]
     files = [s.image.name for s in slices]
     image = LazyImage(
@@ -293,4 +337,4 @@ def _read_patient(source: Path, pid: str, slices: list[LggSlice]) -> list[LazyIm
         },
         warnings=label_warnings if missing else [],
     )
-    return [image, labels]
+    return [image] if len(missing) == len(slices) else [image, labels]

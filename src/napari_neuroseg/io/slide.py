@@ -1,4 +1,5 @@
-"""Whole-slide images (Aperio SVS, Hamamatsu NDPI, MIRAX, OME-TIFF, tiled pyramidal TIFF).
+"""Whole-slide images (Aperio SVS, Hamamatsu NDPI, MIRAX, OME-TIFF, tiled pyramidal TIFF),
+and the smaller H&E images handled the same way: PNG/JPEG tiles and single RGB TIFF pictures.
 
 :func:`read_slide` returns a :class:`~napari_neuroseg.io._types.LazyImage` whose ``levels``
 are dask arrays, one per pyramid level, axes ``"yxc"`` (RGB uint8), chunked on the file's own
@@ -7,7 +8,8 @@ too few levels get lazily computed 2x2-mean levels (:func:`~._pyramid.extend_pyr
 
 Backends: tifffile for every TIFF-based format it can decode (including SubIFD and OME
 pyramids, which openslide sees as one level), openslide for MIRAX, VMS/VMU and TIFFs tifffile
-cannot decode (such as Aperio JPEG 2000 YCbCr). See ``docs/readers-slides.md``.
+cannot decode (such as Aperio JPEG 2000 YCbCr), Pillow for PNG and JPEG pictures.
+See ``docs/readers-slides.md``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import tifffile
 from ._pyramid import extend_pyramid
 from ._slide_common import OpenedSlide
 from ._slide_openslide import open_with_openslide
+from ._slide_picture import PICTURE_SUFFIXES, is_rgb_picture, open_picture
 from ._slide_tiff import TifffileUnsupported, open_with_tifffile
 from ._types import LazyImage, ReaderError
 
@@ -34,6 +37,11 @@ OPENSLIDE_ONLY_SUFFIXES = (".mrxs", ".vms", ".vmu")
 TIFF_SUFFIXES = (".tif", ".tiff")
 BACKENDS = ("auto", "tifffile", "openslide")
 DEFAULT_MPP = 1.0
+#: What the user can do about an unknown MPP (shown in napari, so it names the GUI's way).
+MPP_HINT = (
+    "Set the real value with 'MPP override' in Plugins > NeuroSeg > Open image, "
+    "then open the file again from there."
+)
 
 
 def read_slide(
@@ -48,7 +56,8 @@ def read_slide(
     Parameters
     ----------
     path : str or pathlib.Path
-        The slide file (for MIRAX, the ``.mrxs`` file next to its data folder).
+        The slide file (for MIRAX, the ``.mrxs`` file next to its data folder), or a PNG,
+        JPEG or single-image RGB TIFF picture (an H&E tile or patch).
     mpp : float or (float, float), optional
         Pixel size in micrometres per pixel (one value, or ``(mpp_y, mpp_x)``). Overrides the
         file's value; use it when the file has none.
@@ -100,10 +109,10 @@ def is_slide_file(path: str | Path) -> bool:
     """Whether ``path`` looks like a whole-slide image (a cheap check that never raises).
 
     True for existing files with a vendor suffix (``.svs``, ``.ndpi``, ``.mrxs``, ``.scn``,
-    ``.bif``, ``.vms``, ``.vmu``) and for ``.tif``/``.tiff`` (including ``.ome.tif``) files
-    whose first image is 8-bit RGB and either tiled or pyramidal (SubIFDs or a following
-    reduced-resolution page). A multi-page grayscale stack or a small stripped RGB picture is
-    not a slide.
+    ``.bif``, ``.vms``, ``.vmu``), for RGB(A) PNG and JPEG pictures, and for ``.tif``/``.tiff``
+    (including ``.ome.tif``) files whose first image is 8-bit RGB and either tiled, pyramidal
+    (SubIFDs or a following reduced-resolution page) or a single 2-D RGB picture (an H&E
+    tile). A multi-page stack, a grayscale or a multi-channel microscopy TIFF is not a slide.
     """
     try:
         path = Path(path)
@@ -112,6 +121,8 @@ def is_slide_file(path: str | Path) -> bool:
             return False
         if suffix in SLIDE_SUFFIXES:
             return True
+        if suffix in PICTURE_SUFFIXES:
+            return is_rgb_picture(path)
         if suffix not in TIFF_SUFFIXES:
             return False
         return _is_tiled_rgb_tiff(path)
@@ -128,7 +139,9 @@ def _is_tiled_rgb_tiff(path: Path) -> bool:
         if page.is_tiled or page.subifds:
             return True
         following = tif.pages.get(1) if len(tif.pages) > 1 else None
-        return bool(following is not None and following.subfiletype & 1)
+        if following is not None and following.subfiletype & 1:
+            return True
+        return len(tif.series) == 1 and tif.series[0].axes == "YXS"  # one 2-D RGB picture
 
 
 def _open(path: Path, backend: str) -> OpenedSlide:
@@ -139,6 +152,8 @@ def _open(path: Path, backend: str) -> OpenedSlide:
         return open_with_tifffile(path)
     if path.suffix.lower() in OPENSLIDE_ONLY_SUFFIXES:
         return open_with_openslide(path)
+    if path.suffix.lower() in PICTURE_SUFFIXES:
+        return open_picture(path)
     try:
         return open_with_tifffile(path)
     except TifffileUnsupported as tiff_error:
@@ -166,7 +181,7 @@ def _to_lazy_image(
         scale, source = (DEFAULT_MPP, DEFAULT_MPP), None
         notes.append(
             f"{path.name}: the pixel size (MPP) is unknown (the file does not state it); "
-            f"using {DEFAULT_MPP} um/px. Set the real value with read_slide(..., mpp=...)."
+            f"using {DEFAULT_MPP} um/px. {MPP_HINT}"
         )
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=3)
