@@ -24,5 +24,6 @@ def test_region_tasks_run_on_a_cluster(tmp_path):
                               scheduler=cluster.scheduler_address, region_size=128,
                               log=lambda m: None)
     assert [r["status"] for r in rows] == ["ok"]
-    labels, _ = read_ome_zarr(tmp_path / "out" / "slide" / "labels.ome.zarr")
+    labels, _ = read_ome_zarr(
+        tmp_path / "out" / "slide" / "prediction.ome.zarr" / "labels" / "segmentation")
     assert labels[0].shape == (256, 384)

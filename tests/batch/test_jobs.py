@@ -56,8 +56,8 @@ def test_predicts_slides_reports_failures_and_resumes(inputs, tmp_path, monkeypa
     first = calls["tiles"]
     assert first > 0
     out = tmp_path / "out" / "slide"
-    labels, attrs = read_ome_zarr(out / "labels.ome.zarr")
-    probs, _ = read_ome_zarr(out / "probabilities.ome.zarr")
+    labels, attrs = read_ome_zarr(out / "prediction.ome.zarr" / "labels" / "segmentation")
+    probs, _ = read_ome_zarr(out / "prediction.ome.zarr")
     assert labels[0].shape == (384, 512) and probs[0].shape == (2, 384, 512)
     assert attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [
         1.0, 1.0]
@@ -77,8 +77,49 @@ def test_predicts_slides_reports_failures_and_resumes(inputs, tmp_path, monkeypa
     calls["tiles"] = 0
     predict_inputs(paths[:1], source, tmp_path / "out", region_size=128, log=lambda m: None)
     assert calls["tiles"] == 0
-    again, _ = read_ome_zarr(out / "probabilities.ome.zarr")
+    again, _ = read_ome_zarr(out / "prediction.ome.zarr")
     np.testing.assert_allclose(again[0].compute(), p, atol=1e-6)
+
+
+def test_slide_output_is_ngff_04_with_labels_under_the_image(inputs, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    v04 = pytest.importorskip("ome_zarr_models.v04")
+    ckpt, paths = inputs
+    predict_inputs(paths[:1], ModelSource(str(ckpt), device="cpu"), tmp_path / "out",
+                   region_size=128, log=lambda m: None)
+    out = tmp_path / "out" / "slide"
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "prediction.ome.zarr"]
+    root = zarr.open_group(str(out / "prediction.ome.zarr"), mode="r")
+    image = v04.Image.from_zarr(root)  # raises on any NGFF 0.4 violation
+    assert [a.name for a in image.attributes.multiscales[0].axes] == ["c", "y", "x"]
+    assert image.labels.attributes.labels == ["segmentation"]
+    label = v04.ImageLabel.from_zarr(root["labels/segmentation"])
+    meta = label.attributes.image_label
+    assert [(p.label_value, p.model_extra["class"]) for p in meta.properties] == [
+        (0, "background"), (1, "tissue")]
+    assert [list(c.rgba) for c in meta.colors] == [[0, 0, 0, 0], [255, 0, 255, 255]]
+    # the labels lie over the image: same level-0 scale and translate
+    image_ds = image.attributes.multiscales[0].datasets[0].coordinateTransformations
+    label_ds = label.attributes.multiscales[0].datasets[0].coordinateTransformations
+    assert list(image_ds[0].scale)[1:] == list(label_ds[0].scale)
+    assert list(image_ds[1].translation)[1:] == list(label_ds[1].translation)
+
+
+def test_napari_ome_zarr_opens_the_slide_output_with_its_labels(inputs, tmp_path):
+    reader_plugin = pytest.importorskip("napari_ome_zarr")
+    ckpt, paths = inputs
+    predict_inputs(paths[:1], ModelSource(str(ckpt), device="cpu"), tmp_path / "out",
+                   region_size=128, log=lambda m: None)
+    path = str(tmp_path / "out" / "slide" / "prediction.ome.zarr")
+    reader = reader_plugin.napari_get_reader(path)
+    assert reader is not None
+    layers = reader(path)
+    kinds = sorted(kind for _data, _kwargs, kind in layers)
+    assert kinds == ["image", "labels"]
+    (labels,) = [data for data, _kwargs, kind in layers if kind == "labels"]
+    level0 = labels[0] if isinstance(labels, list) else labels
+    assert tuple(level0.shape) == (384, 512)
 
 
 def test_registry_model_without_weights_needs_random_weights():

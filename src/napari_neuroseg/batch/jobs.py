@@ -31,6 +31,8 @@ from napari_neuroseg.models.spec import ModelSpec
 
 Log = Callable[[str], None]
 CACHE = ".neuroseg-cache"
+PREDICTION = "prediction.ome.zarr"  #: a slide's probabilities, its labels inside
+LABEL_IMAGE = "segmentation"  #: the label image's name in ``PREDICTION/labels/``
 
 
 def _safe_name(image: LazyImage, source: str) -> str:
@@ -96,11 +98,12 @@ def _run_slide(image, spec, source, out, executor, opts, log) -> dict[str, Any]:
     labels = da.where(c, p.argmax(axis=0) if spec.n_classes > 1 else p[0] >= spec.threshold, 0)
     labels = labels.astype(np.uint8 if spec.n_classes < 256 else np.uint16)
     geo = {"scale": plan.scale, "translate": plan.translate, "unit": "um"}
-    write_ome_zarr(out / "labels.ome.zarr", labels, kind="labels", name="labels", **geo)
-    write_ome_zarr(out / "probabilities.ome.zarr", p, axes="cyx", kind="image",
-                   channel_names=spec.classes, name="probabilities", **geo)
+    # NGFF 0.4: the probabilities are the image, the labels sit in its labels/ group
+    write_ome_zarr(out / PREDICTION, p, axes="cyx", kind="image", channel_names=spec.classes,
+                   channel_colors=spec.colors, name="probabilities", labels={LABEL_IMAGE: labels},
+                   label_classes=spec.classes, label_colors=spec.colors, **geo)
     # count chunk by chunk on the labels just written: 0 = not analysed, k + 1 = class k
-    written = read_ome_zarr(out / "labels.ome.zarr")[0][0]
+    written = read_ome_zarr(out / PREDICTION / "labels" / LABEL_IMAGE)[0][0]
     coded = da.where(c, written.astype(np.int64) + 1, 0).ravel()
     counts = da.bincount(coded, minlength=spec.n_classes + 1).compute()
     pixel_mm2 = plan.scale[0] * plan.scale[1] / 1e6
