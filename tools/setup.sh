@@ -32,6 +32,6 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install --upgrade pip
 # torch first: a CPU build of 2.13.0; the project's range (torch>=2.2) is then already met.
 "${PIP[@]}" install "torch==2.13.0"
-"${PIP[@]}" install -e ".[all,test,distributed]"
+"${PIP[@]}" install -e ".[all,test,distributed,dicom]"
 echo "$want" > "$STAMP"
 echo "setup: environment ready in $VENV"

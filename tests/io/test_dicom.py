@@ -482,6 +482,27 @@ def test_single_mr_file():
     assert "window_presets" not in image.metadata
 
 
+@pytest.mark.parametrize("name", ["MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm"])
+def test_compressed_mr_reads_like_the_uncompressed_file(name):
+    """JPEG 2000 and JPEG-LS lossless series decode with the ``dicom`` extra (pylibjpeg)."""
+    pytest.importorskip("pylibjpeg")
+    (image,) = read_quietly(get_testdata_file(name))
+    reference = dcmread(get_testdata_file("MR_small.dcm")).pixel_array
+    assert np.array_equal(image.levels[0][0].compute(), reference)
+
+
+def test_jpeg_lossless_process_14_decodes_with_the_dicom_extra():
+    """pydicom alone cannot decode JPEG Lossless (1.2.840.10008.1.2.4.70); pylibjpeg can."""
+    pytest.importorskip("pylibjpeg")
+    from pydicom.pixels import pixel_array
+
+    path = get_testdata_file("SC_rgb_jpeg_gdcm.dcm")
+    assert dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID == (
+        "1.2.840.10008.1.2.4.70")
+    decoded = pixel_array(path)
+    assert np.array_equal(decoded, pixel_array(get_testdata_file("SC_rgb_rle.dcm")))
+
+
 # --- real data -------------------------------------------------------------------------------
 
 
