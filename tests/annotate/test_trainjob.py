@@ -53,8 +53,9 @@ def test_command_is_the_exact_argv_and_a_copyable_shell_line(tmp_path):
                                   "--config", options]
     assert "'" in shell  # the space in "my data" is quoted
     bare = TrainJob("ct", tmp_path / "d", out=tmp_path / "r")
-    assert bare.command()[len(training_launcher()):] == ["ct", "--data", str((tmp_path / "d").absolute()), "--out",
-                                  str((tmp_path / "r").absolute()), "--progress", "jsonl"]
+    assert bare.command()[len(training_launcher()):] == [
+        "ct", "--data", str((tmp_path / "d").absolute()), "--out",
+        str((tmp_path / "r").absolute()), "--progress", "jsonl"]
 
 
 def test_invalid_inputs_are_refused_with_a_message(tmp_path):

@@ -25,7 +25,9 @@ PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 RGB_MODES = ("RGB", "RGBA", "RGBX")
 #: Chunk size (pixels per side) of the dask array over a decoded picture.
 PICTURE_CHUNK = 1024
-_PIL_ERRORS = (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError)
+_PIL_ERRORS = (
+    OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError
+)
 _UM_PER_INCH = 25400.0
 
 
