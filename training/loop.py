@@ -35,6 +35,12 @@ Batch = Any
 Callback = Callable[["Trainer", int], None]
 
 
+def _numbers(values: dict[str, Any]) -> dict[str, float]:
+    """The plain numeric entries of a validation result (lists, None and flags left out)."""
+    return {k: float(v) for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped, the last good checkpoint is kept."""
 
@@ -131,6 +137,12 @@ class Trainer:
     run_config : dict, optional
         The run's effective configuration, written to ``RUN_DIR/config.json`` when training
         starts (after the task has checked its data, so a refused dataset leaves no folder).
+    evaluate_init : bool
+        Validate the starting weights once before the first epoch (one pass over
+        ``val_loader``): a ``baseline`` event, and ``metrics["baseline"]`` in every checkpoint's
+        sidecar next to the epoch's own ``metrics["validation"]``, so that a retrained model
+        can be compared with the one it started from on the same split
+        (:func:`napari_neuroseg.annotate.start_comparison.compare_with_start`).
     """
 
     def __init__(
@@ -159,6 +171,7 @@ class Trainer:
         forward: Callable[..., tuple[torch.Tensor, int]] | None = None,
         dist: DistInfo | None = None,
         run_config: dict[str, Any] | None = None,
+        evaluate_init: bool = False,
     ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
@@ -190,6 +203,9 @@ class Trainer:
         self.best_epoch: int | None = None
         self.stale_epochs = 0
         self._epoch_logs: dict[str, Any] = {}
+        self.evaluate_init = bool(evaluate_init)
+        self.baseline: dict[str, float] | None = None  # the starting weights' validation
+        self._validation: dict[str, float] = {}  # the last epoch's validation values
 
     # --- hooks for recipes -------------------------------------------------------------------
     def rebuild_optimizer(self) -> None:
@@ -223,11 +239,22 @@ class Trainer:
                 atomic_write_json(self.run.config, self.run_config)
         self.rebuild_optimizer()
         start = self._resume() if resume else 0
+        if start == 0 and self.evaluate_init:
+            self._evaluate_start()
         for epoch in range(start, self.epochs):
             if self.patience is not None and self.stale_epochs >= self.patience:
                 break
             self._run_epoch(epoch)
         return self.history
+
+    def _evaluate_start(self) -> None:
+        """Validate the weights training starts from (the ``baseline`` of every checkpoint)."""
+        if self.val_loader is None:
+            return
+        self._set_epoch(0)
+        self.baseline = _numbers(self._validate(-1))
+        self._emit({"event": "baseline", "epoch": -1, "epochs": self.epochs,
+                    "monitor": self.monitor, "mode": self.mode, **self.baseline})
 
     def _resume(self) -> int:
         if self.run is None or not self.run.has_state():
@@ -245,6 +272,7 @@ class Trainer:
         self.history = state["history"]
         self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
         self.stale_epochs = int(state["stale_epochs"])
+        self.baseline = state.get("baseline")
         self._emit({"event": "resume", "epoch": last + 1})
         return last + 1
 
@@ -268,7 +296,9 @@ class Trainer:
         train_loss = self._train_one_epoch(epoch)
         row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss,
                                "lr": [g["lr"] for g in self.optimizer.param_groups]}
-        row.update(self._validate(epoch))
+        validation = self._validate(epoch)
+        self._validation = _numbers(validation)
+        row.update(validation)
         row["seconds"] = time.perf_counter() - started
         row.update(self._epoch_logs)
         value = self._monitored(row)
@@ -362,7 +392,9 @@ class Trainer:
     def _save(self, epoch: int, improved: bool) -> None:
         if self.run is None or not self.dist.is_main:
             return
-        summary = {"epoch": epoch, self.monitor: self.history[self.monitor][-1]}
+        summary = {"epoch": epoch, self.monitor: self.history[self.monitor][-1],
+                   "monitor": self.monitor, "mode": self.mode,
+                   "validation": self._validation, "baseline": self.baseline}
         atomic_write_json(self.run.history, self.history)
         if improved:
             save_checkpoint(self.run.best, self.model, self.spec, history=self.history,
@@ -375,7 +407,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(), "history": self.history,
             "best_value": self.best_value, "best_epoch": self.best_epoch,
-            "stale_epochs": self.stale_epochs,
+            "stale_epochs": self.stale_epochs, "baseline": self.baseline,
         })
 
     def _emit(self, event: dict[str, Any]) -> None:

@@ -221,3 +221,27 @@ def test_only_rank_zero_writes_the_run_folder(tmp_path):
     trainer.fit()
     assert not (tmp_path / "rank1").exists() and events == []
     assert trainer.history["epoch"] == [0]
+
+
+def test_evaluate_init_validates_the_start_and_every_sidecar_records_it(tmp_path):
+    from napari_neuroseg.annotate.start_comparison import compare_with_start
+
+    heard = []
+    trainer = _trainer(tmp_path, epochs=2, evaluate_init=True, on_progress=heard.append)
+    start = _model().eval()  # the same seeded weights the trainer starts from, no dropout
+    _, val = _loaders()
+    expected = sum(float(nn.functional.cross_entropy(start(x), y)) * len(y) for x, y in val) / 48
+    trainer.fit()
+    assert heard[0]["event"] == "baseline" and heard[0]["monitor"] == "val_loss"
+    assert heard[0]["val_loss"] == pytest.approx(expected, rel=1e-5)
+    assert trainer.baseline == {"val_loss": pytest.approx(expected, rel=1e-5)}
+    best = read_sidecar(tmp_path / "checkpoints" / "best")["metrics"]
+    assert best["baseline"] == trainer.baseline and best["mode"] == "min"
+    assert best["validation"]["val_loss"] == best["val_loss"] < expected  # it learnt
+    comparison = compare_with_start(tmp_path / "checkpoints" / "best.safetensors")
+    assert comparison.metric == "val_loss" and comparison.at_least_as_good
+    assert comparison.start == pytest.approx(expected, rel=1e-5)
+    plain = _trainer(tmp_path / "plain", epochs=1)
+    plain.fit()
+    assert plain.baseline is None
+    assert not compare_with_start(tmp_path / "plain" / "checkpoints" / "best").at_least_as_good

@@ -319,6 +319,7 @@ def trainer_options(config: TrainConfig, dist: DistInfo | None = None) -> dict[s
         "early_stopping_patience": config.early_stopping_patience,
         "on_progress": events.current(),  # JSON lines under --progress jsonl, else the bar
         "run_config": effective_config(config),
+        "evaluate_init": bool(config.init),  # compare the retrained model with its start
     }
 
 

@@ -346,6 +346,7 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
             else config.cycle_epochs
         options = {**trainer_options(config, dist), "seed": config.seed + cycle,
                    "epochs": epochs, "run_dir": None if run_dir is None else str(run_dir)}
+        options["evaluate_init"] = options["evaluate_init"] and cycle == 0  # --init's weights
 
         def scheduler(optimizer):
             return torch.optim.lr_scheduler.ReduceLROnPlateau(
