@@ -163,7 +163,6 @@ def test_closing_disconnects_and_cancels(widget, viewer, tmp_path, qtbot):
     qtbot.waitUntil(lambda: widget.job is not None and widget.job.running, timeout=TIMEOUT)
     job = widget.job
     widget.close()
-    assert widget._events == []
     qtbot.waitUntil(lambda: not job.running, timeout=10000)
     viewer.add_labels(np.zeros((4, 4), np.uint8))  # no callback into the closed widget
     assert isinstance(job.out, Path)

@@ -4,6 +4,8 @@ Nothing here computes on the GUI thread: :func:`start_worker` runs a function or
 napari's thread pool and relays its results, progress and errors back to the GUI thread.
 """
 
+import contextlib
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,8 @@ import dask.array as da
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_warning
+from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtWidgets import QApplication
 
 from napari_neuroseg.batch.tasks import ModelSource
 from napari_neuroseg.io import LazyImage
@@ -30,8 +34,10 @@ __all__ = [
     "lazy_level",
     "report_error",
     "start_worker",
+    "stop_workers",
     "view_events",
     "warn",
+    "watch_teardown",
     "widget_gone",
 ]
 
@@ -39,6 +45,8 @@ FROM_FILE = "checkpoint file..."
 #: Chunk edge (pixels along y and x) given to layer data that is not a dask array and has no
 #: chunks of its own: about a model tile, so reading a tile reads little more than the tile.
 LAYER_CHUNK = 512
+#: Longest wait (seconds) for a widget's workers when it closes or the viewer closes.
+WORKER_WAIT_S = 10.0
 
 
 def lazy_level(level: Any, rgb: bool) -> da.Array:
@@ -339,14 +347,123 @@ def view_events(viewer: Any, on_camera: Callable[..., Any],
             (viewer.layers.events.removed, on_layers)]
 
 
+def stop_workers(workers: Sequence[Any], timeout: float = WORKER_WAIT_S) -> bool:
+    """Ask ``workers`` to stop and wait for them (on the GUI thread), at most ``timeout`` s.
+
+    A widget calls this when it closes or the viewer closes, so that no worker outlives the
+    Qt objects its results go to. ``None`` entries are skipped. A generator worker stops at its
+    next ``yield``; a function worker is waited for (its own stop flag should be set first).
+
+    Returns
+    -------
+    bool
+        True when every worker has finished.
+    """
+    alive = [w for w in workers if w is not None]
+    for worker in alive:
+        with contextlib.suppress(RuntimeError, AttributeError):
+            worker.quit()
+    deadline = time.monotonic() + timeout
+    while any(getattr(w, "is_running", False) for w in alive):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+class _TeardownWatcher(QObject):
+    """Calls a widget's teardown once, when napari is done with the widget.
+
+    napari never calls a docked widget's ``close()``: its title-bar X unparents the widget
+    (``setParent(None)``) and deletes the dock; closing the window closes the QtViewer and
+    the main window. This event filter sees those moments on live objects (never a
+    ``destroyed`` signal of a deleted one) and runs ``callback`` on the GUI thread:
+
+    - the widget is unparented after having been docked: on the next event-loop turn (napari
+      is still inside its removal);
+    - the QtViewer or the main window is closed by code, or the main window is hidden after
+      the user closed it (a close the user cancels in napari's dialog does nothing), or the
+      application quits: at once, before Qt deletes anything.
+
+    It has no Qt parent; :data:`_WATCHERS` keeps it until it fires.
+    """
+
+    def __init__(self, native: Any, callback: Callable[[], None]) -> None:
+        super().__init__()
+        self._native, self._callback = native, callback
+        self._docked = native.parent() is not None
+        self._windows: list[Any] = []
+        native.installEventFilter(self)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.fire)
+        _WATCHERS.add(self)
+
+    def watch_window(self, viewer: Any) -> None:
+        """Also fire when ``viewer``'s window or QtViewer closes."""
+        window = getattr(viewer, "window", None)
+        for name in ("_qt_window", "_qt_viewer"):
+            obj = getattr(window, name, None)
+            if obj is not None:
+                obj.installEventFilter(self)
+                self._windows.append(obj)
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:
+        kind = event.type()
+        if obj is self._native:
+            if kind == QEvent.Type.ParentChange:
+                if self._native.parent() is not None:
+                    self._docked = True
+                elif self._docked:
+                    QTimer.singleShot(0, self.fire)
+        elif kind == QEvent.Type.Close and not event.spontaneous():
+            self.fire()
+        elif kind == QEvent.Type.Hide and not event.spontaneous() and not obj.isMinimized():
+            self.fire()
+        return False
+
+    def fire(self) -> None:
+        """Run the callback once and let go of everything."""
+        callback, self._callback = self._callback, None
+        if callback is None:
+            return
+        for obj in (self._native, *self._windows):
+            with contextlib.suppress(RuntimeError):
+                obj.removeEventFilter(self)
+        app = QApplication.instance()
+        if app is not None:
+            with contextlib.suppress(RuntimeError, TypeError):
+                app.aboutToQuit.disconnect(self.fire)
+        self._native, self._windows = None, []
+        _WATCHERS.discard(self)
+        callback()
+
+
+#: Watchers not fired yet (they have no Qt parent: this keeps them alive).
+_WATCHERS: set[_TeardownWatcher] = set()
+
+
+def watch_teardown(native: Any, callback: Callable[[], None], viewer: Any = None) -> None:
+    """Run ``callback`` once when napari removes the docked widget ``native`` or closes
+    ``viewer`` (see :class:`_TeardownWatcher`); the callback must be idempotent, since the
+    widget's own ``close()`` may run it as well."""
+    watcher = _TeardownWatcher(native, callback)
+    if viewer is not None:
+        watcher.watch_window(viewer)
+
+
 def connect_events(native: Any, events: list[tuple[Any, Any]],
-                   closers: list[Any] | None = None) -> Callable[..., None]:
+                   closers: list[Any] | None = None,
+                   on_teardown: Callable[[], None] | None = None,
+                   viewer: Any = None) -> Callable[..., None]:
     """Connect every ``(event, callback)`` and return the function that undoes it once.
 
-    The returned function also runs when the Qt widget ``native`` is destroyed. It holds no
-    reference to the widget (it runs at Qt teardown): it disconnects the events and calls
-    ``close()`` on everything in ``closers`` (e.g. queues whose workers must end, since napari's
-    thread pool is small). Calling it again does nothing.
+    The returned function disconnects the events and calls ``close()`` on everything in
+    ``closers`` (e.g. queues whose workers must end, since napari's thread pool is small);
+    calling it again does nothing. It runs, or ``on_teardown`` runs instead (a widget's
+    teardown, which should call it), when napari removes the docked widget ``native`` or
+    closes the viewer (:func:`watch_teardown`). The viewer is found from the callbacks' owner
+    (its ``_viewer``) when not given.
     """
     pending, to_close = events, closers if closers is not None else []
     for event, callback in pending:
@@ -362,5 +479,8 @@ def connect_events(native: Any, events: list[tuple[Any, Any]],
         while to_close:
             to_close.pop().close()
 
-    native.destroyed.connect(disconnect)
+    if viewer is None:
+        owner = _owner([callback for _event, callback in events])
+        viewer = getattr(owner, "_viewer", None)
+    watch_teardown(native, on_teardown or disconnect, viewer)
     return disconnect

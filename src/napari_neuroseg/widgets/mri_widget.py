@@ -41,9 +41,11 @@ from napari_neuroseg.io import LazyImage
 from napari_neuroseg.models.spec import ModelSpec
 from napari_neuroseg.widgets._common import (
     ModelPicker,
+    connect_events,
     forget_removed_layers,
     report_error,
     start_worker,
+    stop_workers,
     warn,
 )
 from napari_neuroseg.widgets._mri_stack import (
@@ -121,16 +123,6 @@ def labels_colormap(spec: ModelSpec) -> DirectLabelColormap:
     return DirectLabelColormap(color_dict=colors)
 
 
-def _disconnector(events: list[Any], callback: Callable[..., Any]) -> Callable[..., None]:
-    """Disconnects ``callback`` from ``events`` once (holds no widget: runs at Qt teardown)."""
-
-    def disconnect(*_: Any) -> None:
-        while events:
-            events.pop().disconnect(callback)
-
-    return disconnect
-
-
 class MRIWidget(Container):
     """Segment an MRI stack slice by slice, clean it up in 3-D, and measure the tumour.
 
@@ -187,13 +179,11 @@ class MRIWidget(Container):
         self.min_size.changed.connect(self.apply_cleanup)
         self.single_slice.changed.connect(self.apply_cleanup)
         self.size_unit.changed.connect(self._on_size_unit)
-        self._events = [viewer.layers.events.inserted, viewer.layers.events.removed]
-        for event in self._events:
-            event.connect(self._on_layers_changed)
-        self.native.destroyed.connect(_disconnector(self._events, self._on_layers_changed))
-        self._alive = {"alive": True}  # a dict, so the teardown hook holds no widget
-        alive = self._alive
-        self.native.destroyed.connect(lambda *_: alive.update(alive=False))
+        self._alive = {"alive": True}
+        self._disconnect = connect_events(
+            self.native, [(viewer.layers.events.inserted, self._on_layers_changed),
+                          (viewer.layers.events.removed, self._on_layers_changed)],
+            on_teardown=self._teardown)
 
     # -- layers --------------------------------------------------------------------------
     def _stack_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
@@ -204,19 +194,23 @@ class MRIWidget(Container):
         self.layer.reset_choices()
         forget_removed_layers(self, self._viewer, "labels_layer", "heatmap_layer")
 
-    def _disconnect(self) -> None:
-        _disconnector(self._events, self._on_layers_changed)()
-
     @property
     def closed(self) -> bool:
         """True once the widget was closed or its Qt widget destroyed."""
         return not self._alive["alive"]
 
-    def close(self) -> None:
-        """Stop any running segmentation and disconnect from the viewer's events."""
+    def _teardown(self) -> None:
+        """Stop any running segmentation and disconnect from the viewer's events (once)."""
+        if not self._alive["alive"]:
+            return
         self._alive["alive"] = False
         self.cancel()
         self._disconnect()
+        stop_workers([self.worker])
+
+    def close(self) -> None:
+        """Stop any running segmentation and disconnect from the viewer's events."""
+        self._teardown()
         super().close()
 
     # -- segmentation --------------------------------------------------------------------

@@ -30,9 +30,11 @@ from napari.utils import progress as napari_progress
 from napari_neuroseg.annotate.trainjob import TASKS, TrainJob, dataset_task
 from napari_neuroseg.widgets._common import (
     ModelPicker,
+    connect_events,
     device_choices,
     report_error,
     start_worker,
+    stop_workers,
 )
 
 if TYPE_CHECKING:
@@ -81,16 +83,6 @@ def layer_checkpoint(layers: Sequence[Any]) -> Path | None:
                     Path(value).is_file():
                 return Path(value)
     return None
-
-
-def _disconnector(events: list[Any], callback: Callable[..., Any]) -> Callable[..., None]:
-    """Disconnects ``callback`` from ``events`` once (holds no widget: runs at Qt teardown)."""
-
-    def disconnect(*_: Any) -> None:
-        while events:
-            events.pop().disconnect(callback)
-
-    return disconnect
 
 
 class TrainWidget(Container):
@@ -151,10 +143,10 @@ class TrainWidget(Container):
         self.copy_button.changed.connect(self.copy_command)
         self.train_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
-        self._events = [viewer.layers.events.inserted, viewer.layers.selection.events.changed]
-        for event in self._events:
-            event.connect(self._on_layers)
-        self.native.destroyed.connect(_disconnector(self._events, self._on_layers))
+        self._disconnect = connect_events(
+            self.native, [(viewer.layers.events.inserted, self._on_layers),
+                          (viewer.layers.selection.events.changed, self._on_layers)],
+            on_teardown=self._teardown)
         self._on_layers()
         self.update_command()
 
@@ -311,12 +303,19 @@ class TrainWidget(Container):
     def _log(self, line: str) -> None:
         self.log.native.append(line)
 
-    def close(self) -> None:
-        """Cancel a running job and disconnect from the viewer's events."""
+    def _teardown(self) -> None:
+        """Cancel a running job and disconnect from the viewer's events (once)."""
+        if self._closed:
+            return
         self.cancel()
         self._closed = True
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
-        _disconnector(self._events, self._on_layers)()
+        self._disconnect()
+        stop_workers([getattr(self, "worker", None)])
+
+    def close(self) -> None:
+        """Cancel a running job and disconnect from the viewer's events."""
+        self._teardown()
         super().close()
