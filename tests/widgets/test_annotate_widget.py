@@ -238,3 +238,86 @@ def test_an_undo_after_the_autosave_is_saved_on_close(make_napari_viewer, qtbot,
     assert not widget.slide.saver.edit.dirty
     widget.close()
     assert not LabelStore.open(tmp_path / "store").read(region).any()
+
+
+def _two_nuclei_layer(viewer):
+    labels = np.zeros((40, 60), np.uint32)
+    labels[2:8, 2:8] = 3
+    labels[2:8, 12:18] = 7
+    return viewer.add_labels(labels, name="nuclei")
+
+
+def test_a_merge_is_one_undo_step_and_keeps_the_paint_history(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    layer = _two_nuclei_layer(viewer)
+    widget = AnnotateWidget(viewer)
+    widget.labels.value = layer
+    widget.class_map.value = "nuclei (instances)"
+    layer.data_setitem((np.arange(20, 25), np.arange(30, 35)), 5)  # a paint stroke first
+    painted = layer.data.copy()
+    widget.instances.ids.value = "3, 7"
+    widget.instances.merge_button.clicked()
+    qtbot.waitUntil(lambda: not (layer.data == 7).any(), timeout=10000)
+    merged = layer.data.copy()
+    assert (merged[2:8, 12:18] == 3).all() and "Ctrl+Z" in widget.status.value
+    layer.undo()  # Ctrl+Z: the merge only
+    np.testing.assert_array_equal(layer.data, painted)
+    layer.redo()  # Ctrl+Shift+Z
+    np.testing.assert_array_equal(layer.data, merged)
+    layer.undo()
+    layer.undo()  # the stroke before the merge is still in the history
+    assert not (layer.data == 5).any() and (layer.data[2:8, 12:18] == 7).all()
+
+
+def test_a_split_keeps_what_was_painted_while_it_ran(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    layer = _two_nuclei_layer(viewer)
+    widget = AnnotateWidget(viewer)
+    widget.labels.value = layer
+    widget.class_map.value = "nuclei (instances)"
+    widget.instances.ids.value = "3"
+    widget.instances.delete_button.clicked()
+    layer.data_setitem((np.array([4]), np.array([4])), 9)  # painted before the worker ends
+    qtbot.waitUntil(lambda: not (layer.data == 3).any(), timeout=10000)
+    assert layer.data[4, 4] == 9 and (layer.data == 9).sum() == 1
+    layer.undo()  # the deletion
+    assert (layer.data[2:8, 2:8] == 3).sum() == 35 and layer.data[4, 4] == 9
+
+
+def test_an_undo_inside_an_edit_region_is_autosaved(make_napari_viewer, qtbot, slide_path,
+                                                    tmp_path, fast_autosave):
+    viewer, widget = _slide_widget(make_napari_viewer, slide_path, tmp_path / "store")
+    _rectangle(viewer, 0.0, 0.0, 40.0, 40.0)
+    layer = _open_region(qtbot, widget)
+    region = widget.slide.saver.edit.region
+    layer.data_setitem((np.array([5]), np.array([6])), 2)
+    qtbot.waitUntil(lambda: widget.slide.commits == 1, timeout=10000)
+    assert LabelStore.open(tmp_path / "store").read(region)[5, 6] == 2
+    layer.undo()  # no paint event: only a refresh
+    qtbot.waitUntil(lambda: widget.slide.commits == 2, timeout=10000)
+    assert not LabelStore.open(tmp_path / "store").read(region).any()
+    layer.redo()
+    qtbot.waitUntil(lambda: widget.slide.commits == 3, timeout=10000)
+    assert LabelStore.open(tmp_path / "store").read(region)[5, 6] == 2
+    widget.close()
+
+
+def test_nuclei_tools_in_an_edit_region_are_undoable_and_autosaved(
+        make_napari_viewer, qtbot, slide_path, tmp_path, fast_autosave):
+    viewer, widget = _slide_widget(make_napari_viewer, slide_path, tmp_path / "store")
+    widget.class_map.value = "nuclei (instances)"
+    _rectangle(viewer, 0.0, 0.0, 40.0, 40.0)
+    layer = _open_region(qtbot, widget)
+    region = widget.slide.saver.edit.region
+    widget.labels.value = layer
+    ys, xs = np.mgrid[2:6, 2:6]
+    layer.data_setitem((ys.ravel(), xs.ravel()), 4)
+    qtbot.waitUntil(lambda: widget.slide.commits == 1, timeout=10000)
+    widget.instances.ids.value = "4"
+    widget.instances.delete_button.clicked()
+    qtbot.waitUntil(lambda: widget.slide.commits == 2, timeout=10000)
+    assert not LabelStore.open(tmp_path / "store").read(region).any()
+    layer.undo()
+    qtbot.waitUntil(lambda: widget.slide.commits == 3, timeout=10000)
+    assert (LabelStore.open(tmp_path / "store").read(region)[2:6, 2:6] == 4).all()
+    widget.close()

@@ -1,8 +1,10 @@
 """Instance tools of the Annotate widget: delete, merge, split and add nuclei.
 
 Each button runs one function of :mod:`napari_neuroseg.annotate.instances` in a worker on
-the chosen 2-D labels layer and puts the result back (which counts as a paint stroke for the
-autosave of an edit region).
+a copy of the chosen 2-D labels layer and writes the change back as one undo step
+(:func:`~napari_neuroseg.widgets._undoable.write_labels`): Ctrl+Z undoes it like a paint
+stroke, the paint history is kept, and it counts as a paint stroke for the autosave of an
+edit region.
 """
 
 from collections.abc import Callable
@@ -14,6 +16,7 @@ from magicgui.widgets import ComboBox, Container, LineEdit, PushButton
 from napari_neuroseg.annotate import instances as ops
 from napari_neuroseg.widgets._annotate_layers import shapes_layers
 from napari_neuroseg.widgets._common import report_error, start_worker
+from napari_neuroseg.widgets._undoable import write_labels
 
 
 def parse_ids(text: str) -> list[int]:
@@ -98,14 +101,19 @@ class InstanceTools(Container):
             report_error(err, "Instances")
             return
 
+        before = np.array(layer.data, copy=True)  # the worker's input; the user may paint on
+
         def done(result: Any) -> None:
             labels, message = result
-            if labels is not None:
-                layer.data = labels
-            self._say(message)
+            try:
+                written = 0 if labels is None else write_labels(layer, before, labels)
+            except ValueError as err:
+                report_error(err, "Instances")
+                return
+            self._say(f"{message} (Ctrl+Z undoes it)" if written else message)
 
         self._say(f"{name} ...")
-        start_worker(func, layer.data, *call_args, on_done=done,
+        start_worker(func, before, *call_args, on_done=done,
                      on_error=lambda err: report_error(err, "Instances"))
 
     def delete(self) -> None:

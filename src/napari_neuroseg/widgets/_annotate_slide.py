@@ -4,8 +4,10 @@ napari cannot paint multiscale labels, so the region on screen (or a drawn recta
 an ordinary 2-D labels layer on the store's working grid, seeded from the store (and, where
 nothing was committed, from a chosen result layer). Commits run in a worker and refresh a
 read-only multiscale layer backed by the store. Autosave commits a debounced moment after
-each paint stroke, and synchronously when the edit layer is removed, the widget closes or the
-application quits, so closing napari never loses an edit.
+each paint stroke or plugin edit, and after an undo or redo (napari's Ctrl+Z sends no paint
+event, only a refresh: the labels are compared with the last commit), and synchronously when
+the edit layer is removed, the widget closes or the application quits, so closing napari
+never loses an edit.
 """
 
 import sys
@@ -118,7 +120,7 @@ class SlideEditor(Container):
         self._timer = QTimer(self.native)  # owned by Qt: never outlives the QApplication
         self._timer.setSingleShot(True)
         self._timer.setInterval(AUTOSAVE_MS)
-        self._timer.timeout.connect(self.commit)
+        self._timer.timeout.connect(self._autosave)
         self.edit_button.changed.connect(lambda: self.edit_region())
         self.commit_button.changed.connect(self.commit)
         self.show_button.changed.connect(self.show_corrections)
@@ -220,6 +222,7 @@ class SlideEditor(Container):
         self.saver.edit, self.saver.layer = RegionEdit(store, region, labels), layer
         layer.events.paint.connect(self._on_paint)
         layer.events.data.connect(self._on_paint)
+        layer.events.set_data.connect(self._on_refresh)
         self._viewer.layers.selection.active = layer
         layer.mode = "paint"
         self.commit_button.enabled = True
@@ -232,6 +235,16 @@ class SlideEditor(Container):
             self.saver.edit.mark_dirty()
             if self.autosave.value:
                 self._timer.start()
+
+    def _on_refresh(self, _event: Any = None) -> None:
+        """An undo or redo (or any refresh): autosave checks whether the labels changed."""
+        if self.saver.edit is not None and self.autosave.value:
+            self._timer.start()
+
+    def _autosave(self) -> None:
+        edit, layer = self.saver.edit, self.saver.layer
+        if edit is not None and layer is not None and edit.changed(layer.data):
+            self.commit()
 
     # -- committing -------------------------------------------------------------------------
     def commit(self) -> None:
@@ -269,6 +282,7 @@ class SlideEditor(Container):
         if layer is not None:
             layer.events.paint.disconnect(self._on_paint)
             layer.events.data.disconnect(self._on_paint)
+            layer.events.set_data.disconnect(self._on_refresh)
             if layer in self._viewer.layers:
                 self._viewer.layers.remove(layer)
 
