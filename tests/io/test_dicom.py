@@ -15,6 +15,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from napari_neuroseg.io import _dicom_headers, _dicom_volume
+from napari_neuroseg.io._describe import describe
 from napari_neuroseg.io._types import ReaderError, to_layer_data
 from napari_neuroseg.io.dicom import (
     DicomWarning,
@@ -503,6 +504,97 @@ def test_jpeg_lossless_process_14_decodes_with_the_dicom_extra():
     assert np.array_equal(decoded, pixel_array(get_testdata_file("SC_rgb_rle.dcm")))
 
 
+def write_mr_series(folder, volume, windows, description=""):
+    """An axial MR series, one file per slice of ``volume`` (uint16), with the given
+    (centre, width) window per slice (None: no window in that header)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    uid = generate_uid()
+    for index, (plane, window) in enumerate(zip(volume, windows, strict=True)):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.4", generate_uid()
+        ds.SeriesInstanceUID, ds.Modality, ds.SeriesNumber = uid, "MR", 4
+        if description:
+            ds.SeriesDescription = description
+        ds.ImagePositionPatient = [0, 0, 2.0 * index]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = [1, 1]
+        ds.Rows, ds.Columns = plane.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        if window is not None:
+            ds.WindowCenter, ds.WindowWidth = window
+        ds.PixelData = plane.astype(np.uint16).tobytes()
+        ds.save_as(folder / f"mr{index:03d}.dcm", enforce_file_format=True)
+    return folder
+
+
+def mr_volume(n_slices=9, size=16, seed=0):
+    """Values up to about 1,000, the upper slices brighter than the first."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0.1, 1.0, n_slices)[:, None, None]
+    return (rng.uniform(0, 1000, (n_slices, size, size)) * ramp).astype(np.uint16)
+
+
+def test_mr_window_is_the_median_over_the_headers_not_the_first(tmp_path):
+    volume = mr_volume()
+    windows = [(43, 121)] + [(500, 1000)] * 6 + [(480, 960), (520, 1040)]
+    (image,) = read_quietly(write_mr_series(tmp_path / "mr", volume, windows))
+    assert image.display["contrast_limits"] == (0.0, 1000.0)  # not (-17.5, 103.5)
+    meta = image.metadata
+    assert (meta["window_center"], meta["window_width"]) == (500.0, 1000.0)
+    assert meta["display_window"].startswith("median window 500/1000 of 9")
+
+
+def test_mr_without_header_windows_uses_percentiles_of_a_few_slices(tmp_path, monkeypatch):
+    volume = mr_volume(n_slices=30)
+    folder = write_mr_series(tmp_path / "mr", volume, [None] * 30)
+    decoded = []
+    real_pixel_array = _dicom_volume.pixel_array
+    monkeypatch.setattr(_dicom_volume, "pixel_array",
+                        lambda path, **kw: decoded.append(path) or real_pixel_array(path, **kw))
+    (image,) = read_quietly(folder)
+    assert len(decoded) == _dicom_volume.WINDOW_SAMPLE_SLICES  # a few slices, not all 30
+    picked = sorted(int(p.stem[2:]) for p in decoded)
+    low, high = np.percentile(volume[picked], (0.5, 99.5))
+    assert image.display["contrast_limits"] == pytest.approx((low, high))
+    assert high > 700
+    assert image.metadata["window_center"] is None
+    assert "percentiles of 5 slice(s) (no header window)" in image.metadata["display_window"]
+
+
+def test_mr_headers_that_disagree_badly_fall_back_to_percentiles(tmp_path):
+    volume = mr_volume(n_slices=8)
+    windows = [(40, 80)] * 4 + [(3000, 200)] * 4  # the middle half spans 2,960 > the width
+    (image,) = read_quietly(write_mr_series(tmp_path / "mr", volume, windows))
+    low, high = image.display["contrast_limits"]
+    assert low < 50 and 600 < high <= 1000
+    assert "header windows disagree" in image.metadata["display_window"]
+
+
+def test_series_without_description_has_no_blank_series_field(tmp_path):
+    folder = write_mr_series(tmp_path / "mr", mr_volume(n_slices=2), [(500, 1000)] * 2)
+    (image,) = read_quietly(folder)
+    assert image.name == "MR series (#4)" and image.metadata["series_description"] is None
+    assert "Series:" not in describe(image)
+    (named,) = read_quietly(write_mr_series(tmp_path / "t1", mr_volume(n_slices=2),
+                                            [None, None], description="T1 axial"))
+    assert "Series: T1 axial" in describe(named)
+
+
+def test_dicom_warnings_name_the_series_once(tmp_path):
+    write_ct_series(tmp_path, n_slices=6, size=32, tilt_deg=15.0)
+    with pytest.warns(DicomWarning) as record:
+        (image,) = read_dicom(tmp_path)
+    messages = [str(w.message) for w in record]
+    assert messages and all(m.count(image.name) == 1 for m in messages)
+    assert all(w.count(image.name) <= 1 for w in image.warnings)
+
+
 # --- real data -------------------------------------------------------------------------------
 
 
@@ -544,3 +636,18 @@ def test_real_sagittal_mprage(shared_data):
     assert meta["tilt_deg"] < 0.1 and image.warnings == []
     assert image.levels[0].chunks[0] == (1,) * 176
     assert image.levels[0][88].compute().max() > 0
+
+
+@pytest.mark.realdata
+def test_real_mprage_display_window_is_not_saturated(shared_data):
+    """The first (near-empty) slice's header says 43/121; the brain reaches several hundred."""
+    folder = shared_data / "mri_t1_dicom"
+    (image,) = read_quietly(folder)
+    low, high = image.display["contrast_limits"]
+    middle = image.levels[0][88].compute()
+    assert low <= 0 and high >= np.percentile(middle, 99)
+    assert np.mean(middle > high) < 0.01  # under 1 % of the middle slice saturates
+    headers = [dcmread(p, stop_before_pixels=True) for p in sorted(folder.iterdir())]
+    centres = [float(h.WindowCenter) for h in headers]
+    assert image.metadata["window_center"] == pytest.approx(np.median(centres))
+    assert image.metadata["display_window"].startswith("median window")

@@ -23,6 +23,8 @@ CT_AIR_HU = -1024.0
 WINDOW_PRESETS = {"brain": (40.0, 80.0), "subdural": (75.0, 215.0), "bone": (600.0, 2800.0)}
 CT_DISPLAY = {"contrast_limits": (0.0, 80.0), "colormap": "gray"}
 INT16 = np.iinfo(np.int16)
+WINDOW_PERCENTILES = (0.5, 99.5)
+WINDOW_SAMPLE_SLICES = 5
 DECODE_ERRORS = (
     InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, IndexError,
     AttributeError, RuntimeError, NotImplementedError, struct.error,
@@ -68,6 +70,14 @@ def _rescale(stored: np.ndarray, header: SliceHeader, dtype: np.dtype) -> np.nda
     return (stored.astype(np.float64) * header.slope + header.intercept).astype(np.float32)
 
 
+def _decode_stored(header: SliceHeader) -> np.ndarray:
+    """The stored values of one slice; raises one of ``DECODE_ERRORS`` when it cannot."""
+    stored = pixel_array(header.path, index=header.frame)
+    if stored.shape != (header.rows, header.cols):
+        raise ValueError(f"decoded shape {stored.shape} instead of {(header.rows, header.cols)}")
+    return stored
+
+
 def decode_slice(header: SliceHeader, dtype: np.dtype, fill: float) -> np.ndarray:
     """Decode one slice and apply its rescale; never raises.
 
@@ -75,10 +85,7 @@ def decode_slice(header: SliceHeader, dtype: np.dtype, fill: float) -> np.ndarra
     filled with ``fill`` and a :class:`DicomWarning` names the file.
     """
     try:
-        stored = pixel_array(header.path, index=header.frame)
-        if stored.shape != (header.rows, header.cols):
-            raise ValueError(f"decoded shape {stored.shape} instead of "
-                             f"{(header.rows, header.cols)}")
+        stored = _decode_stored(header)
     except DECODE_ERRORS as exc:
         warnings.warn(
             f"{header.path}: could not decode {header.label} ({type(exc).__name__}: {exc}); "
@@ -127,23 +134,112 @@ def resampled_volume(series: DicomSeries, plan: ResamplePlan, dtype: np.dtype, f
     return da.stack(parts)
 
 
-def _display(series: DicomSeries) -> dict[str, Any]:
+def header_window(series: DicomSeries) -> tuple[float, float] | None:
+    """The series' window ``(centre, width)`` from its headers, or None when they give none.
+
+    The median centre and the median width over every slice that carries a window, so that
+    the few slices at the edge of a stack (whose scanner window fits their near-empty
+    content) do not decide the display of the whole series.
+    """
+    windows = [s.window for s in series.slices if s.window is not None]
+    if not windows:
+        return None
+    centres, widths = np.array(windows, dtype=np.float64).T
+    return float(np.median(centres)), float(np.median(widths))
+
+
+def _headers_agree(series: DicomSeries, window: tuple[float, float]) -> bool:
+    """At least half the slices carry a window and the middle half of the centres lie
+    within one (median) width of each other."""
+    centres = [s.window[0] for s in series.slices if s.window is not None]
+    if 2 * len(centres) < len(series.slices):
+        return False
+    low, high = np.percentile(centres, [25, 75])
+    return bool(high - low <= window[1])
+
+
+def _sampled_limits(series: DicomSeries, dtype: np.dtype) -> tuple[tuple[float, float] | None, int]:
+    """The ``WINDOW_PERCENTILES`` of up to ``WINDOW_SAMPLE_SLICES`` evenly spaced slices,
+    and the number of slices they come from.
+
+    Slices that cannot be decoded are left out (their warning comes when they are shown).
+    """
+    count = len(series.slices)
+    picks = sorted({(k + 1) * count // (WINDOW_SAMPLE_SLICES + 1)
+                    for k in range(WINDOW_SAMPLE_SLICES)})
+    values = []
+    for index in picks:
+        header = series.slices[min(index, count - 1)]
+        try:
+            values.append(_rescale(_decode_stored(header), header, dtype).ravel())
+        except DECODE_ERRORS:
+            continue
+    if not values:
+        return None, 0
+    low, high = np.percentile(np.concatenate(values), WINDOW_PERCENTILES)
+    return ((float(low), float(high)) if high > low else None), len(values)
+
+
+def display_window(series: DicomSeries, dtype: np.dtype) -> tuple[tuple[float, float] | None, str]:
+    """Contrast limits for a non-CT series and a sentence saying where they come from.
+
+    The rule:
+
+    1. When at least half the slices carry a window (WindowCenter/WindowWidth) and the middle
+       half of their centres lie within one width of each other, use the median centre and
+       median width (:func:`header_window`); reads no pixels. A first slice's window can be
+       far off: the first slice of a sagittal MPRAGE is near-empty and its header says 43/121,
+       while the median over the series, 332/734, shows the brain unsaturated.
+    2. Otherwise (no windows, too few, or headers that disagree badly) decode up to
+       ``WINDOW_SAMPLE_SLICES`` evenly spaced slices and use the 0.5th and 99.5th percentiles
+       of their values.
+    3. When neither gives a range, return None: napari chooses the limits.
+
+    Parameters
+    ----------
+    series : DicomSeries
+        A scanned series.
+    dtype : numpy.dtype
+        The volume's dtype (the rescaled values are sampled in it).
+
+    Returns
+    -------
+    limits : (float, float) or None
+        ``(low, high)`` contrast limits.
+    source : str
+        How they were chosen, for the layer's metadata.
+    """
+    window = header_window(series)
+    if window is not None and _headers_agree(series, window):
+        centre, width = window
+        n_windows = sum(s.window is not None for s in series.slices)
+        return ((centre - width / 2, centre + width / 2),
+                f"median window {centre:g}/{width:g} of {n_windows} slice header(s)")
+    limits, n_sampled = _sampled_limits(series, dtype)
+    if limits is None:
+        return None, "napari's default (no header window, no sampled value range)"
+    low, high = WINDOW_PERCENTILES
+    reason = "no header window" if window is None else "header windows disagree"
+    return limits, f"{low:g}-{high:g} percentiles of {n_sampled} slice(s) ({reason})"
+
+
+def _display(series: DicomSeries, dtype: np.dtype) -> tuple[dict[str, Any], str]:
     if series.modality == "CT":
-        return dict(CT_DISPLAY)
-    window = series.slices[0].window
-    if window is None:
-        return {"colormap": "gray"}
-    centre, width = window
-    return {"contrast_limits": (centre - width / 2, centre + width / 2), "colormap": "gray"}
+        return dict(CT_DISPLAY), "CT brain window"
+    limits, source = display_window(series, dtype)
+    if limits is None:
+        return {"colormap": "gray"}, source
+    return {"contrast_limits": limits, "colormap": "gray"}, source
 
 
 def _metadata(series: DicomSeries, dtype: np.dtype) -> dict[str, Any]:
     first = series.slices[0]
+    window = header_window(series)
     geometry = series.geometry
     syntax = UID(first.transfer_syntax) if first.transfer_syntax else None
     meta: dict[str, Any] = {
         "series_uid": series.uid,
-        "series_description": series.description,
+        "series_description": series.description or None,
         "series_number": series.number,
         "modality": series.modality,
         "patient_id": first.patient_id,
@@ -167,8 +263,8 @@ def _metadata(series: DicomSeries, dtype: np.dtype) -> dict[str, Any]:
         "skipped_files": list(series.skipped),
         "transfer_syntax": str(syntax.name if syntax is not None else ""),
         "transfer_syntax_uid": first.transfer_syntax,
-        "window_center": first.window[0] if first.window else None,
-        "window_width": first.window[1] if first.window else None,
+        "window_center": window[0] if window else None,
+        "window_width": window[1] if window else None,
         "rescale": {"slope": first.slope, "intercept": first.intercept},
         "dtype": str(dtype),
         "files": [str(path) for path in series.files],
@@ -184,7 +280,10 @@ def _metadata(series: DicomSeries, dtype: np.dtype) -> dict[str, Any]:
 def series_to_image(
     series: DicomSeries, *, resample: bool = False, spacing: float | None = None
 ) -> LazyImage:
-    """Build the :class:`LazyImage` of one series (stored or resampled); reads no pixels.
+    """Build the :class:`LazyImage` of one series (stored or resampled).
+
+    Reads no pixels, except a few slices of a non-CT series whose headers give no usable
+    display window (see :func:`display_window`).
 
     Parameters
     ----------
@@ -203,6 +302,7 @@ def series_to_image(
     fill = fill_value(series, dtype)
     metadata = _metadata(series, dtype)
     metadata["fill_value"] = fill
+    display, metadata["display_window"] = _display(series, dtype)
     dz, dy, dx = series.spacing
     if resample:
         plan = plan_resample(series.geometry, (dy, dx), series.shape[1:], spacing)
@@ -230,5 +330,5 @@ def series_to_image(
         translate=tuple(float(v) for v in translate),
         metadata=metadata,
         warnings=series.notes + geometry_warnings(series, resampled=resample),
-        display=_display(series),
+        display=display,
     )

@@ -1,9 +1,10 @@
 """Read CT and MR DICOM series (a folder, a DICOMDIR or a list of files) as lazy volumes.
 
-Opening reads headers only; every slice is decoded when napari (or anyone) first asks for
-it. Slices are ordered by their position along the slice normal, never by file name or
-InstanceNumber. Gantry tilt and uneven spacing are reported and can be corrected by
-resampling. See ``docs/readers-dicom.md``.
+Opening reads headers only (except a few slices of a non-CT series whose headers give no
+usable display window: see ``_dicom_volume.display_window``); every slice is decoded when
+napari (or anyone) first asks for it. Slices are ordered by their position along the slice
+normal, never by file name or InstanceNumber. Gantry tilt and uneven spacing are reported and
+can be corrected by resampling. See ``docs/readers-dicom.md``.
 """
 
 from __future__ import annotations
