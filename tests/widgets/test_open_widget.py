@@ -79,3 +79,35 @@ def test_opening_with_default_options_reuses_what_inspecting_read(widget, qtbot,
     qtbot.waitUntil(lambda: len(widget._viewer.layers) == 1, timeout=20000)
     assert calls == []  # the headers were not read a second time
     assert widget._viewer.layers[0].data.shape == (4, 32, 32)
+
+
+def test_dicom_warnings_are_shown_once_naming_the_series_once(make_napari_viewer, qtbot,
+                                                              tmp_path):
+    from napari.utils.notifications import notification_manager
+    from pydicom import dcmread
+
+    viewer = make_napari_viewer(show=True)
+    widget = OpenWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    folder = tmp_path / "ct"
+    for path in write_ct_series(folder, n_slices=6, size=32, tilt_deg=15.0, uneven=True):
+        ds = dcmread(path)
+        del ds.SeriesDescription  # a series without description: no blank "Series:" line
+        ds.save_as(path)
+    shown = []
+    notification_manager.notification_ready.connect(lambda n: shown.append(str(n.message)))
+    widget.folder.value = True
+    widget.path.value = folder
+    _wait_ready(qtbot, widget)
+    assert "CT series (#1)" in widget.series.choices[1] and "(none)" not in widget.series.choices[1]
+    widget.open_button.clicked.emit()
+    qtbot.waitUntil(lambda: len(viewer.layers) == 1, timeout=20000)
+    qtbot.wait(200)
+    name = viewer.layers[0].name
+    warned = [m for m in shown if "gantry tilt" in m or "uneven slice spacing" in m]
+    assert len(warned) == 2, warned  # tilt and spacing, each once
+    assert all(m.startswith(f"{name}: ") and m.count(name) == 1 for m in warned)
+    lines = widget.info.value.splitlines()
+    assert not any(line.startswith("Series:") for line in lines)
+    assert "Series number: 1" in lines
+    assert all(line.count(name) <= 1 for line in lines)

@@ -19,7 +19,7 @@ from magicgui.widgets import (
     TextEdit,
 )
 from napari.qt.threading import create_worker
-from napari.utils.notifications import show_warning
+from napari.utils.notifications import notification_manager, show_warning
 
 from napari_neuroseg.io import LazyImage, detect_format, open_image
 from napari_neuroseg.io._describe import describe
@@ -48,11 +48,14 @@ def inspect_path(path: Path) -> dict[str, Any]:
     series = []
     if fmt == "dicom":
         for image in images:
-            meta = image.metadata
-            label = f"#{meta.get('series_number')} {meta.get('series_description') or '(none)'}"
-            label += f" [{image.modality}, {image.shape[0]} slices]"
-            series.append((label, meta["series_uid"]))
+            label = f"{image.name} [{image.modality}, {image.shape[0]} slices]"
+            series.append((label, image.metadata["series_uid"]))
     return {"format": fmt, "series": series, "images": images}
+
+
+def warning_text(image: LazyImage, message: str) -> str:
+    """``message`` prefixed with the image's name, unless it already starts with it."""
+    return message if message.startswith(f"{image.name}:") else f"{image.name}: {message}"
 
 
 class OpenWidget(Container):
@@ -97,6 +100,8 @@ class OpenWidget(Container):
         )
         self._series_ids: dict[str, str] = {}
         self._inspected: tuple[Path, list[LazyImage]] | None = None
+        self._notified: set[str] = set()  # reader warnings already shown for this path
+        self._records_from = len(notification_manager.records)
         self._set_format(None)
         self.folder.changed.connect(self._on_folder_toggled)
         self.path.changed.connect(self._on_path_changed)
@@ -118,6 +123,8 @@ class OpenWidget(Container):
         if not path.exists() or str(value) in ("", "."):
             return
         self._set_format(None)
+        self._notified.clear()
+        self._records_from = len(notification_manager.records)
         self.status.value = f"Inspecting {path.name} ..."
         self._start(inspect_path, path, on_done=self._show_inspection)
 
@@ -159,7 +166,7 @@ class OpenWidget(Container):
         for (data, kwargs, layer_type), image in zip(to_layer_data(images), images, strict=True):
             getattr(self._viewer, f"add_{layer_type}")(data, **kwargs)
             for message in image.warnings:
-                show_warning(f"{image.name}: {message}")
+                self._notify(message, warning_text(image, message))
         self.info.value = "\n\n".join(describe(image) for image in images)
         self.status.value = f"Opened {len(images)} image(s)"
 
@@ -167,9 +174,28 @@ class OpenWidget(Container):
     def _start(self, func, *args, on_done, **kwargs) -> None:
         # napari's workers relay errors to its notifications; connecting ``errored`` here
         # keeps them from being re-raised on the GUI thread.
-        self._worker = create_worker(
-            func, *args, _connect={"returned": on_done, "errored": self._on_error}, **kwargs
-        )
+        # Readers that warn through :mod:`warnings` (DICOM, slides) reach ``warned``; the
+        # image's own warnings list repeats them, so each is shown once (see ``_notify``).
+        connect = {"returned": on_done, "errored": self._on_error, "warned": self._on_warned}
+        self._worker = create_worker(func, *args, _connect=connect, **kwargs)
+
+    def _on_warned(self, args: tuple) -> None:
+        message = args[0] if isinstance(args[0], str) else str(args[0].args[0])
+        self._notify(message, message)
+
+    def _notify(self, message: str, text: str) -> None:
+        """Show ``text`` for a reader warning ``message`` unless it was shown already.
+
+        A warning raised in a worker thread sometimes bypasses ``warned`` and reaches napari's
+        notifications through the global ``showwarning`` hook (the worker's
+        ``catch_warnings`` is not thread-safe), so napari's records are checked too.
+        """
+        if message in self._notified:
+            return
+        self._notified.add(message)
+        shown = {str(n.message) for n in notification_manager.records[self._records_from:]}
+        if message not in shown and text not in shown:
+            show_warning(text)
 
     def _on_error(self, err: Exception) -> None:
         self.status.value = "Failed"
