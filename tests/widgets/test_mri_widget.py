@@ -349,3 +349,78 @@ def test_loosening_cleanup_brings_back_the_model_voxels_but_not_erased_ones(
     _volume_after(widget, qtbot, lambda: setattr(widget.single_slice, "value", False))
     assert layer.data[6, 2:7, 2:7].sum() == 25  # the speck the option dropped is back
     assert not layer.data[1:3, 56:62, 56:62].any()  # the erasure is kept
+
+
+def test_result_layers_record_the_weights_file_that_ran(viewer, widget, qtbot, tmp_path):
+    folder = write_lgg_patient(tmp_path, n_slices=4, size=32, seed=7)
+    viewer.open(str(folder), plugin=PLUGIN)
+    widget.picker.model.value = "mri-flair-unet"  # a registry model: its shipped weights run
+    widget.load_model = threshold_model()
+    _segment(widget, qtbot)
+    shipped = ModelRegistry().checkpoint("mri-flair-unet")
+    assert shipped is not None and shipped.is_file()
+    for layer in (widget.labels_layer, widget.heatmap_layer):
+        meta = layer.metadata["neuroseg"]
+        assert meta["checkpoint"] == str(shipped.absolute())
+        assert meta["model"] == "mri-flair-unet" and meta["result_of"] == "MRI"
+        assert meta["modality"] == "result"
+    checkpoint = tiny_checkpoint(tmp_path, ("pre-contrast", "FLAIR", "post-contrast"), 32)
+    _choose_checkpoint(widget, checkpoint)  # a user's file
+    _segment(widget, qtbot)
+    assert widget.labels_layer.metadata["neuroseg"]["checkpoint"] == str(checkpoint.absolute())
+
+
+def _failing_model(after_planes: int):
+    """A loader whose model fails once it has seen ``after_planes`` planes (0: fails to load)."""
+    spec = ModelRegistry().get("mri-flair-unet")
+    seen = [0]
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        if seen[0] >= after_planes:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        seen[0] += len(batch)
+        lesion = (batch[:, 1] > 170).astype(np.float32)
+        return np.stack([1 - lesion, lesion], axis=1)
+
+    def load(source):
+        if after_planes == 0:
+            raise RuntimeError("checkpoint does not fit the network (simulated)")
+        return predict, spec
+
+    return load
+
+
+def test_a_failed_run_does_not_leave_the_previous_patients_result_on_screen(
+        viewer, widget, qtbot, tmp_path):
+    first = write_lgg_patient(tmp_path, patient_id="TCGA_XX_0001_20000101", n_slices=6,
+                              size=32, seed=1)
+    second = write_lgg_patient(tmp_path, patient_id="TCGA_XX_0002_20000101", n_slices=8,
+                               size=48, seed=2)
+    viewer.open(str(first), plugin=PLUGIN)
+    widget.layer.value = viewer.layers[f"{first.name} FLAIR"]
+    widget.load_model = threshold_model()
+    _segment(widget, qtbot)
+    labels, heat = widget.labels_layer, widget.heatmap_layer
+    assert labels.data.any() and widget.volume.value.startswith("Tumour volume")
+    viewer.open(str(second), plugin=PLUGIN)
+    widget.layer.value = viewer.layers[f"{second.name} FLAIR"]
+    widget.load_model = _failing_model(0)  # the model fails to load: nothing is segmented
+    widget.segment_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT)
+    assert widget.status.value.startswith("Failed after 0 of 8 slices (no result)")
+    assert widget.labels_layer is labels and labels in viewer.layers
+    for layer in (labels, heat):  # emptied, over the second patient, naming no model
+        assert layer.data.shape == (8, 48, 48) and not np.asarray(layer.data).any()
+        assert layer.name.startswith(second.name)
+        assert layer.metadata["neuroseg"]["checkpoint"] is None
+        assert layer.metadata["neuroseg"]["model"] is None
+    assert widget.volume.value == ""  # not the first patient's volume either
+    widget.load_model = _failing_model(4)  # fails half-way: the partial result is this run's
+    widget.segment_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: widget.volume.value != "", timeout=TIMEOUT)
+    assert widget.status.value.startswith(
+        "Failed after 4 of 8 slices (partial result of 4 of 8 slices shown)"), \
+        widget.status.value
+    assert "simulated" in widget.status.value and "(partial: 4 of 8" in widget.volume.value
+    assert not np.asarray(labels.data[4:]).any()

@@ -4,18 +4,57 @@ Both are lazy multiscale views of the session's :class:`ResultStore` (read witho
 refresh costs the GUI thread only the chunks it shows), placed with the
 working level's ``scale``/``translate`` (napari places the coarser levels itself), and both
 opt out of napari's dask cache: the store changes under them as tiles arrive.
+
+Every result layer of the plugin says what made it in ``metadata["neuroseg"]``
+(:func:`result_metadata`): the model's name, the weights file that ran (so the Train widget can
+start from it) and the analysis that made it.
 """
 
+from pathlib import Path
 from typing import Any
 
 from napari.utils.colormaps import DirectLabelColormap
 
+from napari_neuroseg.batch.tasks import ModelSource
 from napari_neuroseg.live import LiveSession
 from napari_neuroseg.models.spec import ModelSpec
 
-__all__ = ["HEATMAP_COLORMAPS", "add_heatmap_layer", "add_labels_layer", "class_colormap"]
+__all__ = ["HEATMAP_COLORMAPS", "add_heatmap_layer", "add_labels_layer", "class_colormap",
+           "result_metadata"]
 
 HEATMAP_COLORMAPS = ("inferno", "magma", "viridis", "turbo", "plasma", "gray")
+
+
+def result_metadata(source: ModelSource | None, spec: ModelSpec | None,
+                    result_of: str) -> dict[str, Any]:
+    """What made a result layer, for its ``metadata["neuroseg"]``.
+
+    Parameters
+    ----------
+    source : ModelSource or None
+        The weights that ran (a widget's ``picker.source()``).
+    spec : ModelSpec or None
+        The model's spec (its name is recorded; None: the source's model name).
+    result_of : str
+        The analysis that made the layer (a widget title such as ``"MRI"``).
+
+    Returns
+    -------
+    dict
+        ``{"model": name, "checkpoint": path or None, "result_of": result_of}``: the absolute
+        path of the weights file that ran (a user's checkpoint, or the weights that ship with
+        a registry model), None for random weights.
+    """
+    checkpoint = source.checkpoint if source is not None else None
+    if spec is not None:
+        name = spec.name
+    elif checkpoint is not None:
+        name = Path(checkpoint).stem
+    else:
+        name = source.model if source is not None else None
+    return {"model": name,
+            "checkpoint": str(Path(checkpoint).absolute()) if checkpoint is not None else None,
+            "result_of": result_of}
 
 
 def class_colormap(spec: ModelSpec) -> DirectLabelColormap:
@@ -34,23 +73,29 @@ def _geometry(session: LiveSession, units: Any) -> dict[str, Any]:
     return kwargs
 
 
-def add_labels_layer(viewer: Any, session: LiveSession, name: str, units: Any = None) -> Any:
-    """Add the session's label pyramid, class names as features (the status bar shows them)."""
+def add_labels_layer(viewer: Any, session: LiveSession, name: str, units: Any = None, *,
+                     source: ModelSource | None = None, result_of: str = "Analyse slide") -> Any:
+    """Add the session's label pyramid, class names as features (the status bar shows them).
+
+    ``source`` (the weights that ran) and ``result_of`` go to the layer's metadata
+    (:func:`result_metadata`).
+    """
     spec = session.plan.spec
     features = {"index": list(range(len(spec.classes))), "class": list(spec.classes)}
+    meta = {**result_metadata(source, spec, result_of), "classes": list(spec.classes)}
     return viewer.add_labels(
         session.store.labels_views(), name=name, colormap=class_colormap(spec),
-        features=features, opacity=0.5, metadata={"neuroseg": {"model": spec.name,
-                                                               "classes": list(spec.classes)}},
+        features=features, opacity=0.5, metadata={"neuroseg": meta},
         **_geometry(session, units))
 
 
 def add_heatmap_layer(viewer: Any, session: LiveSession, class_index: int, name: str,
-                      colormap: str = "inferno", opacity: float = 0.5, units: Any = None) -> Any:
+                      colormap: str = "inferno", opacity: float = 0.5, units: Any = None, *,
+                      source: ModelSource | None = None, result_of: str = "Analyse slide") -> Any:
     """Add one class's probability pyramid as an image layer with contrast limits 0-1."""
     spec = session.plan.spec
+    meta = {**result_metadata(source, spec, result_of), "class": spec.classes[class_index]}
     return viewer.add_image(
         session.store.heatmap_views(class_index), name=name, colormap=colormap,
         opacity=opacity, contrast_limits=(0.0, 1.0), blending="additive",
-        metadata={"neuroseg": {"model": spec.name, "class": spec.classes[class_index]}},
-        **_geometry(session, units))
+        metadata={"neuroseg": meta}, **_geometry(session, units))

@@ -53,13 +53,16 @@ from napari_neuroseg.widgets._mri_stack import (
     channel_layers,
     stack_from_layers,
 )
+from napari_neuroseg.widgets._results import result_metadata
 from napari_neuroseg.widgets._undoable import write_labels
+from napari_neuroseg.widgets._worker_errors import reporting_runtime_errors
 
 if TYPE_CHECKING:
     import napari
 
 MRI_MODELS = ("mri-flair-unet", "mri-flair-transunet")
 RESULT_MODALITY = "result"  # marks the widget's own layers so they are not offered as input
+TITLE = "MRI"  # ``result_of`` of the widget's result layers
 
 
 def load_model(source: ModelSource) -> tuple[Callable[[np.ndarray], np.ndarray], ModelSpec]:
@@ -170,6 +173,8 @@ class MRIWidget(Container):
         self._written: np.ndarray | None = None  # what the widget last wrote to the layer
         self._edited: np.ndarray | None = None  # voxels the user changed since
         self._done = 0
+        self._source: ModelSource | None = None  # the weights of the current (last) run
+        self._error: BaseException | None = None  # why the current (last) run failed
         self.labels_layer: Any = None
         self.heatmap_layer: Any = None
         self._cleanup_generation = 0
@@ -232,7 +237,9 @@ class MRIWidget(Container):
             return
         if self.picker.warning:
             warn(self.picker.warning)
-        self._image, self._done = image, 0
+        self._image, self._done, self._source, self._error = image, 0, source, None
+        self._clear_results()  # the last result (maybe another patient's) never stays on show
+        self.volume.value = ""
         self._cleanup_generation += 1  # a clean-up still running belongs to the last stack
         self._raw = np.zeros(image.shape[:3], np.uint8)
         self._written = np.zeros(image.shape[:3], np.uint8)
@@ -241,9 +248,10 @@ class MRIWidget(Container):
         self.progress.max, self.progress.value = image.shape[0], 0
         self.status.value = f"Loading {source.model} ..."
         self.segment_button.enabled, self.cancel_button.enabled = False, True
-        self.worker = start_worker(segment_stack, image, source, self.load_model, self._stop,
-                                   self.planes_per_step, on_yield=self._on_yield,
-                                   on_error=self._fail, on_finish=self._on_finish)
+        self.worker = start_worker(reporting_runtime_errors(segment_stack), image, source,
+                                   self.load_model, self._stop, self.planes_per_step,
+                                   on_yield=self._on_yield,
+                                   on_error=self._run_failed, on_finish=self._on_finish)
 
     def cancel(self) -> None:
         """Ask the running segmentation to stop (partial results stay)."""
@@ -269,13 +277,31 @@ class MRIWidget(Container):
                 layer.data[planes.start:planes.stop] = values
                 layer.refresh()
 
+    def _result_metadata(self, spec: ModelSpec | None) -> dict[str, Any]:
+        meta = result_metadata(self._source if spec is not None else None, spec, TITLE)
+        return {"neuroseg": {**meta, "modality": RESULT_MODALITY, "source": self._image.source}}
+
+    def _clear_results(self) -> None:
+        """Empty the result layers for the run that starts (over the new stack, no model yet).
+
+        Until the model has loaded they show nothing, so a run that fails early leaves no
+        earlier result (maybe another patient's) on screen as if it were this run's.
+        """
+        image = self._image
+        for layer, dtype, suffix in ((self.labels_layer, np.uint8, "segmentation"),
+                                     (self.heatmap_layer, np.float32, "probability")):
+            if layer is None:
+                continue
+            layer.data = np.zeros(image.shape[:3], dtype)
+            layer.scale, layer.translate = image.scale, image.translate
+            layer.metadata = {**layer.metadata, **self._result_metadata(None)}
+            layer.name = f"{image.name} {suffix}"
+
     def _show_layers(self, spec: ModelSpec) -> None:
         """Create (or reset) the labels and heatmap layers over the stack."""
         image = self._image
         geometry = {"scale": image.scale, "translate": image.translate,
-                    "units": (image.unit,) * 3,
-                    "metadata": {"neuroseg": {"modality": RESULT_MODALITY, "model": spec.name,
-                                              "source": image.source}}}
+                    "units": (image.unit,) * 3, "metadata": self._result_metadata(spec)}
         features = {"index": list(range(len(spec.classes))), "class": list(spec.classes)}
         labels = np.zeros(image.shape[:3], np.uint8)
         heat = np.zeros(image.shape[:3], np.float32)
@@ -288,6 +314,8 @@ class MRIWidget(Container):
             self.labels_layer.colormap = labels_colormap(spec)
             self.labels_layer.features = features
             self.labels_layer.scale, self.labels_layer.translate = image.scale, image.translate
+            self.labels_layer.metadata = {**self.labels_layer.metadata, **geometry["metadata"]}
+            self.labels_layer.name = f"{image.name} segmentation"
         if self.heatmap_layer is None:
             self.heatmap_layer = self._viewer.add_image(
                 heat, name=f"{image.name} probability", colormap="inferno",
@@ -297,6 +325,9 @@ class MRIWidget(Container):
             self.heatmap_layer.contrast_limits = (0.0, 1.0)
             self.heatmap_layer.scale = image.scale
             self.heatmap_layer.translate = image.translate
+            self.heatmap_layer.metadata = {**self.heatmap_layer.metadata,
+                                           **geometry["metadata"]}
+            self.heatmap_layer.name = f"{image.name} probability"
 
     def _on_finish(self) -> None:
         self.worker = None
@@ -304,12 +335,28 @@ class MRIWidget(Container):
             return
         self.segment_button.enabled, self.cancel_button.enabled = True, False
         depth = self._raw.shape[0] if self._raw is not None else 0
-        if self._done == depth and depth:
+        if self._error is not None:
+            self.status.value = self._run_text(depth)
+        elif self._done == depth and depth:
             self.status.value = f"Segmented {depth} slices"
         elif self._stop.is_set():
             self.status.value = f"Cancelled after {self._done} of {depth} slices"
         if self._done:
             self.apply_cleanup()
+
+    def _run_failed(self, err: BaseException) -> None:
+        self._error = err
+        self._fail(err)
+
+    def _run_text(self, depth: int) -> str:
+        """The status line of a finished run (what the result layers hold)."""
+        if self._error is not None:
+            shown = (f"partial result of {self._done} of {depth} slices shown" if self._done
+                     else "no result")
+            return f"Failed after {self._done} of {depth} slices ({shown}): {self._error}"
+        if self._done == depth:
+            return f"Segmented {depth} slices"
+        return f"Partial result: {self._done} of {depth} slices"
 
     def _fail(self, err: BaseException) -> None:
         if self.closed:
@@ -368,8 +415,7 @@ class MRIWidget(Container):
         self._written[: len(cleaned)] = cleaned
         self.volume.value = self.volume_text(out)
         depth = self._raw.shape[0]
-        self.status.value = (f"Segmented {depth} slices" if self._done == depth
-                             else f"Partial result: {self._done} of {depth} slices")
+        self.status.value = self._run_text(depth)
 
     def volume_text(self, out: dict[str, Any]) -> str:
         """The tumour volume line shown under the options."""
