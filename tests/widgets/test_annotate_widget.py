@@ -321,3 +321,64 @@ def test_nuclei_tools_in_an_edit_region_are_undoable_and_autosaved(
     qtbot.waitUntil(lambda: widget.slide.commits == 3, timeout=10000)
     assert (LabelStore.open(tmp_path / "store").read(region)[2:6, 2:6] == 4).all()
     widget.close()
+
+
+def _nuclei_result(viewer):
+    labels = np.zeros((60, 60), np.uint32)
+    for k in range(13):
+        labels[4 * k:4 * k + 3, 5:9 + k] = k + 1
+    features = {"index": np.arange(14), "class": ["background"] + ["nucleus"] * 13}
+    return viewer.add_labels(labels, name="nuclei-hovernet nuclei", features=features,
+                             metadata={"neuroseg": {"model": "nuclei-hovernet",
+                                                    "result_of": "Nuclei"}})
+
+
+def test_docking_over_a_nuclei_result_keeps_its_colours(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    layer = _nuclei_result(viewer)
+    ids = np.arange(14)
+    colours = layer.colormap.map(ids).copy()
+    widget = AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert widget.labels.value is layer and widget.class_map.value == "nuclei (instances)"
+    np.testing.assert_allclose(layer.colormap.map(ids), colours)
+    assert list(layer.features["class"]) == ["background"] + ["nucleus"] * 13
+    widget.class_map.value = LGG  # asked for by hand: refused, said why
+    assert "keeps its classes" in widget.status.value
+    np.testing.assert_allclose(layer.colormap.map(ids), colours)
+    assert len(layer.features) == 14
+    widget.class_map.value = "nuclei (instances)"
+    widget.paint_class.value = "nucleus"
+    assert layer.selected_label == 14  # a new nucleus
+
+
+def test_a_tissue_result_keeps_its_models_palette(make_napari_viewer, qtbot):
+    from napari_neuroseg.annotate.palette import ClassMap
+    from napari_neuroseg.models.registry import ModelRegistry
+    from napari_neuroseg.widgets._annotate_layers import apply_palette
+
+    viewer = make_napari_viewer()
+    labels = np.arange(8, dtype=np.uint8).repeat(4).reshape(4, 8)
+    layer = viewer.add_labels(labels, name="tissue", metadata={
+        "neuroseg": {"model": "gbm-tissue-8", "result_of": "Analyse slide"}})
+    apply_palette(layer, ClassMap.from_spec(ModelRegistry().get("gbm-tissue-8")))
+    colours = layer.colormap.map(np.arange(8)).copy()
+    widget = AnnotateWidget(viewer)
+    assert widget.class_map.value == "model: gbm-tissue-8"
+    widget.class_map.value = LGG  # the same names in another order, 4 classes of 8
+    np.testing.assert_allclose(layer.colormap.map(np.arange(8)), colours)
+    assert "keeps its classes" in widget.status.value
+
+
+def test_a_plain_layer_takes_a_class_map_its_labels_fit(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(np.array([[0, 1], [5, 2]], np.uint8), name="painted")
+    widget = AnnotateWidget(viewer)
+    widget.class_map.value = "MRI FLAIR abnormality"
+    assert "labels up to 5" in widget.status.value and "class_map" not in layer.metadata.get(
+        "neuroseg", {})
+    layer.data = np.array([[0, 1], [1, 0]], np.uint8)
+    widget.class_map.value = LGG
+    widget.class_map.value = "MRI FLAIR abnormality"
+    assert layer.metadata["neuroseg"]["class_map"]["names"] == ["background",
+                                                                "FLAIR abnormality"]

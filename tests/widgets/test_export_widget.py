@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from napari_neuroseg.dataset import Dataset
+from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.samples.ct import write_ct_series
 from napari_neuroseg.samples.mri import write_lgg_patient
 from napari_neuroseg.samples.slide import write_synthetic_slide
@@ -164,3 +165,62 @@ def test_close_disconnects_from_the_viewer(viewer, make_napari_viewer):
     before = len(viewer.layers.events.inserted.callbacks)
     w.close()
     assert len(viewer.layers.events.inserted.callbacks) == before - 1
+
+
+def _nuclei_result(viewer, slide_layer, stale_palette=False):
+    """A Nuclei widget's result on the slide's level-0 grid: ids 1..13, one per nucleus."""
+    labels = np.zeros((128, 128), np.uint32)
+    for k in range(13):
+        y, x = 8 + 9 * k, 10 + (k % 4) * 25
+        labels[y:y + 6, x:x + 6] = k + 1
+    meta = {"model": "nuclei-hovernet", "result_of": "Nuclei"}
+    kwargs = {}
+    if stale_palette:  # what an Annotate widget that recoloured it left behind
+        names = ["background", "cellular tumour", "leading edge", "infiltrating tumour"]
+        meta.update(classes=names, class_map={"names": names, "colors": ["#000000"] * 4,
+                                              "kind": "semantic"})
+        kwargs["features"] = {"index": [0, 1, 2, 3], "class": names}
+    return viewer.add_labels(labels, name="nuclei-hovernet nuclei", scale=slide_layer.scale,
+                             translate=slide_layer.translate, metadata={"neuroseg": meta},
+                             **kwargs)
+
+
+@pytest.mark.parametrize("stale_palette", [False, True])
+def test_a_nuclei_result_exports_as_nuclei_instances(viewer, widget, qtbot, slide_path,
+                                                     tmp_path, stale_palette):
+    (slide_layer,) = viewer.open(str(slide_path), plugin=PLUGIN)
+    layer = _nuclei_result(viewer, slide_layer, stale_palette)
+    widget.labels_layer.value = layer
+    assert widget.task.value == "nuclei"
+    assert parse_class_text(widget.classes.value) == {0: "background", 1: "nucleus"}
+    widget.folder.value = tmp_path / "ds"
+    _click_and_wait(widget, qtbot, widget.export_button,
+                    lambda: widget.last_report is not None or "Failed" in widget.status.value)
+    assert widget.last_report is not None, widget.status.value
+    ds = Dataset.open(tmp_path / "ds")
+    (item,) = ds.items
+    np.testing.assert_array_equal(np.unique(ds.read_mask(item)), np.arange(14))
+
+
+def test_a_nuclei_result_is_not_exported_as_tissue(viewer, widget, qtbot, slide_path,
+                                                  tmp_path):
+    (slide_layer,) = viewer.open(str(slide_path), plugin=PLUGIN)
+    widget.labels_layer.value = _nuclei_result(viewer, slide_layer)
+    widget.task.value = "tissue"
+    widget.folder.value = tmp_path / "ds"
+    widget.export()
+    assert "holds nucleus instances" in widget.status.value
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_tissue_result_exports_its_models_classes(viewer, widget, qtbot, slide_path):
+    (slide_layer,) = viewer.open(str(slide_path), plugin=PLUGIN)
+    widget.task.value = "nuclei"
+    layer = viewer.add_labels(np.zeros((64, 64), np.uint8), name="tissue",
+                              scale=slide_layer.scale, translate=slide_layer.translate,
+                              metadata={"neuroseg": {"model": "gbm-tissue-8",
+                                                     "result_of": "Analyse slide"}})
+    assert widget.labels_layer.value is layer  # the only labels layer: chosen when added
+    assert widget.task.value == "tissue"
+    classes = ModelRegistry().get("gbm-tissue-8").classes  # 8 classes, not LGG's 4
+    assert parse_class_text(widget.classes.value) == dict(enumerate(classes))

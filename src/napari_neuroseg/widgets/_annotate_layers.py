@@ -2,11 +2,14 @@
 
 from typing import Any
 
-from napari.utils.colormaps import DirectLabelColormap
+import numpy as np
+from napari.utils.colormaps import DirectLabelColormap, label_colormap
 
+from napari_neuroseg.annotate.layer_classes import class_map_of_metadata
 from napari_neuroseg.annotate.palette import ClassMap
 
-__all__ = ["apply_palette", "class_map_of", "labels_layers", "layer_level0", "shapes_layers"]
+__all__ = ["apply_palette", "class_map_of", "labels_layers", "layer_level0", "own_class_map",
+           "palette_conflict", "shapes_layers"]
 
 
 def labels_layers(viewer: Any) -> list[Any]:
@@ -38,6 +41,8 @@ def apply_palette(layer: Any, class_map: ClassMap) -> None:
     colors = class_map.color_dict()
     if colors is not None:
         layer.colormap = DirectLabelColormap(color_dict=colors)
+    elif isinstance(layer.colormap, DirectLabelColormap):  # was a class palette
+        layer.colormap = label_colormap()
     features = class_map.features()
     if features is not None:
         layer.features = features
@@ -54,4 +59,51 @@ def class_map_of(layer: Any) -> ClassMap | None:
             return ClassMap.from_dict(meta["class_map"])
         except ValueError:
             return None
+    return None
+
+
+def _hex(rgba: Any) -> str:
+    r, g, b = (round(float(c) * 255) for c in np.asarray(rgba).ravel()[:3])
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def own_class_map(layer: Any) -> ClassMap | None:
+    """The class map a layer's labels are in by what made them; None for a plain layer.
+
+    A result layer: its model's classes (a Nuclei result: instance labels); a label store's
+    layer: the store's. A result of a model the registry does not know (a user checkpoint)
+    that lists its class names: those names in the layer's own colours.
+    """
+    if layer is None:
+        return None
+    meta = layer.metadata.get("neuroseg", {})
+    found = class_map_of_metadata(meta)
+    names = meta.get("classes")
+    if found is None and meta.get("model") and names and len(set(names)) == len(names) > 1:
+        colors = tuple(_hex(layer.colormap.map(np.array([i]))[0]) for i in range(len(names)))
+        found = ClassMap(tuple(str(n) for n in names), colors, title=str(meta["model"]))
+    return found
+
+
+def palette_conflict(layer: Any, class_map: ClassMap) -> str | None:
+    """Why ``class_map`` must not be put on ``layer`` (None when it may).
+
+    A layer keeps the classes of what made it (:func:`own_class_map`); a plain layer takes
+    any class map its labels fit in (a semantic map needs every label below its class
+    count; an in-memory array is checked, a lazy one is not read).
+    """
+    own = own_class_map(layer)
+    if own is not None:
+        if own.names == class_map.names and own.kind == class_map.kind:
+            return None
+        return (f"{layer.name} holds {own.title or 'its own'} labels "
+                f"({', '.join(own.names[1:])}); it keeps its classes. Use "
+                "'New annotation layer' to paint with "
+                f"{class_map.title or 'another class map'}.")
+    data = getattr(layer, "data", None)
+    if class_map.kind == "semantic" and isinstance(data, np.ndarray) and data.size:
+        top = int(data.max())
+        if top >= class_map.n_classes:
+            return (f"{layer.name} has labels up to {top}; {class_map.title or 'the class map'}"
+                    f" has {class_map.n_classes} classes (0-{class_map.n_classes - 1})")
     return None

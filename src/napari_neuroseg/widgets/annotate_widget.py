@@ -19,7 +19,13 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton
 from napari_neuroseg.annotate.palette import STANDARD_CLASS_MAPS, ClassMap
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.widgets._annotate_instances import InstanceTools
-from napari_neuroseg.widgets._annotate_layers import apply_palette, class_map_of, labels_layers
+from napari_neuroseg.widgets._annotate_layers import (
+    apply_palette,
+    class_map_of,
+    labels_layers,
+    own_class_map,
+    palette_conflict,
+)
 from napari_neuroseg.widgets._annotate_slide import SlideEditor
 from napari_neuroseg.widgets._common import (
     connect_events,
@@ -73,6 +79,7 @@ class AnnotateWidget(Container):
         self.class_map.changed.connect(self._on_class_map)
         self.paint_class.changed.connect(self.select_class)
         self.new_button.changed.connect(self.new_layer)
+        self._on_labels_layer(self.labels.value)  # a result docked under keeps its classes
         self._on_class_map()
         self._disconnect = connect_events(
             self.native, [(viewer.layers.events.inserted, self._on_layers_changed),
@@ -108,12 +115,10 @@ class AnnotateWidget(Container):
 
     # -- palette ----------------------------------------------------------------------------
     def _on_labels_layer(self, layer: Any = None) -> None:
-        """A layer that carries a class map (a result, a store, an edit) selects it."""
-        carried = class_map_of(layer)
-        model = layer.metadata.get("neuroseg", {}).get("model") if layer is not None else None
-        if carried is None and f"model: {model}" in self.maps:
-            self.class_map.value = f"model: {model}"
-            return
+        """A layer whose labels have classes selects them: a result its model's (a Nuclei
+        result: nuclei instances), a store or edit region the store's, a painted layer the
+        map it was painted with."""
+        carried = own_class_map(layer) or class_map_of(layer)
         if carried is None:
             return
         for title, cm in self.maps.items():
@@ -132,6 +137,10 @@ class AnnotateWidget(Container):
             self.slide.mpp.value = cm.resolution
         layer = self.labels.value
         if layer is not None and class_map_of(layer) != cm:
+            conflict = palette_conflict(layer, cm)
+            if conflict is not None:  # never recolour labels of other classes
+                self.say(conflict)
+                return
             apply_palette(layer, cm)
 
     def select_class(self, name: Any = None) -> None:
@@ -145,6 +154,9 @@ class AnnotateWidget(Container):
             return
         try:
             if class_map_of(layer) != cm:
+                conflict = palette_conflict(layer, cm)
+                if conflict is not None:
+                    raise ValueError(conflict)
                 apply_palette(layer, cm)
             if cm.kind == "instance" and name != cm.names[0]:
                 layer.selected_label = self.id_floor(layer)

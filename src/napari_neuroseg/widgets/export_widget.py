@@ -42,6 +42,7 @@ from napari_neuroseg.annotate.geojson import (
     labels_to_geojson,
     write_geojson,
 )
+from napari_neuroseg.annotate.layer_classes import class_map_of_metadata, export_task_of_metadata
 from napari_neuroseg.dataset.convert_ct import CT_CLASSES
 from napari_neuroseg.dataset.convert_nuclei import NUCLEI_CLASSES, TILE_CLASSES
 from napari_neuroseg.dataset.manifest import DatasetError, parse_class_map
@@ -84,10 +85,14 @@ def format_class_map(class_map: dict[int, str]) -> str:
 
 
 def layer_class_map(layer: Any) -> dict[int, str] | None:
-    """Class names a labels layer carries: palette metadata, ``classes``, or its features."""
+    """Class names a labels layer carries: what made it (a result's model, a label store),
+    else palette metadata, ``classes``, or its features."""
     if layer is None:
         return None
     meta = layer.metadata.get("neuroseg", {})
+    own = class_map_of_metadata(meta)
+    if own is not None:
+        return NUCLEI_CLASSES if own.kind == "instance" else own.class_map()
     names = (meta.get("class_map") or {}).get("names") or meta.get("classes")
     if names:
         if (meta.get("class_map") or {}).get("kind") == "instance":
@@ -250,6 +255,12 @@ class ExportWidget(Container):
         if image is not None and self.image_layer.value is not image:
             self.image_layer.value = image
         self._on_image()
+        own_task = export_task_of_metadata(labels.metadata.get("neuroseg", {}))
+        if own_task is not None:  # a result or a store: what made it says
+            if not (own_task == "nuclei" and self.task.value == "nuclei-tiles"):
+                self.task.value = own_task
+            self._on_task()
+            return
         classes = layer_class_map(labels)
         if classes is not None and self.task.value not in ("mri", "ct", "nuclei-tiles"):
             self.classes.value = format_class_map(classes)
@@ -316,6 +327,7 @@ class ExportWidget(Container):
                 raise ValueError("choose a dataset folder")
             image = image_record(self.image_layer.value, self._viewer.layers)
             task = self.task.value
+            self._check_task(task)
             labels, scale, translate = (None, None, None) if task == "ct" else \
                 self._labels_data()
             options = {"patient_id": self.patient_id.value, "slide_id": self.slide_id.value,
@@ -338,6 +350,17 @@ class ExportWidget(Container):
         start_worker(run_export, image, labels, scale, translate, task, classes, folder,
                      options, on_done=self._exported, on_error=self._fail,
                      on_finish=self._finished, on_progress=self._progress)
+
+    def _check_task(self, task: str) -> None:
+        """Instance labels (a Nuclei result) export only as nuclei or nuclei tiles."""
+        layer = self.labels_layer.value
+        if layer is None or task == "ct":
+            return
+        own = export_task_of_metadata(layer.metadata.get("neuroseg", {}))
+        if own == "nuclei" and task not in ("nuclei", "nuclei-tiles"):
+            raise ValueError(f"{layer.name} holds nucleus instances (each id is one nucleus, "
+                             f"not a class): export it as 'nuclei' or 'nuclei-tiles', "
+                             f"not {task!r}")
 
     def _progress(self, done: int, total: int) -> None:
         # called in the worker thread: only store a number; the GUI timer shows it
