@@ -241,3 +241,49 @@ def test_live_on_the_real_svs(make_napari_viewer, qtbot, shared_data, counted, c
     heat = np.asarray(widget.heatmap_layer.data[0][region.slices])
     assert counted[0].tiles > 0 and heat.max() > 0
     assert 0 <= heat.min() and heat.max() <= 1
+
+
+def test_live_settings_change_replaces_the_layers_data_in_place(make_napari_viewer, qtbot,
+                                                              slide_path, closing):
+    """Issue 12, blocker 2: Live on, then untick stain normalisation and change the model.
+
+    Removing the result layers there crashed napari in glDrawArrays; now the same two layers
+    show the new session's store and the old store closes once nothing shows it.
+    """
+    viewer, widget = _widget(make_napari_viewer, slide_path, closing, show=True)
+    _look_at(viewer, (256.0, 384.0), 400.0)
+    widget.live.value = True
+    _settle(qtbot, widget)
+    labels, heatmap = widget.labels_layer, widget.heatmap_layer
+    first = widget.session.store
+    widget.stain.value = not widget.stain.value
+    qtbot.wait(20)  # a frame is drawn while the old session is retired
+    _settle(qtbot, widget)
+    assert widget.session.store is not first
+    assert widget.labels_layer is labels and widget.heatmap_layer is heatmap
+    assert [layer for layer in viewer.layers if layer in (labels, heatmap)] == [labels, heatmap]
+    assert labels.data[0].store is widget.session.store
+    qtbot.waitUntil(lambda: len(widget._retired) == 0, timeout=10000)
+    assert first.closed
+    widget.picker.model.value = "lgg-tissue"  # other classes: colours and features follow
+    _settle(qtbot, widget)
+    assert labels.name == "lgg-tissue labels" and list(labels.features["class"]) == list(
+        widget.session.plan.spec.classes)
+    assert len(viewer.layers) == 3
+    widget.live.value = False
+    widget.stain.value = not widget.stain.value  # retired with no successor: layers stay
+    qtbot.wait(200)
+    assert labels in viewer.layers and labels.data[0].store.closed is False
+    viewer.screenshot(canvas_only=False)  # the layers still draw
+
+
+def test_heatmap_class_change_keeps_the_layer(make_napari_viewer, qtbot, slide_path, closing):
+    viewer, widget = _widget(make_napari_viewer, slide_path, closing, show=True)
+    _look_at(viewer, (256.0, 384.0), 400.0)
+    widget.live.value = True
+    _settle(qtbot, widget)
+    heatmap = widget.heatmap_layer
+    other = [c for c in widget.session.plan.spec.classes if c != widget.heat_class.value][0]
+    widget.heat_class.value = other
+    assert widget.heatmap_layer is heatmap and heatmap.metadata["neuroseg"]["class"] == other
+    assert len(viewer.layers) == 3

@@ -75,6 +75,11 @@ class LevelView:
         self.dtype = np.dtype(np.float32) if divide is not None else np.dtype(array.dtype)
         self.size = int(np.prod(self.shape))
 
+    @property
+    def store(self) -> ResultStore:
+        """The store this view reads."""
+        return self._store
+
     def __len__(self) -> int:
         return self.shape[0]
 
@@ -360,6 +365,11 @@ class ResultStore:
     def nbytes_stored(self) -> int:
         """Bytes of chunk files on disk (what was written, compressed)."""
         return sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
 
     def close(self) -> None:
         """Delete the temporary directory (a given ``directory`` is kept)."""

@@ -33,15 +33,13 @@ from napari_neuroseg.widgets._common import (
     image_layers,
     report_error,
     start_worker,
+    stop_workers,
     view_events,
     warn,
 )
 from napari_neuroseg.widgets._gc import GcFreeze
-from napari_neuroseg.widgets._results import (
-    HEATMAP_COLORMAPS,
-    add_heatmap_layer,
-    add_labels_layer,
-)
+from napari_neuroseg.widgets._live_layers import RetiredStores, show_heatmap, show_labels
+from napari_neuroseg.widgets._results import HEATMAP_COLORMAPS
 
 if TYPE_CHECKING:
     import napari
@@ -120,8 +118,10 @@ class AnalyseWidget(Container):
         self.opacity.changed.connect(self._on_display)
         self._events = view_events(viewer, self._on_camera, self._on_layers_changed)
         self._closed = False
-        self._queues: list[Any] = []  # closed at teardown, so no worker outlives the widget
-        self._disconnect = connect_events(self.native, self._events, self._queues)
+        self._shown_store: Any = None  # the store the result layers show
+        self._retired = RetiredStores(lambda: [self._shown_store])
+        self._disconnect = connect_events(self.native, self._events,
+                                          on_teardown=self._teardown)
 
     # -- choices and configuration ----------------------------------------------------------
     def _slide_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
@@ -188,18 +188,20 @@ class AnalyseWidget(Container):
             self.ensure_session(self._then)
             return
         self.session, self.session_config = session, config
-        self._queues.append(session.queue)
         self.counts = dict.fromkeys(self.counts, 0)
         self._errors.clear()
         spec, source = session.plan.spec, self.layer.value
         self.heat_class.reset_choices()
         self.heat_class.value = spec.classes[-1]
         units = getattr(source, "units", None)
-        self.labels_layer = add_labels_layer(self._viewer, session, f"{spec.name} labels",
-                                             units)
-        self.heatmap_layer = add_heatmap_layer(
-            self._viewer, session, list(spec.classes).index(self.heat_class.value),
-            f"{spec.name} heatmap", self.colormap.value, self.opacity.value, units)
+        self.labels_layer = show_labels(self._viewer, self.labels_layer, session,
+                                        f"{spec.name} labels", units)
+        self.heatmap_layer = show_heatmap(
+            self._viewer, self.heatmap_layer, session,
+            list(spec.classes).index(self.heat_class.value), f"{spec.name} heatmap",
+            self.colormap.value, self.opacity.value, units)
+        self._shown_store = session.store
+        self._retired.sweep()  # the previous session's store, now that nothing shows it
         self._serve_worker = start_worker(session.serve, on_yield=self._on_update,
                                           on_error=self._fail)
         self._gc_hold = GcFreeze()  # short full collections while tiles are computed
@@ -209,27 +211,21 @@ class AnalyseWidget(Container):
             then()
 
     def _retire(self) -> None:
-        """Stop the current session's worker, drop its layers and (after the worker) its store."""
+        """Stop the current session's worker; its layers stay (the next session's data
+        replaces theirs: removing a layer vispy may be drawing crashed napari), and its store
+        is closed once nothing shows it and the worker has finished."""
         session, worker = self.session, self._serve_worker
         self.session, self._serve_worker = None, None
         if self._gc_hold is not None:
             self._gc_hold.release()
             self._gc_hold = None
         self._set_whole(False)
-        for layer in (self.labels_layer, self.heatmap_layer):
-            if layer is not None and layer in self._viewer.layers:
-                self._viewer.layers.remove(layer)
-        self.labels_layer = self.heatmap_layer = None
         if session is None:
             return
         session.queue.close()
-        if session.queue in self._queues:
-            self._queues.remove(session.queue)
-        if worker is None:
-            session.store.close()
-            return
-        worker.finished.connect(session.store.close)
-        worker.quit()
+        if worker is not None:
+            worker.quit()
+        self._retired.add(session.store, worker)
 
     # -- requests ---------------------------------------------------------------------------
     def _on_live(self, value: bool) -> None:
@@ -319,13 +315,11 @@ class AnalyseWidget(Container):
         if (self.session is None or self.heatmap_layer is None
                 or value not in self.session.plan.spec.classes):
             return  # (while a session is installed its heatmap is added with the class)
-        old = self.heatmap_layer
         index = list(self.session.plan.spec.classes).index(value)
-        self.heatmap_layer = add_heatmap_layer(
-            self._viewer, self.session, index, f"{self.session.plan.spec.name} heatmap",
-            self.colormap.value, self.opacity.value, getattr(self.layer.value, "units", None))
-        if old is not None and old in self._viewer.layers:
-            self._viewer.layers.remove(old)
+        self.heatmap_layer = show_heatmap(
+            self._viewer, self.heatmap_layer, self.session, index,
+            f"{self.session.plan.spec.name} heatmap", self.colormap.value, self.opacity.value,
+            getattr(self.layer.value, "units", None))
 
     def _on_display(self, _value: Any = None) -> None:
         if self.heatmap_layer is not None:
@@ -339,11 +333,29 @@ class AnalyseWidget(Container):
         self.status.value = f"Failed: {err}"
         self._set_whole(False)
 
-    def close(self) -> None:
-        """Stop the workers, drop the session and disconnect from the viewer's events."""
+    def _teardown(self) -> None:
+        """Stop the timers and workers (waiting for them) and disconnect from the viewer.
+
+        The result layers stay in the viewer with their store (a temporary store is deleted
+        when Python exits). Runs once: on close, when napari removes the dock, or when the
+        viewer closes.
+        """
+        if self._closed:
+            return
         self._closed = True
         self._debounce.stop()
         self._refresh.stop()
-        self._retire()
+        workers = [self._serve_worker, self._build_worker]
+        session, self.session, self._serve_worker = self.session, None, None
+        if session is not None:
+            session.queue.close()
+        if self._gc_hold is not None:
+            self._gc_hold.release()
+            self._gc_hold = None
         self._disconnect()
+        stop_workers(workers)
+
+    def close(self) -> None:
+        """Stop the workers and disconnect from the viewer's events (the results stay)."""
+        self._teardown()
         super().close()
