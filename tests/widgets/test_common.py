@@ -143,3 +143,76 @@ def test_layer_data_without_dask_gets_tile_sized_chunks(tmp_path):
     assert lazy_level(stored, rgb=False).chunksize == (250, 125)
     already = da.zeros((100, 100), chunks=10)
     assert lazy_level(already, rgb=False) is already
+
+
+# --- teardown: panels closed with napari's title-bar X, the viewer closed ------------------
+
+
+def _listeners(emitter):
+    """The objects whose bound methods a napari event emitter calls (napari's own
+    ``reset_choices`` hook of docked magicgui widgets left out)."""
+    owners = []
+    for callback in emitter.callbacks:
+        if isinstance(callback, tuple):  # (weakref to the object, method name)
+            if callback[1] != "reset_choices":
+                owners.append(callback[0]())
+        elif getattr(callback, "__name__", "") != "reset_choices":
+            owners.append(getattr(callback, "__self__", None))
+    return owners
+
+
+@pytest.mark.parametrize("names", [
+    ("Analyse slide",) * 3,
+    ("Analyse slide", "CT analysis"),
+    ("Nuclei", "Nuclei", "Stain translation", "Stain translation"),
+    ("MRI", "Train", "Export", "Annotate", "Open image"),
+])
+def test_closing_panels_with_the_title_bar_x_tears_them_down(make_napari_viewer, qtbot, names):
+    """Issue 12, blocker 1: open a panel, close it with its X, again; remove a layer; GC.
+
+    The disconnect used to hang on the Qt widget's ``destroyed`` signal and ran during garbage
+    collection of the deleted widget: napari segfaulted (6 runs of 6).
+    """
+    import gc
+
+    import numpy as np
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((64, 64, 3), np.uint8), rgb=True, name="he")
+    for name in names:
+        dock, widget = viewer.window.add_plugin_dock_widget("napari-neuroseg", name)
+        qtbot.wait(50)
+        assert widget in _listeners(viewer.layers.events.inserted)
+        dock.destroyOnClose()  # what the title-bar X does
+        qtbot.waitUntil(lambda w=widget: w not in _listeners(viewer.layers.events.inserted),
+                        timeout=5000)
+        gc.collect()
+    viewer.layers.remove(viewer.add_labels(np.zeros((8, 8), np.uint8)))
+    qtbot.wait(50)
+    gc.collect()
+
+
+def test_closing_the_viewer_during_a_run_stops_and_waits_for_the_worker(make_napari_viewer,
+                                                                       qtbot):
+    """Issue 12, item 12: a worker still running when the viewer closes is stopped and waited
+    for, so its results never reach deleted Qt objects ("wrapped C/C++ object deleted")."""
+    import threading
+
+    viewer = make_napari_viewer(show=True)
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-neuroseg", "MRI")
+    stop, ticks = threading.Event(), []
+
+    def slow():
+        while not stop.is_set():
+            ticks.append(1)
+            yield len(ticks)
+            stop.wait(0.02)
+
+    worker = start_worker(slow, on_yield=lambda n: widget.status.value, owner=widget)
+    widget.worker = worker  # the MRI widget stops its worker on teardown
+    qtbot.waitUntil(lambda: len(ticks) > 2, timeout=5000)
+    viewer.close()
+    assert not worker.is_running  # stopped and waited for before Qt deleted anything
+    seen = len(ticks)
+    qtbot.wait(100)
+    assert len(ticks) == seen

@@ -47,7 +47,12 @@ from napari_neuroseg.dataset.convert_ct import CT_CLASSES
 from napari_neuroseg.dataset.convert_nuclei import NUCLEI_CLASSES, TILE_CLASSES
 from napari_neuroseg.dataset.manifest import DatasetError, parse_class_map
 from napari_neuroseg.io import LazyImage
-from napari_neuroseg.widgets._common import image_from_layer, report_error, start_worker
+from napari_neuroseg.widgets._common import (
+    connect_events,
+    image_from_layer,
+    report_error,
+    start_worker,
+)
 from napari_neuroseg.widgets._mri_stack import channel_layers, stack_from_layers
 
 if TYPE_CHECKING:
@@ -192,10 +197,11 @@ class ExportWidget(Container):
         self.export_button.changed.connect(self.export)
         self.geojson_export_button.changed.connect(self.export_geojson)
         self.geojson_import_button.changed.connect(self.import_geojson)
-        self._events = [(viewer.layers.events.inserted, self._on_layers_changed),
-                        (viewer.layers.events.removed, self._on_layers_changed)]
-        for event, callback in self._events:
-            event.connect(callback)
+        self._closed = False
+        self._disconnect = connect_events(
+            self.native, [(viewer.layers.events.inserted, self._on_layers_changed),
+                          (viewer.layers.events.removed, self._on_layers_changed)],
+            on_teardown=self._teardown)
         self._on_labels()
 
     # -- choices and prefills -----------------------------------------------------------------
@@ -462,12 +468,18 @@ class ExportWidget(Container):
         self.status.value = "Reading GeoJSON ..."
         start_worker(work, on_done=done, on_error=self._fail)
 
+    def _teardown(self) -> None:
+        """Stop polling and disconnect from the viewer's events (once; also when napari
+        removes the dock or the viewer closes)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._poll.stop()
+        self._disconnect()
+
     def close(self) -> None:
         """Disconnect from the viewer's events."""
-        self._poll.stop()
-        while self._events:
-            event, callback = self._events.pop()
-            event.disconnect(callback)
+        self._teardown()
         super().close()
 
 
