@@ -283,7 +283,7 @@ def test_heatmap_class_change_keeps_the_layer(make_napari_viewer, qtbot, slide_p
     widget.live.value = True
     _settle(qtbot, widget)
     heatmap = widget.heatmap_layer
-    other = [c for c in widget.session.plan.spec.classes if c != widget.heat_class.value][0]
+    other = next(c for c in widget.session.plan.spec.classes if c != widget.heat_class.value)
     widget.heat_class.value = other
     assert widget.heatmap_layer is heatmap and heatmap.metadata["neuroseg"]["class"] == other
     assert len(viewer.layers) == 3

@@ -199,7 +199,7 @@ def test_closing_the_viewer_during_a_run_stops_and_waits_for_the_worker(make_nap
     import threading
 
     viewer = make_napari_viewer(show=True)
-    dock, widget = viewer.window.add_plugin_dock_widget("napari-neuroseg", "MRI")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-neuroseg", "MRI")
     stop, ticks = threading.Event(), []
 
     def slow():
