@@ -17,7 +17,7 @@ from napari_neuroseg.preprocess.ct import brain_mask
 from napari_neuroseg.samples.ct import HeadPhantom, write_ct_series
 from napari_neuroseg.widgets import ct_widget
 from napari_neuroseg.widgets._common import FROM_FILE
-from napari_neuroseg.widgets.ct_widget import CTWidget
+from napari_neuroseg.widgets.ct_widget import NO_DECISION_RANDOM, RANDOM_TITLE, CTWidget
 
 pytestmark = pytest.mark.gui
 
@@ -111,6 +111,9 @@ def test_gradcam_layer_is_the_current_slice_aligned_with_the_ct(session, qtbot):
                              (SPACING[1], SPACING[2]))
     np.testing.assert_allclose(cam.data[lesion_plane], expected, atol=1e-5)
     assert cam.data[lesion_plane].max() > 0
+    made_by = cam.metadata["neuroseg"]  # the weights file that made it (Train starts from it)
+    assert made_by["checkpoint"] == str(widget.picker.file.value.absolute())
+    assert made_by["model"] == "ct-tiny" and made_by["result_of"] == "CT"
     assert not np.delete(cam.data, lesion_plane, axis=0).any()
     widget.cam_follow.value = True  # the heatmap follows the slice on screen
     _go_to(viewer, 2)
@@ -184,3 +187,52 @@ def test_real_ge_head_ct_brain_mask_volume(make_napari_viewer, shared_data, qtbo
     np.testing.assert_allclose(widget.mask_layer.translate, layer.translate)
     widget.windows.bone.clicked.emit()
     np.testing.assert_allclose(layer.contrast_limits, (-800, 2000))
+
+
+def _classify(widget, qtbot):
+    widget.classify_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget._workers.get("classify"), timeout=60000)
+
+
+def test_random_weights_give_no_patient_decision_only_the_warning(session, qtbot, monkeypatch):
+    _viewer, widget, _layer, _image = session
+    warnings = []
+    monkeypatch.setattr(ct_widget, "warn", warnings.append)
+    widget.picker.model.value = "ct-metastasis"  # ships no trained weights
+    assert widget.picker.random_weights
+    assert widget.plot.warning == RANDOM_TITLE  # said before anything runs
+    _classify(widget, qtbot)
+    assert widget.status.value == f"Classified {N_SLICES} slices"
+    assert widget.result is not None and len(widget.result.planes) == N_SLICES
+    assert widget.decision.value == NO_DECISION_RANDOM
+    for threshold in (0.0, 1.0):  # no threshold makes a decision from random weights
+        widget.threshold.value = threshold
+        assert "POSITIVE" not in widget.decision.value
+        assert "NEGATIVE" not in widget.decision.value
+    assert widget.plot.warning == RANDOM_TITLE
+    assert len(warnings) == 1 and "random weights" in warnings[0]
+    widget.picker.model.value = FROM_FILE  # trained weights: a decision, no title
+    widget.picker.device.value = "cpu"
+    _classify(widget, qtbot)
+    assert widget.decision.value.startswith(("POSITIVE", "NEGATIVE"))
+    assert widget.plot.warning == ""
+
+
+def test_a_failed_classification_leaves_no_decision_on_screen(session, qtbot, monkeypatch):
+    _viewer, widget, _layer, _image = session
+    _classify(widget, qtbot)
+    assert widget.decision.value.startswith(("POSITIVE", "NEGATIVE"))
+    errors = []
+    monkeypatch.setattr(ct_widget, "report_error", lambda err, where="": errors.append(str(err)))
+
+    def fail(self, source):  # what torch raises for a checkpoint that does not fit the network
+        raise RuntimeError("Error(s) in loading state_dict (simulated)")
+
+    monkeypatch.setattr(CTWidget, "_load_runner", fail)
+    _classify(widget, qtbot)  # the run ends (a RuntimeError used to leave it running)
+    assert widget.status.value.startswith("Failed: RuntimeError: Error(s) in loading")
+    assert errors and "simulated" in errors[0]
+    assert widget.decision.value == "no decision: the classification failed"
+    assert widget.result is None and widget.plot.curve.get_data()[0].size == 0
+    widget.threshold.value = 0.0  # nothing to decide from
+    assert widget.decision.value == "no decision: the classification failed"

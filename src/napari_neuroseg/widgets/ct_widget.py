@@ -5,6 +5,10 @@ probability against its position along the stack, with the threshold and a marke
 on screen, and states the patient-level decision (maximum over slices). Grad-CAM explains the
 slice on screen; the brain mask fills a labels layer from the slice on screen outwards. All
 computation, model loading included, runs in napari workers.
+
+A model without trained weights (random weights) gets no patient decision: the widget shows
+the warning instead, and the plot says "RANDOM weights". A run that fails leaves no decision
+(nor an earlier run's curve) on screen.
 """
 
 import threading
@@ -45,11 +49,18 @@ from napari_neuroseg.widgets._common import (
     start_worker,
     warn,
 )
+from napari_neuroseg.widgets._results import result_metadata
+from napari_neuroseg.widgets._worker_errors import reporting_runtime_errors
 
 if TYPE_CHECKING:
     import napari
 
 BRAIN_COLOR = (0.0, 0.85, 1.0, 1.0)
+TITLE = "CT"  # ``result_of`` of the widget's result layers
+RANDOM_TITLE = "RANDOM weights: probabilities mean nothing"
+NO_DECISION_RANDOM = ("no decision: the model has random weights (no trained model), so its "
+                      "probabilities mean nothing; choose a trained checkpoint")
+NOT_CLASSIFIED = "not classified yet"
 
 
 class SliceProbabilityPlot(FigureCanvasQTAgg):
@@ -80,6 +91,16 @@ class SliceProbabilityPlot(FigureCanvasQTAgg):
         self.threshold_line.set_ydata([value, value])
         self.draw_idle()
 
+    def set_warning(self, text: str | None) -> None:
+        """Show ``text`` as the plot's title, in red (None: no title)."""
+        self.axes.set_title(text or "", fontsize=9, color="tab:red")
+        self.draw_idle()
+
+    @property
+    def warning(self) -> str:
+        """The plot's title ("" when there is none)."""
+        return self.axes.get_title()
+
     def set_marker(self, position: float | None) -> None:
         """Put the current-slice marker at ``position`` mm (hidden for ``None``)."""
         self.marker.set_visible(position is not None)
@@ -105,7 +126,7 @@ class CTWidget(Container):
         self.classify_button = PushButton(text="Classify slices")
         self.progress = ProgressBar(label="Slices", min=0, max=1, value=0)
         self.threshold = FloatSlider(label="Threshold", min=0.0, max=1.0, step=0.01, value=0.1)
-        self.decision = Label(label="Patient", value="not classified yet")
+        self.decision = Label(label="Patient", value=NOT_CLASSIFIED)
         self.cam_button = PushButton(text="Grad-CAM on this slice")
         self.cam_follow = CheckBox(text="Grad-CAM follows the slice", value=False)
         self.mask_button = PushButton(text="Brain mask")
@@ -119,6 +140,7 @@ class CTWidget(Container):
                      self.mask_button, self.mask_progress, self.windows, self.status])
         self.native.layout().addWidget(self.plot)
         self.result: Any = None  # the last SliceClassification
+        self.random_weights = False  # the result on screen came from random weights
         self._positions: np.ndarray | None = None  # every slice's position (mm)
         self.cam_layer: Any = None
         self.mask_layer: Any = None
@@ -154,9 +176,14 @@ class CTWidget(Container):
 
     def _on_layer_changed(self, _value: Any = None) -> None:
         self._stop("classify")
+        self._clear_classification(NOT_CLASSIFIED)
+
+    def _clear_classification(self, decision: str) -> None:
+        """No curve and no decision on screen (a new layer, a new run, a failed run)."""
         self.result, self._positions = None, None
         self.plot.set_curve(np.empty(0), np.empty(0))
-        self.decision.value = "not classified yet"
+        self.plot.set_marker(None)
+        self.decision.value = decision
 
     @property
     def ct_layer(self) -> Any:
@@ -189,6 +216,8 @@ class CTWidget(Container):
 
     # -- model --------------------------------------------------------------------------
     def _set_threshold_from_model(self, _value: Any = None) -> None:
+        if self.result is None:  # the title belongs to the result when there is one
+            self.plot.set_warning(RANDOM_TITLE if self.picker.random_weights else None)
         try:
             self.threshold.value = float(self.picker.source().spec().threshold)
         except (ValueError, OSError):
@@ -226,6 +255,9 @@ class CTWidget(Container):
             report_error(err, "CT")
             return
         self._stop("classify")
+        self._clear_classification("classifying ...")
+        self.random_weights = source.checkpoint is None
+        self.plot.set_warning(RANDOM_TITLE if self.random_weights else None)
         self._positions = slice_positions_mm(image)
         self.progress.max, self.progress.value = int(image.shape[0]), 0
         self.status.value = "Classifying slices..."
@@ -249,7 +281,11 @@ class CTWidget(Container):
 
     def _on_threshold(self, value: float) -> None:
         self.plot.set_threshold(float(value))
-        if self.result is not None and len(self.result.planes):
+        if self.result is None or not len(self.result.planes):
+            return
+        if self.random_weights:  # a decision from random weights would look confident
+            self.decision.value = NO_DECISION_RANDOM
+        else:
             self.decision.value = decision_text(patient_decision(self.result, float(value)))
 
     # -- Grad-CAM -----------------------------------------------------------------------
@@ -275,7 +311,8 @@ class CTWidget(Container):
             runner = self._load_runner(source)
             hu = np.asarray(image.levels[0][plane])
             with self._model_lock:
-                return name, plane, slice_gradcam(runner.model, runner.spec, hu, spacing)
+                cam = slice_gradcam(runner.model, runner.spec, hu, spacing)
+            return name, plane, cam, result_metadata(source, runner.spec, TITLE)
 
         def next_request() -> None:
             pending, self._cam_pending = self._cam_pending, None
@@ -284,8 +321,8 @@ class CTWidget(Container):
 
         self._start("cam", job, on_done=self._show_cam, on_finish=next_request)
 
-    def _show_cam(self, result: tuple[str, int, np.ndarray]) -> None:
-        name, plane, cam = result
+    def _show_cam(self, result: tuple[str, int, np.ndarray, dict[str, Any]]) -> None:
+        name, plane, cam, made_by = result
         if name not in self._viewer.layers:
             return
         source = self._viewer.layers[name]
@@ -297,6 +334,7 @@ class CTWidget(Container):
                 np.zeros(source.data.shape, np.float32), name=f"{name} Grad-CAM",
                 colormap="inferno", blending="additive", opacity=0.6, contrast_limits=(0, 1),
                 metadata={"source_layer": name}, **_placement(source))
+        layer.metadata = {**layer.metadata, "neuroseg": made_by}
         layer.data[plane] = cam
         layer.refresh()
         self.status.value = f"Grad-CAM on slice {plane}"
@@ -362,14 +400,19 @@ class CTWidget(Container):
                 finish()
 
         def failed(err: BaseException) -> None:
-            self.status.value = "Failed"
+            if self._workers.get(kind) is not worker:
+                return  # a stopped run's error: a newer run owns the widget
+            self.status.value = f"Failed: {err}"
+            if kind == "classify":
+                self._clear_classification("no decision: the classification failed")
             report_error(err, "CT")
 
         def current(callback: Any) -> Any:  # results of a stopped run are dropped
             return lambda value: callback(value) if self._workers.get(kind) is worker else None
 
         wrapped = {key: current(callback) for key, callback in callbacks.items()}
-        worker = start_worker(job, on_error=failed, on_finish=finished, **wrapped)
+        worker = start_worker(reporting_runtime_errors(job), on_error=failed,
+                              on_finish=finished, **wrapped)
         self._workers[kind] = worker
 
     def _stop(self, kind: str) -> None:
