@@ -21,6 +21,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from napari_neuroseg.dataset import Dataset
 from napari_neuroseg.models.checkpoint import LoadedModel, load_checkpoint
+from napari_neuroseg.models.data_licences import licence_of_sources, licence_record
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.spec import ModelSpec
 from training import events
@@ -44,6 +45,7 @@ __all__ = [
     "optimizer_factory",
     "task_split",
     "trainer_options",
+    "training_data_extra",
     "training_data_name",
     "write_outputs",
 ]
@@ -219,8 +221,9 @@ def build_spec(name: str, arch_overrides: dict[str, Any] | None = None,
     """The declared spec ``name`` with architecture keyword overrides (None values ignored).
 
     The default registry holds the declared specs, not those of the checkpoints that ship
-    with the package. With ``data``, ``extra["training_data"]`` names the dataset (the UI
-    shows it as the weights' provenance).
+    with the package. With ``data``, ``extra["training_data"]`` names the dataset and, when
+    its items come from a known public set, ``extra["training_data_licence"]`` records that
+    set's licence (:func:`training_data_extra`); the UI shows both as the weights' provenance.
     """
     spec = (registry or ModelRegistry(bundled=False)).get(name)
     given = {k: v for k, v in (arch_overrides or {}).items() if v is not None}
@@ -228,8 +231,21 @@ def build_spec(name: str, arch_overrides: dict[str, Any] | None = None,
         spec = replace(spec, arch_kwargs={**spec.arch_kwargs, **given})
     spec = replace(spec, **changes) if changes else spec
     if data is not None:
-        spec = replace(spec, extra={**spec.extra, "training_data": training_data_name(data)})
+        spec = replace(spec, extra={**spec.extra, **training_data_extra(data)})
     return spec
+
+
+def training_data_extra(data: Dataset) -> dict[str, Any]:
+    """``training_data`` (:func:`training_data_name`) and, when the items' source paths lie
+    in a known public set (:mod:`napari_neuroseg.models.data_licences`),
+    ``training_data_licence``: the entries a checkpoint's ``spec.extra`` gets."""
+    extra: dict[str, Any] = {"training_data": training_data_name(data)}
+    sources = (getattr(item, "source", None) for item in data.items)
+    licence = licence_record(licence_of_sources(s.get("path") for s in sources
+                                                if isinstance(s, dict)))
+    if licence is not None:
+        extra["training_data_licence"] = licence
+    return extra
 
 
 def training_data_name(data: Dataset) -> str:

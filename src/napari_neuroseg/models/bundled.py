@@ -19,6 +19,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from napari_neuroseg.models.data_licences import licence_text
 from napari_neuroseg.models.spec import ModelSpec
 
 __all__ = [
@@ -104,7 +105,8 @@ def weights_provenance(
     Parameters
     ----------
     spec : ModelSpec or None
-        The checkpoint's spec (its ``synthetic`` flag and ``extra["training_data"]``).
+        The checkpoint's spec (its ``synthetic`` flag, ``extra["training_data"]`` and
+        ``extra["training_data_licence"]``).
     checkpoint : path or None
         The weights file; ``None`` = the network runs with random weights.
     bundled : bool
@@ -117,6 +119,9 @@ def weights_provenance(
         clinically meaningful"``, ``"trained on real data (<dataset>, see docs/models.md)"``
         for a bundled checkpoint, or ``"trained on real data (<dataset>)"`` /
         ``"trained weights from <file> (training data not recorded)"`` for another one.
+        When the sidecar records the training data's licence, ``"; data licence: <licence>"``
+        follows (with ``", non-commercial use only"`` for a non-commercial set such as the
+        Kaggle LGG MRI, MoNuSeg or IvyGAP), see :mod:`.data_licences`.
     """
     if checkpoint is None or spec is None:
         return RANDOM_WEIGHTS
@@ -124,7 +129,10 @@ def weights_provenance(
         return SYNTHETIC_WEIGHTS
     data = training_data_text(spec)
     if bundled:
-        return f"trained on real data ({data + ', ' if data else ''}see docs/models.md)"
-    if data:
-        return f"trained on real data ({data})"
-    return f"trained weights from {Path(checkpoint).name} (training data not recorded)"
+        line = f"trained on real data ({data + ', ' if data else ''}see docs/models.md)"
+    elif data:
+        line = f"trained on real data ({data})"
+    else:
+        line = f"trained weights from {Path(checkpoint).name} (training data not recorded)"
+    licence = licence_text(spec.extra)
+    return f"{line}; {licence}" if licence else line
