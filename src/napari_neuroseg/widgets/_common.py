@@ -15,7 +15,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QEvent, QObject, QTimer
-from qtpy.QtWidgets import QApplication
+from qtpy.QtWidgets import QApplication, QMainWindow
 
 from napari_neuroseg.batch.tasks import ModelSource
 from napari_neuroseg.io import LazyImage
@@ -381,9 +381,9 @@ class _TeardownWatcher(QObject):
 
     - the widget is unparented after having been docked: on the next event-loop turn (napari
       is still inside its removal);
-    - the QtViewer or the main window is closed by code, or the main window is hidden after
-      the user closed it (a close the user cancels in napari's dialog does nothing), or the
-      application quits: at once, before Qt deletes anything.
+    - the main window (found when the widget is first shown in it) is closed by code, or
+      hidden after the user closed it (a close the user cancels in napari's dialog does
+      nothing), or the application quits: at once, before Qt deletes anything.
 
     It has no Qt parent; :data:`_WATCHERS` keeps it until it fires.
     """
@@ -399,14 +399,11 @@ class _TeardownWatcher(QObject):
             app.aboutToQuit.connect(self.fire)
         _WATCHERS.add(self)
 
-    def watch_window(self, viewer: Any) -> None:
-        """Also fire when ``viewer``'s window or QtViewer closes."""
-        window = getattr(viewer, "window", None)
-        for name in ("_qt_window", "_qt_viewer"):
-            obj = getattr(window, name, None)
-            if obj is not None:
-                obj.installEventFilter(self)
-                self._windows.append(obj)
+    def _watch_main_window(self) -> None:
+        top = self._native.window()
+        if isinstance(top, QMainWindow) and top not in self._windows:
+            top.installEventFilter(self)
+            self._windows.append(top)
 
     def eventFilter(self, obj: Any, event: Any) -> bool:
         kind = event.type()
@@ -416,6 +413,8 @@ class _TeardownWatcher(QObject):
                     self._docked = True
                 elif self._docked:
                     QTimer.singleShot(0, self.fire)
+            elif kind == QEvent.Type.Show:
+                self._watch_main_window()
         elif kind == QEvent.Type.Close and not event.spontaneous():
             self.fire()
         elif kind == QEvent.Type.Hide and not event.spontaneous() and not obj.isMinimized():
@@ -443,27 +442,23 @@ class _TeardownWatcher(QObject):
 _WATCHERS: set[_TeardownWatcher] = set()
 
 
-def watch_teardown(native: Any, callback: Callable[[], None], viewer: Any = None) -> None:
-    """Run ``callback`` once when napari removes the docked widget ``native`` or closes
-    ``viewer`` (see :class:`_TeardownWatcher`); the callback must be idempotent, since the
+def watch_teardown(native: Any, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once when napari removes the docked widget ``native`` or closes its
+    window (see :class:`_TeardownWatcher`); the callback must be idempotent, since the
     widget's own ``close()`` may run it as well."""
-    watcher = _TeardownWatcher(native, callback)
-    if viewer is not None:
-        watcher.watch_window(viewer)
+    _TeardownWatcher(native, callback)
 
 
 def connect_events(native: Any, events: list[tuple[Any, Any]],
                    closers: list[Any] | None = None,
-                   on_teardown: Callable[[], None] | None = None,
-                   viewer: Any = None) -> Callable[..., None]:
+                   on_teardown: Callable[[], None] | None = None) -> Callable[..., None]:
     """Connect every ``(event, callback)`` and return the function that undoes it once.
 
     The returned function disconnects the events and calls ``close()`` on everything in
     ``closers`` (e.g. queues whose workers must end, since napari's thread pool is small);
     calling it again does nothing. It runs, or ``on_teardown`` runs instead (a widget's
     teardown, which should call it), when napari removes the docked widget ``native`` or
-    closes the viewer (:func:`watch_teardown`). The viewer is found from the callbacks' owner
-    (its ``_viewer``) when not given.
+    closes the viewer (:func:`watch_teardown`).
     """
     pending, to_close = events, closers if closers is not None else []
     for event, callback in pending:
@@ -479,8 +474,5 @@ def connect_events(native: Any, events: list[tuple[Any, Any]],
         while to_close:
             to_close.pop().close()
 
-    if viewer is None:
-        owner = _owner([callback for _event, callback in events])
-        viewer = getattr(owner, "_viewer", None)
-    watch_teardown(native, on_teardown or disconnect, viewer)
+    watch_teardown(native, on_teardown or disconnect)
     return disconnect
