@@ -382,3 +382,62 @@ def test_a_plain_layer_takes_a_class_map_its_labels_fit(make_napari_viewer, qtbo
     widget.class_map.value = "MRI FLAIR abnormality"
     assert layer.metadata["neuroseg"]["class_map"]["names"] == ["background",
                                                                 "FLAIR abnormality"]
+
+
+def _press(viewer, key):
+    """A key press on the canvas, as napari dispatches it (active layer, then viewer)."""
+    handler = viewer.window._qt_viewer._key_map_handler
+    assert handler.press_key(key)
+    handler.release_key(key)
+
+
+def test_keys_pick_classes_and_commit_while_the_widget_is_open(make_napari_viewer, qtbot,
+                                                               slide_path, tmp_path):
+    viewer, widget = _slide_widget(make_napari_viewer, slide_path, tmp_path / "store")
+    assert "1-9" in widget.keys.value and "Shift-C" in widget.keys.value
+    assert "1-9" in widget.paint_class.tooltip
+    _rectangle(viewer, 0.0, 0.0, 40.0, 40.0)
+    layer = _open_region(qtbot, widget)
+    assert viewer.layers.selection.active is layer
+    layer.mode = "pan_zoom"
+    _press(viewer, "3")  # napari's own "3" is the polygon mode
+    assert widget.labels.value is layer and layer.selected_label == 3
+    assert widget.paint_class.value == "infiltrating tumour" and layer.mode == "paint"
+    _press(viewer, "1")
+    assert layer.selected_label == 1 and widget.paint_class.value == "cellular tumour"
+    _press(viewer, "5")  # LGG has classes 1-3
+    assert layer.selected_label == 1 and "no class 5" in widget.status.value
+    layer.data_setitem((np.array([5]), np.array([6])), 1)
+    _press(viewer, "Shift-C")
+    qtbot.waitUntil(lambda: widget.slide.commits == 1, timeout=10000)
+    assert LabelStore.open(tmp_path / "store").read(widget.slide.saver.edit.region)[5, 6] == 1
+    widget.close()
+
+
+def test_keys_are_unbound_when_the_widget_closes(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(np.zeros((8, 8), np.uint8), name="painted")
+    other = viewer.add_labels(np.zeros((8, 8), np.uint8), name="other")
+    widget = AnnotateWidget(viewer)
+    dock = viewer.window.add_dock_widget(widget)
+    widget.labels.value = layer
+    widget.class_map.value = "MRI FLAIR abnormality"
+    viewer.layers.selection.active = layer
+    _press(viewer, "1")
+    assert layer.selected_label == 1 and layer.mode == "paint"
+    viewer.layers.selection.active = other  # not the chosen layer: napari's keys
+    other.mode = "pan_zoom"
+    _press(viewer, "4")
+    assert other.mode == "fill"
+    widget.labels.value = other  # the keys follow the chosen layer
+    assert not layer.keymap and other.keymap
+    viewer.window.remove_dock_widget(dock)  # napari's teardown
+    qtbot.waitUntil(lambda: not other.keymap, timeout=5000)
+    widget.close()  # again: nothing left to do
+    assert not other.keymap and not layer.keymap
+    _press(viewer, "2")
+    assert other.mode == "paint"
+    other.mode = "pan_zoom"
+    other.selected_label = 1
+    _press(viewer, "1")
+    assert other.mode == "erase" and other.selected_label == 1

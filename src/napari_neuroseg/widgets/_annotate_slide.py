@@ -103,6 +103,8 @@ class SlideEditor(Container):
         self._viewer, self._slide, self._class_map, self._say = viewer, slide, class_map, say
         self.saver = _Autosave()
         self.store_layer: Any = None
+        #: called with the new edit layer once a region is open (the widget binds its keys)
+        self.on_edit_layer: Callable[[Any], None] | None = None
         self.mpp = FloatSpinBox(label="Working µm/px", value=1.0, min=0.05, max=64.0, step=0.05)
         self.folder = FileEdit(label="Label store", mode="d", value="")
         self.seed = ComboBox(label="Seed from", choices=self._seed_choices)
@@ -229,6 +231,8 @@ class SlideEditor(Container):
         self.seed.reset_choices()
         self._say(f"Editing {region.shape[0]} x {region.shape[1]} working pixels at "
                   f"{store.mpp:g} µm/px; store {store.directory}")
+        if self.on_edit_layer is not None:
+            self.on_edit_layer(layer)
 
     def _on_paint(self, _event: Any = None) -> None:
         if self.saver.edit is not None:
@@ -330,15 +334,20 @@ class SlideEditor(Container):
         report_error(err, "Annotate")
         self._say(f"Failed: {err}")
 
-    def close(self) -> None:
-        """Commit what is pending (synchronously) and stop listening."""
+    def teardown(self) -> None:
+        """Commit what is pending (synchronously) and stop listening; safe to call again."""
         self.finish_edit()
+        self.on_edit_layer = None
         app = QApplication.instance()
         if app is not None:
             try:
                 app.aboutToQuit.disconnect(self.saver.flush)
             except (TypeError, RuntimeError):
-                pass
+                pass  # disconnected already
+
+    def close(self) -> None:
+        """Commit what is pending (synchronously) and stop listening."""
+        self.teardown()
         super().close()
 
 

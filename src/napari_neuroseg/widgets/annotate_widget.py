@@ -9,8 +9,12 @@
   worker, autosaved, shown as a multiscale layer.
 - Nuclei (:class:`~napari_neuroseg.widgets._annotate_instances.InstanceTools`): delete, merge,
   split and add instances.
+- Keys, while the widget is open, on the chosen labels layer and the edit region: 1-9 paint
+  class 1-9 of the class map, Shift-C commits the edit region. They take the place of
+  napari's mode keys 1-7 on those layers only (E, P, F, L and Z still pick the modes).
 """
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +42,10 @@ if TYPE_CHECKING:
     import napari
 
 MODEL_TASKS = ("semantic_segmentation", "instance_segmentation")
+CLASS_KEYS = tuple(str(k) for k in range(1, 10))  # key k paints class k
+COMMIT_KEY = "Shift-C"
+KEYS_HELP = (f"Keys on the labels layer: 1-9 paint class 1-9; {COMMIT_KEY} commits the edit "
+             "region (napari's E, P, F, L, Z still pick the modes)")
 
 
 def class_map_choices() -> dict[str, ClassMap]:
@@ -69,21 +77,30 @@ class AnnotateWidget(Container):
         self.image = ComboBox(label="Image", choices=self._image_choices)
         self.new_button = PushButton(text="New annotation layer")
         self.status = Label(value="Choose a labels layer, or an image to annotate.")
+        self.keys = Label(value=KEYS_HELP)
         self.slide = SlideEditor(viewer, lambda: self.image.value, self.current_class_map,
                                  self.say)
         self.instances = InstanceTools(viewer, lambda: self.labels.value, self.id_floor,
                                        self.say)
+        self.paint_class.tooltip = "Keys 1-9 on the labels layer pick class 1-9"
+        self.slide.commit_button.tooltip = f"{COMMIT_KEY} on the edit region"
         self.extend([self.labels, self.class_map, self.paint_class, self.image, self.new_button,
-                     self.slide, self.instances, self.status])
+                     self.slide, self.instances, self.keys, self.status])
+        self._keyed: dict[int, tuple[Any, dict[str, Any]]] = {}  # layer id: layer, overwritten
+        self._torn_down = False
+        self.slide.on_edit_layer = self._sync_keys
         self.labels.changed.connect(self._on_labels_layer)
+        self.labels.changed.connect(self._sync_keys)
         self.class_map.changed.connect(self._on_class_map)
         self.paint_class.changed.connect(self.select_class)
         self.new_button.changed.connect(self.new_layer)
         self._on_labels_layer(self.labels.value)  # a result docked under keeps its classes
         self._on_class_map()
+        self._sync_keys()
         self._disconnect = connect_events(
             self.native, [(viewer.layers.events.inserted, self._on_layers_changed),
-                          (viewer.layers.events.removed, self._on_layer_removed)])
+                          (viewer.layers.events.removed, self._on_layer_removed)],
+            on_teardown=self._teardown)
 
     # -- choices ----------------------------------------------------------------------------
     def _labels_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
@@ -112,6 +129,46 @@ class AnnotateWidget(Container):
     def _on_layer_removed(self, event: Any) -> None:
         self.slide.on_layer_removed(event.value)
         self._on_layers_changed()
+        self._sync_keys()
+
+    # -- keys -------------------------------------------------------------------------------
+    def _sync_keys(self, *_: Any) -> None:
+        """Keys on the chosen labels layer and the edit region, and on no other layer."""
+        wanted = {} if self._torn_down else {
+            id(layer): layer for layer in (self.labels.value, self.slide.edit_layer)
+            if layer is not None and layer in self._viewer.layers}
+        for key in [k for k in self._keyed if k not in wanted]:
+            layer, overwritten = self._keyed.pop(key)
+            for name, func in overwritten.items():
+                layer.bind_key(name, func, overwrite=True)  # None: unbound
+        for key, layer in wanted.items():
+            if key not in self._keyed:
+                overwritten = {name: layer.bind_key(name, partial(self._class_key, number),
+                                                    overwrite=True)
+                               for number, name in enumerate(CLASS_KEYS, start=1)}
+                overwritten[COMMIT_KEY] = layer.bind_key(COMMIT_KEY, self._commit_key,
+                                                         overwrite=True)
+                self._keyed[key] = (layer, overwritten)
+
+    def _class_key(self, number: int, layer: Any) -> None:
+        """Key ``number`` on ``layer``: paint class ``number`` of the class map."""
+        if self.labels.value is not layer:
+            self.labels.value = layer  # the edit region: its store's class map
+        cm = self.current_class_map()
+        if number >= cm.n_classes:
+            self.say(f"{cm.title or 'the class map'} has no class {number} "
+                     f"(classes 1-{cm.n_classes - 1}: {', '.join(cm.names[1:])})")
+            return
+        name = cm.names[number]
+        with self.paint_class.changed.blocked():
+            self.paint_class.value = name
+        self.select_class(name)
+        if layer.mode not in ("paint", "fill", "polygon"):
+            layer.mode = "paint"
+
+    def _commit_key(self, _layer: Any) -> None:
+        """The commit key: commit the slide's edit region."""
+        self.slide.commit()
 
     # -- palette ----------------------------------------------------------------------------
     def _on_labels_layer(self, layer: Any = None) -> None:
@@ -212,8 +269,16 @@ class AnnotateWidget(Container):
         self.select_class(cm.names[1])
         return layer
 
-    def close(self) -> None:
-        """Commit a pending edit region and disconnect from the viewer's events."""
-        self.slide.close()
+    def _teardown(self) -> None:
+        """Commit a pending edit region, unbind the keys, disconnect from the viewer (once)."""
+        if self._torn_down:
+            return
+        self._torn_down = True
+        self._sync_keys()
+        self.slide.teardown()
         self._disconnect()
+
+    def close(self) -> None:
+        """Commit a pending edit region, unbind the keys and disconnect from the viewer."""
+        self._teardown()
         super().close()
