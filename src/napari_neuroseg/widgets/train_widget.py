@@ -6,9 +6,15 @@ checkpoint made it), the run folder, epochs, device and extra task options as YA
 ``python -m training ...`` command is shown, ready to copy to a GPU machine. "Train" launches
 it as a child process (:class:`napari_neuroseg.annotate.trainjob.TrainJob`); a generator worker
 streams its JSON events into a napari progress bar (epochs done of N), the widget's progress
-bar and a log panel. "Cancel" kills the run's process group. When the run finishes, the best
-checkpoint is shown, becomes the next run's starting point, and every callable in
-``on_checkpoint`` is called with its path (to load it and refresh live inference).
+bar, a log panel and live curves (losses and validation metrics per epoch, the starting
+model's values as dashed lines). "Cancel" kills the run's process group.
+
+When the run finishes, its best checkpoint is compared with the model it started from on the
+same validation split (:func:`~napari_neuroseg.annotate.start_comparison.compare_with_start`).
+Only a model at least as good is handed over: it becomes the next run's starting point, the
+docked analysis widgets switch to it, and every callable in ``on_checkpoint`` is called with its
+path. A worse model, or one that cannot be compared (trained from scratch), is offered instead:
+the two numbers side by side and a "Use the new model anyway" button.
 """
 
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +33,7 @@ from magicgui.widgets import (
 )
 from napari.utils import progress as napari_progress
 
+from napari_neuroseg.annotate.start_comparison import StartComparison, compare_with_start
 from napari_neuroseg.annotate.trainjob import TASKS, TrainJob, dataset_task
 from napari_neuroseg.widgets._common import (
     ModelPicker,
@@ -36,6 +43,7 @@ from napari_neuroseg.widgets._common import (
     start_worker,
     stop_workers,
 )
+from napari_neuroseg.widgets._train_curves import TrainingCurves, curve_values
 
 if TYPE_CHECKING:
     import napari
@@ -60,6 +68,9 @@ def event_line(event: dict[str, Any]) -> str:
                 f"({float(event.get('seconds') or 0.0):.1f} s)")
     if kind == "resume":
         return f"resuming at epoch {event['epoch'] + 1}"
+    if kind == "baseline":
+        values = " ".join(f"{k} {v:.4g}" for k, v in curve_values(event).items())
+        return f"starting model: {values}"
     if kind == "finished":
         return f"finished: best checkpoint {event.get('best') or '(none written)'}"
     if kind == "failed":
@@ -96,7 +107,12 @@ class TrainWidget(Container):
     Attributes
     ----------
     on_checkpoint : list of callable
-        Called with the best checkpoint's path when a run finishes.
+        Called with the best checkpoint's path when it is handed over: when a run finishes
+        with a model at least as good as its start, or when the user chooses it anyway.
+    comparison : StartComparison or None
+        The last finished run's model against its start.
+    offered : pathlib.Path or None
+        A finished run's checkpoint that was not handed over (the user may still take it).
     launcher : sequence of str or None
         The argv prefix of the training command (None: ``python -m training``; tests swap it).
     job : TrainJob or None
@@ -109,6 +125,9 @@ class TrainWidget(Container):
         self.on_checkpoint: list[Callable[[Path], Any]] = []
         self.launcher: Sequence[str] | None = None
         self.job: TrainJob | None = None
+        self.comparison: StartComparison | None = None
+        self.offered: Path | None = None
+        self._auto_init: Path | None = None  # "Start from" as filled from a layer
         self.worker: Any = None
         self._pbar: Any = None
         self._closed = False
@@ -129,13 +148,19 @@ class TrainWidget(Container):
         self.progress = ProgressBar(label="Epochs", min=0, max=1, value=0)
         self.status = Label(value="Choose an exported dataset folder.")
         self.checkpoint = Label(value="")
+        self.compared = Label(value="")
+        self.use_button = PushButton(text="Use the new model anyway", visible=False)
+        for label in (self.status, self.checkpoint, self.compared):
+            label.native.setWordWrap(True)
         self.log = TextEdit(label="Log", value="")
         self.log.read_only = True
         self.log.native.document().setMaximumBlockCount(LOG_LINES)
         self.extend([self.task, self.data, self.init, self.out, self.epochs, self.device,
                      self.config, self.command, self.copy_button, self.train_button,
                      self.cancel_button, self.progress, self.status, self.checkpoint,
-                     self.log])
+                     self.compared, self.use_button, self.log])
+        self.curves = TrainingCurves()
+        self.native.layout().addWidget(self.curves)
         for widget in (self.task, self.init, self.out, self.epochs, self.device):
             widget.changed.connect(self.update_command)
         self.config.native.textChanged.connect(self.update_command)  # TextEdit has no `changed`
@@ -143,6 +168,7 @@ class TrainWidget(Container):
         self.copy_button.changed.connect(self.copy_command)
         self.train_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
+        self.use_button.changed.connect(self._on_use_button)
         self._disconnect = connect_events(
             self.native, [(viewer.layers.events.inserted, self._on_layers),
                           (viewer.layers.selection.events.changed, self._on_layers)],
@@ -179,12 +205,14 @@ class TrainWidget(Container):
         self.init.value = Path(checkpoint) if checkpoint else None
 
     def _on_layers(self, *_: Any) -> None:
-        if self.init.value is not None:
+        """Fill "Start from" with the checkpoint that made the selected (else newest) result
+        layer, unless the user chose the field's value."""
+        if self.init.value is not None and self.init.value != self._auto_init:
             return
         layers = [*self._viewer.layers.selection, *reversed(list(self._viewer.layers))]
         found = layer_checkpoint(layers)
-        if found is not None:
-            self.init.value = found
+        if found is not None and found != self.init.value:
+            self.init.value = self._auto_init = found
 
     def _on_data(self, value: Any = None) -> None:
         self.update_command()
@@ -214,7 +242,10 @@ class TrainWidget(Container):
         self.job = job
         self.log.value = ""
         self._log(f"$ {job.shell_command()} --progress jsonl")
-        self.checkpoint.value = ""
+        self.checkpoint.value = self.compared.value = ""
+        self.comparison, self.offered = None, None
+        self.use_button.visible = False
+        self.curves.reset()
         self.progress.max, self.progress.value = int(job.epochs or 1), 0
         self._pbar = napari_progress(total=int(job.epochs or 1),
                                      desc=f"Training {job.task}")
@@ -241,6 +272,7 @@ class TrainWidget(Container):
             return
         if kind in ("epoch_end", "resume"):
             self._set_epochs(event["epoch"] + 1, event.get("epochs"))
+        self.curves.add_event(event)
         if kind != "step":
             self._log(event_line(event))
         if kind == "finished":
@@ -267,8 +299,31 @@ class TrainWidget(Container):
             return
         path = Path(best)
         self.checkpoint.value = f"New checkpoint: {path}"
-        self.status.value = "Finished"
         self._set_epochs(self.progress.max, None)
+        self.comparison = compare_with_start(path)
+        self.compared.value = self.comparison.text()
+        if self.comparison.at_least_as_good:
+            self.status.value = "Finished: at least as good as the starting model"
+            self.use_new_model(path)
+            return
+        self.offered = path
+        self.use_button.visible = True
+        self.status.value = ("Finished; not handed to the analysis widgets: " + (
+            "no starting model to compare it with" if self.comparison.start is None
+            else "worse than the model it started from"))
+
+    def _on_use_button(self, *_: Any) -> None:
+        self.use_new_model()
+        self.status.value = "Using the new model (chosen)"
+
+    def use_new_model(self, path: str | Path | None = None) -> None:
+        """Hand ``path`` (default: the offered checkpoint) over: the next run starts from it,
+        the docked analysis widgets and every ``on_checkpoint`` callable get it."""
+        path = Path(path) if path is not None else self.offered
+        if path is None:
+            return
+        self.offered = None
+        self.use_button.visible = False
         self.init.value = path  # the next round starts from it
         for callback in [*self.on_checkpoint, self._hand_to_docked_widgets]:
             try:
