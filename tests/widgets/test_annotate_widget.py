@@ -441,3 +441,35 @@ def test_keys_are_unbound_when_the_widget_closes(make_napari_viewer, qtbot):
     other.selected_label = 1
     _press(viewer, "1")
     assert other.mode == "erase" and other.selected_label == 1
+
+
+def test_field_labels_stay_whole_in_a_narrow_dock(make_napari_viewer, qtbot):
+    from magicgui.widgets import CheckBox, Container, Label, PushButton
+    from qtpy.QtWidgets import QAbstractSpinBox, QComboBox, QLabel, QLineEdit
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((64, 64)), name="an image layer with a very long name indeed")
+    viewer.add_labels(np.zeros((64, 64), np.uint8), name="labels with a long name as well")
+    widget = AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(widget, area="right")
+    widget.say("a status line long enough to need several lines in a dock of 250 px, with "
+               "a path like /data/slides/patient-0001/slide.svs that does not break")
+    assert widget.native.minimumSizeHint().width() <= 250  # the dock may narrow that far
+    widget.native.setFixedWidth(250)
+    qtbot.wait(50)
+    fields = [w for w in [*widget, *widget.slide, *widget.instances]
+              if w.label and not isinstance(w, (PushButton, CheckBox, Container, Label))]
+    texts = {w.label for w in fields}
+    shown = {label.text(): label for label in widget.native.findChildren(QLabel)
+             if label.text() in texts}
+    assert set(shown) == texts and len(texts) >= 8
+    for text, label in shown.items():
+        assert label.isVisible() and label.width() >= label.fontMetrics().horizontalAdvance(
+            text), text
+    for kind in (QComboBox, QLineEdit, QAbstractSpinBox):
+        for field in widget.native.findChildren(kind):
+            if field.isVisible():
+                right = field.mapTo(widget.native, field.rect().topRight()).x()
+                assert field.width() >= 40 and right <= 250
+    for line in (widget.status.native, widget.keys.native):
+        assert line.wordWrap() and line.width() <= 250 and line.height() > 20

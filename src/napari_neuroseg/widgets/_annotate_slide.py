@@ -107,6 +107,8 @@ class SlideEditor(Container):
         self.on_edit_layer: Callable[[Any], None] | None = None
         self.mpp = FloatSpinBox(label="Working µm/px", value=1.0, min=0.05, max=64.0, step=0.05)
         self.folder = FileEdit(label="Label store", mode="d", value="")
+        self.folder.choose_btn.text = "..."  # "Choose directory" would widen the dock
+        self.folder.choose_btn.tooltip = "Choose the label store's folder"
         self.seed = ComboBox(label="Seed from", choices=self._seed_choices)
         self.edit_button = PushButton(text="Edit region (view or rectangle)")
         self.commit_button = PushButton(text="Commit", enabled=False)

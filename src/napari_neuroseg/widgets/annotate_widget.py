@@ -14,11 +14,13 @@
   napari's mode keys 1-7 on those layers only (E, P, F, L and Z still pick the modes).
 """
 
+from collections.abc import Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton
+from qtpy.QtWidgets import QAbstractSpinBox, QComboBox, QLabel, QSizePolicy
 
 from napari_neuroseg.annotate.palette import STANDARD_CLASS_MAPS, ClassMap
 from napari_neuroseg.models.registry import ModelRegistry
@@ -42,10 +44,41 @@ if TYPE_CHECKING:
     import napari
 
 MODEL_TASKS = ("semantic_segmentation", "instance_segmentation")
+NARROW_FIELD = 60  # px a field may shrink to before its label does
+
 CLASS_KEYS = tuple(str(k) for k in range(1, 10))  # key k paints class k
 COMMIT_KEY = "Shift-C"
 KEYS_HELP = (f"Keys on the labels layer: 1-9 paint class 1-9; {COMMIT_KEY} commits the edit "
              "region (napari's E, P, F, L, Z still pick the modes)")
+
+
+def keep_labels_when_narrow(form: Container, texts: Iterable[Label]) -> None:
+    """Let ``form`` narrow to about its longest label plus :data:`NARROW_FIELD` px, fields
+    first: each field label keeps its whole text, fields shrink, and the ``texts`` (status
+    lines) wrap instead of widening the dock.
+
+    magicgui gives every field label a fixed width, but a dock narrower than the form's
+    minimum squeezes labels and fields alike (the labels vanish first); long combo box
+    items, spin box ranges and the empty label column of nested forms set that minimum.
+    """
+    wrapping = {id(text.native) for text in texts}
+    for text in texts:
+        text.native.setWordWrap(True)
+        text.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+    for label in form.native.findChildren(QLabel):
+        if id(label) in wrapping:
+            continue
+        if not label.text():  # the label column of a nested form: no indent
+            label.setVisible(False)
+            continue
+        label.setWordWrap(False)
+        need = label.fontMetrics().horizontalAdvance(label.text()) + 4
+        label.setMinimumWidth(max(need, label.minimumWidth()))  # aligned as magicgui set
+    for combo in form.native.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(4)
+    for spin in form.native.findChildren(QAbstractSpinBox):
+        spin.setMinimumWidth(NARROW_FIELD)
 
 
 def class_map_choices() -> dict[str, ClassMap]:
@@ -89,6 +122,9 @@ class AnnotateWidget(Container):
         self._keyed: dict[int, tuple[Any, dict[str, Any]]] = {}  # layer id: layer, overwritten
         self._torn_down = False
         self.slide.on_edit_layer = self._sync_keys
+        for part in (self.slide, self.instances):
+            part.margins = (0, 0, 0, 0)
+        keep_labels_when_narrow(self, [self.keys, self.status])
         self.labels.changed.connect(self._on_labels_layer)
         self.labels.changed.connect(self._sync_keys)
         self.class_map.changed.connect(self._on_class_map)
