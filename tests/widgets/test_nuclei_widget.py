@@ -242,3 +242,35 @@ def test_real_nuclei_tile(make_napari_viewer, qtbot, shared_data, tiny_checkpoin
     assert labels.shape == pixels.shape[:2]
     assert int(widget.count.value) == len(np.unique(labels[labels > 0]))
     widget.close()
+
+
+def test_the_canvas_keeps_its_width_after_a_run(make_napari_viewer, qtbot, slide_path, oracle):
+    """Issue 12, blocker 3: status lines never wrapped, so after a run the dock grew until the
+    canvas was 0 px wide (and the window past the screen)."""
+    from napari_neuroseg.widgets._common import PANEL_MAX_WIDTH
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    [(data, kwargs, kind)] = to_layer_data(open_image(slide_path))
+    getattr(viewer, f"add_{kind}")(data, **kwargs)
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-neuroseg", "Nuclei")
+    widget.picker.device.value = "cpu"
+    qtbot.wait(100)
+    canvas = viewer.window._qt_viewer.canvas.native.width()
+    _look_at(viewer, (250.0, 380.0), 150.0)
+    widget.run_button.clicked.emit()
+    _wait_runs(qtbot, widget, 1)
+    widget.status.value += "; a long note " * 40  # whatever the notes say
+    widget.picker.provenance.value = "weights from /a/very/long/path/" * 10
+    qtbot.wait(100)
+    assert dock.width() <= PANEL_MAX_WIDTH + 40  # the dock's frame and margins
+    assert viewer.window._qt_window.width() == 1600
+    assert viewer.window._qt_viewer.canvas.native.width() >= min(canvas, 900)
+    from qtpy.QtCore import QEvent, QPoint
+    from qtpy.QtGui import QHelpEvent
+    from qtpy.QtWidgets import QApplication
+
+    label = widget.status.native
+    assert label.wordWrap()
+    QApplication.sendEvent(label, QHelpEvent(QEvent.Type.ToolTip, QPoint(2, 2), QPoint(2, 2)))
+    assert label.toolTip() == widget.status.value  # hovering shows the whole text

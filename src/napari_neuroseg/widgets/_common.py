@@ -14,8 +14,8 @@ import dask.array as da
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_warning
-from qtpy.QtCore import QEvent, QObject, QTimer
-from qtpy.QtWidgets import QApplication, QMainWindow
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtWidgets import QApplication, QComboBox, QLabel, QMainWindow
 
 from napari_neuroseg.batch.tasks import ModelSource
 from napari_neuroseg.io import LazyImage
@@ -27,6 +27,7 @@ __all__ = [
     "ModelPicker",
     "connect_events",
     "device_choices",
+    "fit_panel",
     "forget_removed_layers",
     "image_from_layer",
     "image_layers",
@@ -47,6 +48,11 @@ FROM_FILE = "checkpoint file..."
 LAYER_CHUNK = 512
 #: Longest wait (seconds) for a widget's workers when it closes or the viewer closes.
 WORKER_WAIT_S = 10.0
+#: A docked panel's width bounds (pixels): the canvas keeps the rest of the window.
+PANEL_MAX_WIDTH = 480
+PANEL_MIN_WIDTH = 300
+#: Characters a drop-down shows before it elides (its list still shows whole items).
+COMBO_MIN_CHARS = 12
 
 
 def lazy_level(level: Any, rgb: bool) -> da.Array:
@@ -249,6 +255,58 @@ def report_error(err: BaseException, where: str = "") -> None:
     prefix = f"{where}: " if where else ""
     show_error(f"{prefix}{type(err).__name__}: {err}" if not isinstance(err, ValueError)
                else f"{prefix}{err}")
+
+
+def fit_panel(container: Container, max_width: int = PANEL_MAX_WIDTH) -> Container:
+    """Keep a docked panel narrow enough for the canvas, whatever text it shows.
+
+    Text labels wrap (a status line of a Nuclei run once widened the dock until the canvas
+    was 0 px wide) and show their whole text as a tooltip; drop-downs size to a few
+    characters, not their longest item; the panel is at most ``max_width`` pixels wide and
+    at least :data:`PANEL_MIN_WIDTH` (so field names never vanish). Applies to the widgets
+    inside ``container`` now; call it again after adding widgets.
+
+    Returns
+    -------
+    Container
+        ``container``, for chaining.
+    """
+    native = container.native
+    native.setMinimumWidth(min(PANEL_MIN_WIDTH, max_width))
+    native.setMaximumWidth(max_width)
+    for qlabel in native.findChildren(QLabel):
+        qlabel.setWordWrap(True)  # field names too: a long one takes two lines
+    for label in _widgets(container, Label):
+        label.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        label.native.installEventFilter(_FULL_TEXT_TIP)
+    for combo in native.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(COMBO_MIN_CHARS)
+    return container
+
+
+class _FullTextTip(QObject):
+    """Event filter: a label's tooltip is its whole current text (set when it is asked for)."""
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:
+        if event.type() == QEvent.Type.ToolTip and isinstance(obj, QLabel):
+            obj.setToolTip(obj.text())
+        return False
+
+
+_FULL_TEXT_TIP = _FullTextTip()
+
+
+def _widgets(container: Any, kind: type) -> list[Any]:
+    """Every magicgui widget of ``kind`` inside ``container``, nested containers included."""
+    found = []
+    for widget in container:
+        if isinstance(widget, kind):
+            found.append(widget)
+        if isinstance(widget, Container):
+            found.extend(_widgets(widget, kind))
+    return found
 
 
 def widget_gone(widget: Any) -> bool:

@@ -28,11 +28,13 @@ from napari_neuroseg.live.viewport import box_to_pixels, visible_box
 from napari_neuroseg.widgets._common import (
     ModelPicker,
     connect_events,
+    fit_panel,
     forget_removed_layers,
     image_from_layer,
     image_layers,
     report_error,
     start_worker,
+    stop_workers,
     view_events,
     warn,
 )
@@ -130,7 +132,10 @@ class ViewAnalysisWidget(Container):
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self._events = view_events(viewer, self._on_camera, self._on_layers_changed)
-        self._disconnect = connect_events(self.native, self._events)
+        self._closed = False
+        self._disconnect = connect_events(self.native, self._events,
+                                          on_teardown=self._teardown)
+        fit_panel(self)
 
     # -- to implement -----------------------------------------------------------------------
     @staticmethod
@@ -272,11 +277,22 @@ class ViewAnalysisWidget(Container):
         tiles = f"tiles: {c.computed} computed, {c.cached} cached, {c.skipped} skipped"
         return "; ".join([tiles, *result.notes])
 
-    def close(self) -> None:
-        """Stop the run, the timers and disconnect from the viewer's events."""
+    def _teardown(self) -> None:
+        """Stop the run (waiting for it), the timers, and disconnect from the viewer's
+        events; once (on close, when napari removes the dock, or the viewer closes)."""
+        if self._closed:
+            return
+        self._closed = True
         self._debounce.stop()
         self._poll.stop()
-        self.cancel()
+        self._pending = False
+        if self._stop is not None:
+            self._stop.set()
         self._release_gc()
         self._disconnect()
+        stop_workers([self._worker])
+
+    def close(self) -> None:
+        """Stop the run, the timers and disconnect from the viewer's events."""
+        self._teardown()
         super().close()

@@ -28,6 +28,7 @@ from napari_neuroseg.live import LiveSession, LiveUpdate, ViewTooLarge, visible_
 from napari_neuroseg.widgets._common import (
     ModelPicker,
     connect_events,
+    fit_panel,
     forget_removed_layers,
     image_from_layer,
     image_layers,
@@ -122,6 +123,7 @@ class AnalyseWidget(Container):
         self._retired = RetiredStores(lambda: [self._shown_store])
         self._disconnect = connect_events(self.native, self._events,
                                           on_teardown=self._teardown)
+        fit_panel(self)
 
     # -- choices and configuration ----------------------------------------------------------
     def _slide_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:

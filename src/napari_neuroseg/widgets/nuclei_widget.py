@@ -19,6 +19,7 @@ from napari_neuroseg.analysis.region import (
 if TYPE_CHECKING:
     import napari
 
+from napari_neuroseg.widgets._common import fit_panel
 from napari_neuroseg.widgets._view_analysis import ViewAnalysisWidget
 
 
@@ -40,6 +41,7 @@ class NucleiWidget(ViewAnalysisWidget):
         self.density = Label(label="Density", value="-")
         self.insert(self.index(self.status), self.count)
         self.insert(self.index(self.status), self.density)
+        fit_panel(self)
 
     analyse = staticmethod(segment_nuclei)
 
