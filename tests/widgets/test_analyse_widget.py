@@ -194,6 +194,7 @@ def test_whole_image_with_progress_and_cancel(make_napari_viewer, qtbot, slide_p
     widget.cancel_button.clicked.emit()
     assert not widget.cancel_button.enabled and widget.status.value == "Cancelled"
     qtbot.wait(500)
+    assert widget.status.value.startswith("Cancelled")  # tile counts do not overwrite it
     done = counted[0].tiles
     total = np.prod(widget.session.grid.n_tiles)
     assert 0 < done < total
@@ -287,3 +288,45 @@ def test_heatmap_class_change_keeps_the_layer(make_napari_viewer, qtbot, slide_p
     widget.heat_class.value = other
     assert widget.heatmap_layer is heatmap and heatmap.metadata["neuroseg"]["class"] == other
     assert len(viewer.layers) == 3
+
+
+def test_whole_image_time_left_from_the_pace_so_far(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(analyse_widget.time, "monotonic", lambda: now[0])
+    clock = analyse_widget.WholeClock()
+    now[0] += 10.0
+    assert clock.left(2, 50) == ""  # too few tiles to tell
+    assert clock.left(10, 50) == ", about 50 s left"
+    assert clock.left(10, 500) == ", about 8 min left"
+
+
+def test_mpp_of_a_layer_napari_opened_is_shown_and_settable(make_napari_viewer, qtbot,
+                                                            slide_path, closing):
+    """Issue 12, item 4: a layer napari's own reader opened is silently 1 µm/px; the widget
+    shows that it is assumed, lets the user set it, and the next session is re-planned."""
+    viewer = make_napari_viewer(show=True)
+    image = open_image(slide_path)[0]
+    layer = viewer.add_image(image.levels[0].compute(), rgb=True, name="tile.png")  # no meta
+    widget = AnalyseWidget(viewer)
+    closing.append(widget)
+    viewer.window.add_dock_widget(widget)
+    widget.layer.value = layer
+    widget.picker.model.value = MODEL
+    widget.picker.device.value = "cpu"
+    assert widget.mpp.value_box.value == 1.0 and "ASSUMED" in widget.mpp.origin.value
+    _look_at(viewer, (256.0, 384.0), 400.0)
+    widget.live.value = True
+    _settle(qtbot, widget)
+    first = widget.session
+    assert first.plan.image.scale == (1.0, 1.0)
+    widget.mpp.value_box.value = 0.5
+    assert tuple(layer.scale) == (0.5, 0.5) and widget.mpp.origin.value == "set by you"
+    assert layer.metadata["neuroseg"]["mpp"] == [0.5, 0.5]
+    qtbot.waitUntil(lambda: widget.session is not None and widget.session is not first,
+                    timeout=60000)
+    plan = widget.session.plan  # made for 0.5 µm/px: the slide is half as tall in µm
+    assert plan.image.scale == (0.5, 0.5)
+    height_um = plan.array.shape[0] * plan.scale[0]
+    assert height_um == pytest.approx(first.plan.array.shape[0] * first.plan.scale[0] / 2,
+                                      rel=0.01)
+    assert tuple(widget.labels_layer.scale) == pytest.approx(plan.scale)

@@ -274,3 +274,23 @@ def test_the_canvas_keeps_its_width_after_a_run(make_napari_viewer, qtbot, slide
     assert label.wordWrap()
     QApplication.sendEvent(label, QHelpEvent(QEvent.Type.ToolTip, QPoint(2, 2), QPoint(2, 2)))
     assert label.toolTip() == widget.status.value  # hovering shows the whole text
+
+
+def test_slides_offered_leave_out_result_layers_and_a_new_mpp_replans(make_napari_viewer,
+                                                                     qtbot, slide_path, oracle):
+    """Issue 12: Nuclei offered the Stain result layer as a slide; a re-run after the user set
+    the µm/px reused the old plan and misplaced the result."""
+    viewer, slide, widget = _widget(make_napari_viewer, slide_path)
+    translated = viewer.add_image(np.zeros((64, 64, 3), np.uint8), rgb=True, name="H&E (stain)",
+                                  metadata={"neuroseg": {"result_of": "Stain translation"}})
+    assert translated not in [layer for _name, layer in widget._slide_choices()]
+    assert slide in [layer for _name, layer in widget._slide_choices()]
+    _look_at(viewer, (250.0, 380.0), 150.0)
+    widget.run_button.clicked.emit()
+    _wait_runs(qtbot, widget, 1)
+    first = widget.loaded.plan
+    widget.mpp.value_box.value = 0.25  # the slide's pixels are half as big
+    assert tuple(slide.scale) == (0.25, 0.25)
+    widget.run_button.clicked.emit()
+    _wait_runs(qtbot, widget, 2)
+    assert widget.loaded.plan is not first and widget.loaded.plan.image.scale == (0.25, 0.25)

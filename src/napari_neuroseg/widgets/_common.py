@@ -139,9 +139,10 @@ def device_choices() -> list[str]:
 class ModelPicker(Container):
     """A registry model (filtered by task) or a checkpoint file, and the device to run it on.
 
-    A registry model runs the weights that ship with the package when there are some, else
-    random weights; ``provenance`` (a label under the model) says which, and ``warning``
-    says what the user must know (random or synthetic-data weights).
+    The first model offered that ships trained weights is chosen at first (random weights
+    only when none does). A registry model runs the weights that ship with the package when
+    there are some, else random weights; ``provenance`` (a label under the model) says
+    which, and ``warning`` says what the user must know (random or synthetic-data weights).
 
     Parameters
     ----------
@@ -160,7 +161,9 @@ class ModelPicker(Container):
         self.tasks = tuple(tasks)
         choices = [n for n in self.registry.names() if self.registry.get(n).task in tasks
                    and (names is None or n in names)]
-        self.model = ComboBox(label="Model", choices=[*choices, FROM_FILE])
+        trained = [n for n in choices if self.registry.checkpoint(n) is not None]
+        self.model = ComboBox(label="Model", choices=[*choices, FROM_FILE],
+                              value=(trained or choices or [FROM_FILE])[0])
         self.provenance = Label(label="Weights", value="")
         self.file = FileEdit(label="Checkpoint", mode="r", filter="*.safetensors", visible=False)
         self.device = ComboBox(label="Device", choices=device_choices(), value="auto")

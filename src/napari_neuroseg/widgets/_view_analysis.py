@@ -39,6 +39,7 @@ from napari_neuroseg.widgets._common import (
     warn,
 )
 from napari_neuroseg.widgets._gc import GcFreeze
+from napari_neuroseg.widgets._mpp import MppField
 
 if TYPE_CHECKING:
     import napari
@@ -99,6 +100,7 @@ class ViewAnalysisWidget(Container):
         super().__init__(labels=True)
         self._viewer = viewer
         self.layer = ComboBox(label="Slide", choices=self._slide_choices)
+        self.mpp = MppField()
         self.picker = ModelPicker(self.TASKS, names=self.MODELS)
         self.tissue = CheckBox(text="Tissue only", value=True)
         self.max_size = SpinBox(label="Largest side (working px)", min=256, max=16384,
@@ -108,7 +110,7 @@ class ViewAnalysisWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="Progress", min=0, max=100, value=0)
         self.status = Label(value="Choose a slide and a model.")
-        self.extend([self.layer, self.picker, self.tissue, self.max_size, self.follow,
+        self.extend([self.layer, self.mpp, self.picker, self.tissue, self.max_size, self.follow,
                      self.run_button, self.cancel_button, self.progress, self.status])
         self.cache = TileCache(max_bytes=256 * 2**20)
         self.result_layer: Any = None
@@ -129,6 +131,8 @@ class ViewAnalysisWidget(Container):
         self._poll.setInterval(PROGRESS_MS)
         self._poll.timeout.connect(self._show_progress)
         self.follow.changed.connect(self._on_follow)
+        self.layer.changed.connect(self._follow_layer)
+        self._follow_layer()
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self._events = view_events(viewer, self._on_camera, self._on_layers_changed)
@@ -150,14 +154,19 @@ class ViewAnalysisWidget(Container):
     # -- choices ----------------------------------------------------------------------------
     def _slide_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [(layer.name, layer) for layer in image_layers(self._viewer, ("slide",))
-                if layer.metadata.get("neuroseg", {}).get("result_of") != self.TITLE]
+                if not layer.metadata.get("neuroseg", {}).get("result_of")]  # no results
 
     def _on_layers_changed(self, _event: Any = None) -> None:
         self.layer.reset_choices()
         forget_removed_layers(self, self._viewer, "result_layer")
 
+    def _follow_layer(self, _value: Any = None) -> None:
+        self.mpp.layer = self.layer.value
+
     def _config(self) -> tuple[Any, ...]:
-        return (id(self.layer.value), self.picker.model.value, str(self.picker.file.value),
+        layer = self.layer.value
+        scale = tuple(layer.scale) if layer is not None else None  # a new µm/px re-plans
+        return (id(layer), scale, self.picker.model.value, str(self.picker.file.value),
                 self.picker.device.value, self.tissue.value)
 
     # -- requests ---------------------------------------------------------------------------
@@ -285,6 +294,7 @@ class ViewAnalysisWidget(Container):
         self._closed = True
         self._debounce.stop()
         self._poll.stop()
+        self.mpp.layer = None
         self._pending = False
         if self._stop is not None:
             self._stop.set()

@@ -7,6 +7,7 @@ centre and zoom (and the canvas size) are debounced, turned into the visible wor
 handed to ``session.request``, which queues only tiles not computed yet, nearest first.
 """
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import (
@@ -40,6 +41,7 @@ from napari_neuroseg.widgets._common import (
 )
 from napari_neuroseg.widgets._gc import GcFreeze
 from napari_neuroseg.widgets._live_layers import RetiredStores, show_heatmap, show_labels
+from napari_neuroseg.widgets._mpp import MppField
 from napari_neuroseg.widgets._results import HEATMAP_COLORMAPS
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ SLIDE_MODELS = ("gbm-tissue-8", "lgg-tissue", "nuclei-lenet")
 DEBOUNCE_MS = 100
 REFRESH_MS = 50
 MARGIN = 0.1
+ESTIMATE_AFTER = 4  # tiles done before a whole-image run shows its time left
 
 
 def build_session(image: LazyImage, source: ModelSource, stain: bool, tissue: bool,
@@ -58,6 +61,22 @@ def build_session(image: LazyImage, source: ModelSource, stain: bool, tissue: bo
     runner = source.runner()
     plan = plan_slide(image, spec, stain_normalization=stain, tissue_only=tissue)
     return LiveSession(plan, runner, source.key(), cache=cache, batch_size=4)
+
+
+class WholeClock:
+    """Estimates the time left of a whole-image run from its pace so far."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def left(self, done: int, pending: int) -> str:
+        """``", about 3 min left"`` once a few tiles are done; ``""`` before."""
+        elapsed = time.monotonic() - self.started
+        if done < ESTIMATE_AFTER or elapsed <= 0:
+            return ""
+        seconds = elapsed / done * pending
+        text = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+        return f", about {text} left"
 
 
 class AnalyseWidget(Container):
@@ -72,6 +91,7 @@ class AnalyseWidget(Container):
         super().__init__(labels=True)
         self._viewer = viewer
         self.layer = ComboBox(label="Slide", choices=self._slide_choices)
+        self.mpp = MppField()
         self.picker = ModelPicker(("semantic_segmentation", "tile_classification"),
                                   names=SLIDE_MODELS)
         self.stain = CheckBox(text="Stain normalisation (Macenko)", value=True)
@@ -85,7 +105,7 @@ class AnalyseWidget(Container):
                                  value="inferno")
         self.opacity = FloatSlider(label="Opacity", min=0.0, max=1.0, value=0.5)
         self.status = Label(value="Choose a slide and a model.")
-        self.extend([self.layer, self.picker, self.stain, self.tissue, self.live,
+        self.extend([self.layer, self.mpp, self.picker, self.stain, self.tissue, self.live,
                      self.whole_button, self.cancel_button, self.progress, self.heat_class,
                      self.colormap, self.opacity, self.status])
         self.cache = TileCache(max_bytes=256 * 2**20)
@@ -111,6 +131,9 @@ class AnalyseWidget(Container):
         for widget in (self.layer, self.picker.model, self.picker.file, self.picker.device,
                        self.stain, self.tissue):
             widget.changed.connect(self._on_config_changed)
+        self.layer.changed.connect(self._follow_layer)
+        self.mpp.value_box.changed.connect(self._on_config_changed)  # after the rescale
+        self._follow_layer()
         self.live.changed.connect(self._on_live)
         self.whole_button.changed.connect(self.run_whole)
         self.cancel_button.changed.connect(self.cancel)
@@ -119,6 +142,8 @@ class AnalyseWidget(Container):
         self.opacity.changed.connect(self._on_display)
         self._events = view_events(viewer, self._on_camera, self._on_layers_changed)
         self._closed = False
+        self._note = ""  # what the status keeps in front of tile counts ("Cancelled")
+        self._whole_clock = WholeClock()
         self._shown_store: Any = None  # the store the result layers show
         self._retired = RetiredStores(lambda: [self._shown_store])
         self._disconnect = connect_events(self.native, self._events,
@@ -127,7 +152,8 @@ class AnalyseWidget(Container):
 
     # -- choices and configuration ----------------------------------------------------------
     def _slide_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        return [(layer.name, layer) for layer in image_layers(self._viewer, ("slide",))]
+        return [(layer.name, layer) for layer in image_layers(self._viewer, ("slide",))
+                if not layer.metadata.get("neuroseg", {}).get("result_of")]  # no results
 
     def _class_choices(self, _widget: Any = None) -> list[str]:
         session = getattr(self, "session", None)
@@ -137,8 +163,13 @@ class AnalyseWidget(Container):
         self.layer.reset_choices()
         forget_removed_layers(self, self._viewer, "labels_layer", "heatmap_layer")
 
+    def _follow_layer(self, _value: Any = None) -> None:
+        self.mpp.layer = self.layer.value
+
     def _config(self) -> tuple[Any, ...]:
-        return (id(self.layer.value), self.picker.model.value, str(self.picker.file.value),
+        layer = self.layer.value
+        scale = tuple(layer.scale) if layer is not None else None  # a new µm/px re-plans
+        return (id(layer), scale, self.picker.model.value, str(self.picker.file.value),
                 self.picker.device.value, self.stain.value, self.tissue.value)
 
     def _on_config_changed(self, _value: Any = None) -> None:
@@ -251,6 +282,7 @@ class AnalyseWidget(Container):
         """Queue the visible tiles not computed yet; the number queued (-1: no session)."""
         if self.session is None or self._whole:
             return -1
+        self._note = ""
         try:
             queued = self.session.request(self.visible_box())
         except ViewTooLarge as err:
@@ -267,6 +299,8 @@ class AnalyseWidget(Container):
     def _start_whole(self) -> None:
         assert self.session is not None
         self._set_whole(True)
+        self._note = ""
+        self._whole_clock = WholeClock()
         self.progress.value = 0
         self.status.value = "Queueing every tile ..."
         start_worker(self.session.request_all, on_error=self._fail)
@@ -276,6 +310,7 @@ class AnalyseWidget(Container):
         if self.session is not None:
             self.session.cancel()
         self._set_whole(False)
+        self._note = "Cancelled"  # kept in front of the tile counts that still arrive
         self.status.value = "Cancelled"
         if self.live.value:
             self._debounce.start()
@@ -299,11 +334,14 @@ class AnalyseWidget(Container):
             self.counts[key] += getattr(update, key)
         if update.tiles and not self._refresh.isActive():
             self._refresh.start()
+        left = ""
         if self._whole and update.requested:
             self.progress.value = round(100 * (1 - update.pending / update.requested))
+            left = self._whole_clock.left(update.requested - update.pending, update.pending)
         c = self.counts
-        self.status.value = (f"{update.pending} tile(s) pending; computed {c['computed']}, "
-                             f"cached {c['cached']}, skipped {c['skipped']}")
+        counts = (f"{update.pending} tile(s) pending{left}; computed {c['computed']}, "
+                  f"cached {c['cached']}, skipped {c['skipped']}")
+        self.status.value = f"{self._note}: {counts}" if self._note else counts
         if self._whole and update.done:
             self._set_whole(False)
             self.status.value += " - whole image done"
@@ -347,6 +385,7 @@ class AnalyseWidget(Container):
         self._closed = True
         self._debounce.stop()
         self._refresh.stop()
+        self.mpp.layer = None
         workers = [self._serve_worker, self._build_worker]
         session, self.session, self._serve_worker = self.session, None, None
         if session is not None:
