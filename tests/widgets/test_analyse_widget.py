@@ -330,3 +330,17 @@ def test_mpp_of_a_layer_napari_opened_is_shown_and_settable(make_napari_viewer, 
     assert height_um == pytest.approx(first.plan.array.shape[0] * first.plan.scale[0] / 2,
                                       rel=0.01)
     assert tuple(widget.labels_layer.scale) == pytest.approx(plan.scale)
+
+
+def test_result_layers_record_the_weights_that_made_them(make_napari_viewer, qtbot,
+                                                         slide_path, closing):
+    viewer, widget = _widget(make_napari_viewer, slide_path, closing)
+    _look_at(viewer, (256.0, 384.0), 400.0)
+    widget.live.value = True
+    _settle(qtbot, widget)
+    for layer in (widget.labels_layer, widget.heatmap_layer):
+        meta = layer.metadata["neuroseg"]
+        assert meta["result_of"] == "Analyse slide" and meta["model"] == MODEL
+        shipped = widget.picker.registry.checkpoint(MODEL)
+        assert meta["checkpoint"] == (str(shipped.absolute()) if shipped else None)
+    assert widget.labels_layer not in [layer for _n, layer in widget._slide_choices()]

@@ -2,6 +2,7 @@
 
 import dataclasses
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -294,3 +295,17 @@ def test_slides_offered_leave_out_result_layers_and_a_new_mpp_replans(make_napar
     widget.run_button.clicked.emit()
     _wait_runs(qtbot, widget, 2)
     assert widget.loaded.plan is not first and widget.loaded.plan.image.scale == (0.25, 0.25)
+
+
+def test_the_result_layer_records_the_checkpoint_that_made_it(make_napari_viewer, qtbot,
+                                                             slide_path, tiny_checkpoint):
+    """Issue 12, item 9: "Start from" needs the checkpoint behind a result, not a name."""
+    viewer, _, widget = _widget(make_napari_viewer, slide_path)
+    widget.picker.model.value = FROM_FILE
+    widget.picker.file.value = tiny_checkpoint
+    _look_at(viewer, (250.0, 380.0), 150.0)
+    widget.run_button.clicked.emit()
+    _wait_runs(qtbot, widget, 1)
+    meta = widget.result_layer.metadata["neuroseg"]
+    assert meta["result_of"] == "Nuclei"
+    assert Path(meta["checkpoint"]) == Path(tiny_checkpoint).absolute()

@@ -11,8 +11,16 @@ again. The old store is closed only once nothing shows it and its worker has fin
 from collections.abc import Callable
 from typing import Any
 
+from napari_neuroseg.batch.tasks import ModelSource
 from napari_neuroseg.live import LiveSession
-from napari_neuroseg.widgets._results import add_heatmap_layer, add_labels_layer, class_colormap
+from napari_neuroseg.widgets._results import (
+    add_heatmap_layer,
+    add_labels_layer,
+    class_colormap,
+    result_metadata,
+)
+
+RESULT_OF = "Analyse slide"  # the Analyse widget's result layers (metadata "result_of")
 
 __all__ = ["RetiredStores", "show_heatmap", "show_labels"]
 
@@ -29,32 +37,39 @@ def _place(layer: Any, session: LiveSession, units: Any) -> None:
 
 
 def show_labels(viewer: Any, layer: Any, session: LiveSession, name: str,
-                units: Any = None) -> Any:
-    """Show ``session``'s labels in ``layer`` (a new layer when it is gone); returns it."""
+                units: Any = None, source: ModelSource | None = None) -> Any:
+    """Show ``session``'s labels in ``layer`` (a new layer when it is gone); returns it.
+
+    ``source`` (the weights that ran) is recorded in the layer's metadata, so the Train
+    widget can start from that checkpoint.
+    """
     if not _in_viewer(viewer, layer):
-        return add_labels_layer(viewer, session, name, units)
+        return add_labels_layer(viewer, session, name, units, source=source,
+                                result_of=RESULT_OF)
     spec = session.plan.spec
     layer.data = session.store.labels_views()
     _place(layer, session, units)
     layer.colormap = class_colormap(spec)
     layer.features = {"index": list(range(len(spec.classes))), "class": list(spec.classes)}
-    layer.metadata = {**layer.metadata,
-                      "neuroseg": {"model": spec.name, "classes": list(spec.classes)}}
+    layer.metadata = {**layer.metadata, "neuroseg": {
+        **result_metadata(source, spec, RESULT_OF), "classes": list(spec.classes)}}
     layer.name = name
     return layer
 
 
 def show_heatmap(viewer: Any, layer: Any, session: LiveSession, class_index: int, name: str,
-                 colormap: str = "inferno", opacity: float = 0.5, units: Any = None) -> Any:
+                 colormap: str = "inferno", opacity: float = 0.5, units: Any = None,
+                 source: ModelSource | None = None) -> Any:
     """Show one class's probabilities of ``session`` in ``layer`` (new when gone)."""
     if not _in_viewer(viewer, layer):
-        return add_heatmap_layer(viewer, session, class_index, name, colormap, opacity, units)
+        return add_heatmap_layer(viewer, session, class_index, name, colormap, opacity, units,
+                                 source=source, result_of=RESULT_OF)
     spec = session.plan.spec
     layer.data = session.store.heatmap_views(class_index)
     _place(layer, session, units)
     layer.contrast_limits = (0.0, 1.0)
-    layer.metadata = {**layer.metadata,
-                      "neuroseg": {"model": spec.name, "class": spec.classes[class_index]}}
+    layer.metadata = {**layer.metadata, "neuroseg": {
+        **result_metadata(source, spec, RESULT_OF), "class": spec.classes[class_index]}}
     layer.name = name
     return layer
 

@@ -40,6 +40,7 @@ from napari_neuroseg.widgets._common import (
 )
 from napari_neuroseg.widgets._gc import GcFreeze
 from napari_neuroseg.widgets._mpp import MppField
+from napari_neuroseg.widgets._results import result_metadata
 
 if TYPE_CHECKING:
     import napari
@@ -119,6 +120,7 @@ class ViewAnalysisWidget(Container):
         self.runs = 0  # results shown
         self.discarded = 0  # results of stale or cancelled runs, never shown
         self._worker: Any = None
+        self._source: ModelSource | None = None  # the weights of the last run started
         self._stop: threading.Event | None = None
         self._pending = False
         self._progress = [0, 0]
@@ -210,6 +212,7 @@ class ViewAnalysisWidget(Container):
         if self.picker.warning and self.picker.warning != self._warned:
             self._warned = self.picker.warning
             warn(self.picker.warning)
+        self._source = source
         self._stop = threading.Event()
         self._progress = [0, 0]
         self.progress.value = 0
@@ -278,8 +281,9 @@ class ViewAnalysisWidget(Container):
         return kwargs
 
     def _result_metadata(self) -> dict[str, Any]:
+        """What made the result layer: model, checkpoint (for "Start from"), widget."""
         spec = self.loaded.plan.spec if self.loaded is not None else None
-        return {"neuroseg": {"model": spec.name if spec else None, "result_of": self.TITLE}}
+        return {"neuroseg": result_metadata(self._source, spec, self.TITLE)}
 
     def _notes(self, result: RegionResult) -> str:
         c = result.counts

@@ -144,6 +144,7 @@ class AnalyseWidget(Container):
         self._closed = False
         self._note = ""  # what the status keeps in front of tile counts ("Cancelled")
         self._whole_clock = WholeClock()
+        self._source: ModelSource | None = None  # the weights the session runs
         self._shown_store: Any = None  # the store the result layers show
         self._retired = RetiredStores(lambda: [self._shown_store])
         self._disconnect = connect_events(self.native, self._events,
@@ -204,13 +205,15 @@ class AnalyseWidget(Container):
         self.status.value = f"Loading {source.model} and planning the slide ..."
         self._build_worker = start_worker(
             build_session, image, source, self.stain.value, self.tissue.value, self.cache,
-            on_done=lambda session: self._install(session, config), on_error=self._fail,
+            on_done=lambda session: self._install(session, config, source),
+            on_error=self._fail,
             on_finish=self._build_finished)
 
     def _build_finished(self) -> None:
         self._build_worker = None
 
-    def _install(self, session: LiveSession, config: tuple[Any, ...]) -> None:
+    def _install(self, session: LiveSession, config: tuple[Any, ...],
+                 weights: ModelSource | None = None) -> None:
         if self._closed:  # the widget closed while the model was loading
             session.close()
             return
@@ -221,6 +224,7 @@ class AnalyseWidget(Container):
             self.ensure_session(self._then)
             return
         self.session, self.session_config = session, config
+        self._source = weights
         self.counts = dict.fromkeys(self.counts, 0)
         self._errors.clear()
         spec, source = session.plan.spec, self.layer.value
@@ -228,11 +232,11 @@ class AnalyseWidget(Container):
         self.heat_class.value = spec.classes[-1]
         units = getattr(source, "units", None)
         self.labels_layer = show_labels(self._viewer, self.labels_layer, session,
-                                        f"{spec.name} labels", units)
+                                        f"{spec.name} labels", units, weights)
         self.heatmap_layer = show_heatmap(
             self._viewer, self.heatmap_layer, session,
             list(spec.classes).index(self.heat_class.value), f"{spec.name} heatmap",
-            self.colormap.value, self.opacity.value, units)
+            self.colormap.value, self.opacity.value, units, weights)
         self._shown_store = session.store
         self._retired.sweep()  # the previous session's store, now that nothing shows it
         self._serve_worker = start_worker(session.serve, on_yield=self._on_update,
@@ -359,7 +363,7 @@ class AnalyseWidget(Container):
         self.heatmap_layer = show_heatmap(
             self._viewer, self.heatmap_layer, self.session, index,
             f"{self.session.plan.spec.name} heatmap", self.colormap.value, self.opacity.value,
-            getattr(self.layer.value, "units", None))
+            getattr(self.layer.value, "units", None), self._source)
 
     def _on_display(self, _value: Any = None) -> None:
         if self.heatmap_layer is not None:

@@ -56,6 +56,7 @@ class NucleiWidget(ViewAnalysisWidget):
             layer.data = result.data
             for key, value in self._layer_kwargs(result).items():
                 setattr(layer, key, value)
+            layer.metadata = {**layer.metadata, **self._result_metadata()}
             layer.features = features
         else:
             self.result_layer = self._viewer.add_labels(

@@ -43,6 +43,7 @@ class StainWidget(ViewAnalysisWidget):
             layer.data = result.data
             for key, value in self._layer_kwargs(result).items():
                 setattr(layer, key, value)
+            layer.metadata = {**layer.metadata, **self._result_metadata()}
         else:
             self.result_layer = self._viewer.add_image(
                 result.data, name=name, rgb=True,
