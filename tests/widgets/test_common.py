@@ -7,7 +7,13 @@ from magicgui.widgets import Container
 
 from napari_neuroseg.models.checkpoint import save_checkpoint
 from napari_neuroseg.models.registry import ModelRegistry
-from napari_neuroseg.widgets._common import FROM_FILE, ModelPicker, start_worker, widget_gone
+from napari_neuroseg.widgets._common import (
+    FROM_FILE,
+    PANEL_MAX_WIDTH,
+    ModelPicker,
+    start_worker,
+    widget_gone,
+)
 
 pytestmark = pytest.mark.gui
 
@@ -182,6 +188,7 @@ def test_closing_panels_with_the_title_bar_x_tears_them_down(make_napari_viewer,
     for name in names:
         dock, widget = viewer.window.add_plugin_dock_widget("napari-neuroseg", name)
         qtbot.wait(50)
+        assert widget.native.maximumWidth() <= PANEL_MAX_WIDTH  # blocker 3: the canvas stays
         if name != "Open image":  # the one panel that does not follow the layer list
             assert widget in _listeners(viewer.layers.events.inserted)
         dock.destroyOnClose()  # what the title-bar X does
@@ -231,3 +238,23 @@ def test_picker_starts_on_a_model_with_trained_weights(qtbot):
     if not trained:
         pytest.skip("no weights ship in this checkout")
     assert picker.model.value == trained[0] and not picker.random_weights
+
+
+def test_a_runtime_error_in_a_worker_reaches_on_error(qtbot):
+    """torch raises RuntimeError; superqt alone would swallow it and never finish the worker."""
+    got = []
+
+    def fails():
+        raise RuntimeError("CUDA out of memory")
+
+    def fails_later():
+        yield 1
+        raise RuntimeError("size mismatch")
+
+    workers = [start_worker(fails, on_error=got.append),
+               start_worker(fails_later, on_yield=lambda _v: None, on_error=got.append)]
+    for worker in workers:
+        qtbot.waitUntil(lambda w=worker: not w.is_running, timeout=10000)
+    qtbot.waitUntil(lambda: len(got) == 2, timeout=5000)
+    assert sorted(str(e) for e in got) == ["RuntimeError: CUDA out of memory",
+                                           "RuntimeError: size mismatch"]

@@ -21,6 +21,7 @@ from napari_neuroseg.batch.tasks import ModelSource
 from napari_neuroseg.io import LazyImage
 from napari_neuroseg.models.bundled import SYNTHETIC_WEIGHTS, weights_provenance
 from napari_neuroseg.models.registry import ModelRegistry
+from napari_neuroseg.widgets._worker_errors import reporting_runtime_errors
 
 __all__ = [
     "FROM_FILE",
@@ -260,13 +261,15 @@ def report_error(err: BaseException, where: str = "") -> None:
                else f"{prefix}{err}")
 
 
-def fit_panel(container: Container, max_width: int = PANEL_MAX_WIDTH) -> Container:
+def fit_panel(container: Container, max_width: int = PANEL_MAX_WIDTH,
+              min_width: int = PANEL_MIN_WIDTH, wrap_names: bool = True) -> Container:
     """Keep a docked panel narrow enough for the canvas, whatever text it shows.
 
     Text labels wrap (a status line of a Nuclei run once widened the dock until the canvas
     was 0 px wide) and show their whole text as a tooltip; drop-downs size to a few
-    characters, not their longest item; the panel is at most ``max_width`` pixels wide and
-    at least :data:`PANEL_MIN_WIDTH` (so field names never vanish). Applies to the widgets
+    characters, not their longest item; the panel is ``min_width`` to ``max_width`` pixels
+    wide (so field names never vanish). ``wrap_names=False`` keeps field names on one line
+    (a form that sized its own name column). Applies to the widgets
     inside ``container`` now; call it again after adding widgets.
 
     Returns
@@ -275,17 +278,20 @@ def fit_panel(container: Container, max_width: int = PANEL_MAX_WIDTH) -> Contain
         ``container``, for chaining.
     """
     native = container.native
-    native.setMinimumWidth(min(PANEL_MIN_WIDTH, max_width))
+    native.setMinimumWidth(min(min_width, max_width))
     native.setMaximumWidth(max_width)
-    for qlabel in native.findChildren(QLabel):
-        qlabel.setWordWrap(True)  # field names too: a long one takes two lines
+    if wrap_names:
+        for qlabel in native.findChildren(QLabel):
+            qlabel.setWordWrap(True)  # field names too: a long one takes two lines
     for label in _widgets(container, Label):
+        label.native.setWordWrap(True)
         label.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         label.native.installEventFilter(_FULL_TEXT_TIP)
+    short = QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
     for combo in native.findChildren(QComboBox):
-        combo.setSizeAdjustPolicy(
-            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        combo.setMinimumContentsLength(COMBO_MIN_CHARS)
+        if combo.sizeAdjustPolicy() != short:  # (a widget may have sized its own)
+            combo.setSizeAdjustPolicy(short)
+            combo.setMinimumContentsLength(COMBO_MIN_CHARS)
     return container
 
 
@@ -347,7 +353,9 @@ def start_worker(func: Callable[..., Any], *args: Any,
     """Run ``func`` (a function or a generator function) in napari's thread pool.
 
     Connecting ``errored`` keeps napari from re-raising the error on the GUI thread; without
-    ``on_error`` it is shown as a notification. Results that arrive after the ``owner`` widget
+    ``on_error`` it is shown as a notification. A ``RuntimeError`` (what torch raises) arrives
+    as an error too (superqt would swallow it and never finish the worker:
+    :mod:`~napari_neuroseg.widgets._worker_errors`). Results that arrive after the ``owner`` widget
     (by default the widget of the first bound-method callback) was closed or deleted are
     dropped, so a worker that outlives its widget never touches deleted Qt objects.
 
@@ -376,7 +384,7 @@ def start_worker(func: Callable[..., Any], *args: Any,
         connect["returned"] = guarded(on_done)
     if on_finish is not None:
         connect["finished"] = guarded(on_finish)
-    return create_worker(func, *args, _connect=connect, **kwargs)
+    return create_worker(reporting_runtime_errors(func), *args, _connect=connect, **kwargs)
 
 
 def warn(message: str) -> None:

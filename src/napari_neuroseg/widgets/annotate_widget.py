@@ -35,6 +35,7 @@ from napari_neuroseg.widgets._annotate_layers import (
 from napari_neuroseg.widgets._annotate_slide import SlideEditor
 from napari_neuroseg.widgets._common import (
     connect_events,
+    fit_panel,
     image_from_layer,
     image_layers,
     report_error,
@@ -137,6 +138,7 @@ class AnnotateWidget(Container):
             self.native, [(viewer.layers.events.inserted, self._on_layers_changed),
                           (viewer.layers.events.removed, self._on_layer_removed)],
             on_teardown=self._teardown)
+        fit_panel(self, min_width=self.native.minimumWidth(), wrap_names=False)  # narrow form
 
     # -- choices ----------------------------------------------------------------------------
     def _labels_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:

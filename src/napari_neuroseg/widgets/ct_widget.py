@@ -43,14 +43,15 @@ from napari_neuroseg.preprocess.ct import WINDOW_PRESETS
 from napari_neuroseg.widgets._common import (
     ModelPicker,
     connect_events,
+    fit_panel,
     image_from_layer,
     image_layers,
     report_error,
     start_worker,
+    stop_workers,
     warn,
 )
 from napari_neuroseg.widgets._results import result_metadata
-from napari_neuroseg.widgets._worker_errors import reporting_runtime_errors
 
 if TYPE_CHECKING:
     import napari
@@ -165,7 +166,10 @@ class CTWidget(Container):
             (viewer.layers.events.removed, self._on_layers_changed),
             (viewer.dims.events.current_step, self._on_step),
         ]
-        self._disconnect = connect_events(self.native, self._connections)
+        self._closed = False
+        self._disconnect = connect_events(self.native, self._connections,
+                                          on_teardown=self._teardown)
+        fit_panel(self)
 
     # -- layers and slices --------------------------------------------------------------
     def _ct_layer_names(self, _widget: Any = None) -> list[str]:
@@ -411,7 +415,7 @@ class CTWidget(Container):
             return lambda value: callback(value) if self._workers.get(kind) is worker else None
 
         wrapped = {key: current(callback) for key, callback in callbacks.items()}
-        worker = start_worker(reporting_runtime_errors(job), on_error=failed,
+        worker = start_worker(job, on_error=failed,
                               on_finish=finished, **wrapped)
         self._workers[kind] = worker
 
@@ -420,11 +424,21 @@ class CTWidget(Container):
         if worker is not None:
             worker.quit()
 
-    def close(self) -> None:
-        """Stop the workers, disconnect from the viewer and close."""
+    def _teardown(self) -> None:
+        """Stop the workers (waiting for them) and disconnect from the viewer (once; also when
+        napari removes the dock or the viewer closes)."""
+        if self._closed:
+            return
+        self._closed = True
+        workers = list(self._workers.values())
         for kind in list(self._workers):
             self._stop(kind)
         self._disconnect()
+        stop_workers(workers)
+
+    def close(self) -> None:
+        """Stop the workers, disconnect from the viewer and close."""
+        self._teardown()
         super().close()
 
 

@@ -49,6 +49,7 @@ from napari_neuroseg.dataset.manifest import DatasetError, parse_class_map
 from napari_neuroseg.io import LazyImage
 from napari_neuroseg.widgets._common import (
     connect_events,
+    fit_panel,
     image_from_layer,
     report_error,
     start_worker,
@@ -203,6 +204,7 @@ class ExportWidget(Container):
                           (viewer.layers.events.removed, self._on_layers_changed)],
             on_teardown=self._teardown)
         self._on_labels()
+        fit_panel(self)
 
     # -- choices and prefills -----------------------------------------------------------------
     def _labels_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:

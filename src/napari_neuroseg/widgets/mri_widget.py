@@ -42,6 +42,7 @@ from napari_neuroseg.models.spec import ModelSpec
 from napari_neuroseg.widgets._common import (
     ModelPicker,
     connect_events,
+    fit_panel,
     forget_removed_layers,
     report_error,
     start_worker,
@@ -55,7 +56,6 @@ from napari_neuroseg.widgets._mri_stack import (
 )
 from napari_neuroseg.widgets._results import result_metadata
 from napari_neuroseg.widgets._undoable import write_labels
-from napari_neuroseg.widgets._worker_errors import reporting_runtime_errors
 
 if TYPE_CHECKING:
     import napari
@@ -189,6 +189,7 @@ class MRIWidget(Container):
             self.native, [(viewer.layers.events.inserted, self._on_layers_changed),
                           (viewer.layers.events.removed, self._on_layers_changed)],
             on_teardown=self._teardown)
+        fit_panel(self)
 
     # -- layers --------------------------------------------------------------------------
     def _stack_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
@@ -248,7 +249,7 @@ class MRIWidget(Container):
         self.progress.max, self.progress.value = image.shape[0], 0
         self.status.value = f"Loading {source.model} ..."
         self.segment_button.enabled, self.cancel_button.enabled = False, True
-        self.worker = start_worker(reporting_runtime_errors(segment_stack), image, source,
+        self.worker = start_worker(segment_stack, image, source,
                                    self.load_model, self._stop, self.planes_per_step,
                                    on_yield=self._on_yield,
                                    on_error=self._run_failed, on_finish=self._on_finish)

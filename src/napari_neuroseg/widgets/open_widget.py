@@ -23,6 +23,7 @@ from napari.utils.notifications import notification_manager, show_warning
 
 from napari_neuroseg.io import LazyImage, detect_format, open_image
 from napari_neuroseg.io._describe import describe
+from napari_neuroseg.widgets._common import fit_panel
 
 if TYPE_CHECKING:
     import napari
@@ -106,6 +107,7 @@ class OpenWidget(Container):
         self.folder.changed.connect(self._on_folder_toggled)
         self.path.changed.connect(self._on_path_changed)
         self.open_button.changed.connect(self._on_open)
+        fit_panel(self)
 
     # -- reactions ----------------------------------------------------------------------
     def _on_folder_toggled(self, value: bool) -> None:

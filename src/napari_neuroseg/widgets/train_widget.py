@@ -39,6 +39,7 @@ from napari_neuroseg.widgets._common import (
     ModelPicker,
     connect_events,
     device_choices,
+    fit_panel,
     report_error,
     start_worker,
     stop_workers,
@@ -175,6 +176,7 @@ class TrainWidget(Container):
             on_teardown=self._teardown)
         self._on_layers()
         self.update_command()
+        fit_panel(self)
 
     # -- the command ---------------------------------------------------------------------
     def build_job(self) -> TrainJob:
