@@ -25,7 +25,7 @@ from training.ddp import wrap_model
 from training.loop import Trainer
 from training.samplers import RareClassSampler, effective_frequencies
 from training.schedules import Phase, ProgressiveUnfreezing, trainable_parameters
-from training.tasks._common import DataError, init_weights
+from training.tasks._common import DataError, init_weights, training_data_extra
 from training.tasks.tissue_data import canonical_class_name
 
 BASE_MODEL = "lgg-tissue"
@@ -37,7 +37,8 @@ def lgg_spec(base: ModelSpec, data: Dataset, *, extra: dict[str, Any],
 
     The input's preprocessing lists ``macenko`` only when the tiles were stain-normalised;
     the working resolution is the median µm/px of the dataset's tiles when they record one.
-    ``extra`` (tissue-mask handling, Macenko target...) is added to the spec's extra.
+    ``extra`` (tissue-mask handling, Macenko target...) is added to the spec's extra, with
+    the training data's name and, for a known public set such as IvyGAP, its licence.
     """
     names = tuple(data.class_map[i] for i in sorted(data.class_map))
     steps = ("macenko", "tissue_mask") if stain_normalization else ("tissue_mask",)
@@ -46,7 +47,7 @@ def lgg_spec(base: ModelSpec, data: Dataset, *, extra: dict[str, Any],
     resolution = statistics.median(mpps) if mpps else base.input.resolution
     return replace(base, classes=names, colors=base.colors[:len(names)],
                    input=replace(base.input, preprocessing=steps, resolution=resolution),
-                   extra={**base.extra, **extra})
+                   extra={**base.extra, **extra, **training_data_extra(data)})
 
 
 def _target_classes(spec: ModelSpec) -> int:

@@ -79,6 +79,7 @@ def test_gbm_transfer_gives_a_four_class_model_the_plugin_runs(transfer_run, gbm
     assert loaded.spec.arch_kwargs["base_features"] == 4 and loaded.model.out_channels == 4
     assert loaded.spec.input.preprocessing == ("macenko", "tissue_mask")
     assert loaded.spec.extra["macenko_target"]["target_stain_matrix"] is not None
+    assert loaded.spec.extra["training_data"].endswith("HE items)")  # what it learnt from
     # the encoder's first layers never unfroze: they still hold the GBM weights; the GBM
     # head is among the last 10 layers that trained in the second epoch
     gbm = load_checkpoint(gbm_checkpoint).model.state_dict()
