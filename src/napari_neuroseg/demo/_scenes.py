@@ -19,7 +19,6 @@ from napari_neuroseg.demo._data import lgg_patient_folder
 from napari_neuroseg.demo._viewer import (
     caption,
     dock,
-    fit_dock,
     focus,
     frame,
     load,
@@ -69,8 +68,7 @@ def _slide_with_widget(viewer: napari.Viewer, path: Path | None, name: str) -> t
     layers = load(viewer, "slide", path)
     slide = next(layer for layer in layers if layer.__class__.__name__ == "Image")
     focus(viewer, [slide])
-    dock_widget, widget = dock(viewer, name)
-    fit_dock(dock_widget, widget)
+    _dock, widget = dock(viewer, name)
     widget.layer.value = slide
     return slide, widget
 
@@ -156,8 +154,7 @@ def ct_scene(viewer: napari.Viewer, path: Path | None, timeout: float) -> SceneR
     """Per-slice classification (plot, decision) then the brain-extraction mask and volume."""
     layers = load(viewer, "ct", path)
     ct = next(layer for layer in layers if layer.__class__.__name__ == "Image")
-    dock_widget, widget = dock(viewer, "CT analysis")
-    fit_dock(dock_widget, widget)
+    _dock, widget = dock(viewer, "CT analysis")
     widget.layer.value = ct.name
     focus(viewer, [ct], plane=_brain_plane(ct))
     widget.apply_window("brain")
@@ -166,11 +163,7 @@ def ct_scene(viewer: napari.Viewer, path: Path | None, timeout: float) -> SceneR
                and len(widget.result.planes) == ct.data.shape[0],
                what="CT slice classification", timeout=timeout,
                failed=lambda: _failed(widget), status=lambda: str(widget.status.value))
-    weights = weights_text(widget.picker)
-    if widget.picker.random_weights:
-        widget.plot.axes.set_title("RANDOM weights: probabilities mean nothing", fontsize=9,
-                                   color="tab:red")
-        widget.plot.draw_idle()
+    weights = weights_text(widget.picker)  # (the widget titles its plot RANDOM weights)
     _press(widget.mask_button)
     wait_until(lambda: widget.mask_volume_ml is not None, what="CT brain mask",
                timeout=timeout, failed=lambda: _failed(widget),
@@ -203,8 +196,7 @@ def mri_scene(viewer: napari.Viewer, path: Path | None, timeout: float) -> Scene
         path = lgg_patient_folder(path)
     layers = load(viewer, "mri", path)
     flair, reference = _mri_patient(viewer, layers)
-    dock_widget, widget = dock(viewer, "MRI")
-    fit_dock(dock_widget, widget)
+    _dock, widget = dock(viewer, "MRI")
     widget.layer.value = flair
     patient = [flair] + ([reference] if reference is not None else [])
     plane = _largest_plane(reference) if reference is not None else None

@@ -7,7 +7,7 @@ from typing import Any
 
 import napari
 import numpy as np
-from qtpy.QtWidgets import QApplication, QLabel
+from qtpy.QtWidgets import QApplication
 
 PLUGIN = "napari-neuroseg"
 WINDOW_SIZE = (1880, 1040)
@@ -85,19 +85,6 @@ def load(viewer: napari.Viewer, sample: str, path: str | Path | None) -> list[An
 def dock(viewer: napari.Viewer, name: str) -> tuple[Any, Any]:
     """Dock the plugin widget ``name`` (its npe2 display name): ``(dock, widget)``."""
     return viewer.window.add_plugin_dock_widget(PLUGIN, name)
-
-
-def fit_dock(dock_widget: Any, widget: Any, width: int = 620) -> None:
-    """Give the dock a fixed ``width`` px, wrapping the widget's long text lines to fit.
-
-    Result lines (a status with tile counts, a volume with its voxels) would otherwise widen
-    the dock until the canvas is a sliver.
-    """
-    for label in widget.native.findChildren(QLabel):
-        label.setWordWrap(True)
-    dock_widget.setMinimumWidth(width)
-    dock_widget.setMaximumWidth(width)
-    settle(0.1)
 
 
 def _world_extent(viewer: napari.Viewer, layer: Any) -> np.ndarray:
