@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
 from napari_neuroseg.dataset import Dataset
-from napari_neuroseg.models.checkpoint import LoadedModel, load_checkpoint
+from napari_neuroseg.models.checkpoint import LoadedModel, load_checkpoint, read_spec
 from napari_neuroseg.models.data_licences import licence_of_sources, licence_record
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.spec import ModelSpec
@@ -217,22 +217,40 @@ def is_synthetic(config: TrainConfig, data: Dataset) -> bool:
 
 def build_spec(name: str, arch_overrides: dict[str, Any] | None = None,
                registry: ModelRegistry | None = None, *, data: Dataset | None = None,
-               **changes: Any) -> ModelSpec:
+               init: str | None = None, **changes: Any) -> ModelSpec:
     """The declared spec ``name`` with architecture keyword overrides (None values ignored).
 
     The default registry holds the declared specs, not those of the checkpoints that ship
     with the package. With ``data``, ``extra["training_data"]`` names the dataset and, when
     its items come from a known public set, ``extra["training_data_licence"]`` records that
     set's licence (:func:`training_data_extra`); the UI shows both as the weights' provenance.
+    With ``init`` (a checkpoint of the same architecture, e.g. the shipped weights the GUI
+    starts from), its network size is the default, so its weights fit; explicit overrides
+    still win.
     """
     spec = (registry or ModelRegistry(bundled=False)).get(name)
-    given = {k: v for k, v in (arch_overrides or {}).items() if v is not None}
+    given = {**init_arch_kwargs(init, spec),
+             **{k: v for k, v in (arch_overrides or {}).items() if v is not None}}
     if given:
         spec = replace(spec, arch_kwargs={**spec.arch_kwargs, **given})
     spec = replace(spec, **changes) if changes else spec
     if data is not None:
         spec = replace(spec, extra={**spec.extra, **training_data_extra(data)})
     return spec
+
+
+def init_arch_kwargs(init: str | None, spec: ModelSpec) -> dict[str, Any]:
+    """The architecture keywords of checkpoint ``init`` (its sidecar; no weights read) when it
+    is of ``spec``'s architecture, else ``{}`` (no init, another network, unreadable)."""
+    if not init:
+        return {}
+    try:
+        found = read_spec(init)
+    except (OSError, ValueError):
+        return {}
+    if found.architecture != spec.architecture:
+        return {}
+    return dict(found.arch_kwargs)
 
 
 def training_data_extra(data: Dataset) -> dict[str, Any]:

@@ -170,7 +170,7 @@ def _spec(config: Config, data: Dataset) -> ModelSpec:
         raise ValueError(f"image_size must be at least 32 (ResNet-50 strides), got "
                          f"{config.image_size}")
     spec = build_spec(SPEC, {"hidden": config.hidden, "dropout": config.dropout},
-                      synthetic=is_synthetic(config, data), data=data)
+                      synthetic=is_synthetic(config, data), data=data, init=config.init)
     size = (config.image_size, config.image_size)
     extra = {**spec.extra, "resize_to": list(size),
              "min_brain_fraction": config.min_brain_fraction,

@@ -124,7 +124,7 @@ def _spec(config: Config, data: Dataset) -> ModelSpec:
     if config.model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, not {config.model!r}")
     return build_spec(config.model, {"base_features": config.base_features}, data=data,
-                      synthetic=is_synthetic(config, data))
+                      init=config.init, synthetic=is_synthetic(config, data))
 
 
 def _check(data: Dataset) -> None:

@@ -254,7 +254,7 @@ def _spec(config: Config, data: Dataset) -> ModelSpec:
     spec = build_spec(MODEL, {"base_features": config.base_features,
                               "encoder_depth": config.encoder_depth,
                               "blocks_per_level": config.blocks_per_level},
-                      data=data, synthetic=is_synthetic(config, data))
+                      data=data, init=config.init, synthetic=is_synthetic(config, data))
     return replace(spec, extra={**spec.extra, "postprocess": postprocess_options(config)})
 
 

@@ -211,7 +211,8 @@ def _spec(config: Config, data: Dataset) -> ModelSpec:
             f"Nuclei present / absent per {size}x{size} H&E window (LeNet-5); windows every "
             f"{stride} px are aggregated into a nuclei mask (seed 003).")
     return build_spec(config.model, {"input_size": config.input_size,
-                                     "dropout": config.dropout}, data=data, **changes)
+                                     "dropout": config.dropout}, data=data, init=config.init,
+                      **changes)
 
 
 def _check_classes(data: Dataset, spec: ModelSpec) -> None:

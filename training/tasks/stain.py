@@ -266,7 +266,7 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
     check_dataset(data)
     spec = build_spec(SPEC_NAME, {"base_features": config.base_features,
                                   "n_blocks": config.n_blocks, "norm": config.norm},
-                      synthetic=is_synthetic(config, data), data=data)
+                      synthetic=is_synthetic(config, data), data=data, init=config.init)
     domains = [int(item.domain == "B") for item in data.items]
     split = task_split(data, config.val_fraction, config.seed, stratify=domains)
     sides = domain_sides(data, split)

@@ -65,3 +65,26 @@ def test_one_item_of_one_patient_still_cannot_be_split(one_patient_dataset):
                    full.items[:1])
     with pytest.raises(DataError, match="at least two patients, two items of one patient"):
         task_split(data, 0.2, 0)
+
+
+def test_build_spec_takes_the_network_size_of_the_init_checkpoint(tmp_path):
+    """Retraining from shipped weights (the GUI's Start from) failed: the declared default
+    width did not fit the narrower shipped network (176 tensors differ)."""
+    import dataclasses
+
+    from napari_neuroseg.models.checkpoint import save_checkpoint
+    from napari_neuroseg.models.registry import ModelRegistry
+    from training.tasks._common import build_spec, init_weights
+
+    registry = ModelRegistry(bundled=False)
+    declared = registry.get("nuclei-hovernet")
+    narrow = dataclasses.replace(declared, arch_kwargs={
+        **declared.arch_kwargs, "base_features": 4, "encoder_depth": 2, "blocks_per_level": 1})
+    init = save_checkpoint(tmp_path / "shipped", registry.build(narrow), narrow)
+    spec = build_spec("nuclei-hovernet", {"base_features": None}, init=str(init))
+    assert spec.arch_kwargs["base_features"] == 4 and spec.arch_kwargs["encoder_depth"] == 2
+    init_weights(registry.build(spec), str(init))  # fits: no DataError
+    wider = build_spec("nuclei-hovernet", {"base_features": 8}, init=str(init))
+    assert wider.arch_kwargs["base_features"] == 8  # an explicit size still wins
+    other = build_spec("mri-flair-unet", init=str(init))  # another network: its own defaults
+    assert other.arch_kwargs == registry.get("mri-flair-unet").arch_kwargs
