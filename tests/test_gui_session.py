@@ -20,6 +20,7 @@ from napari_neuroseg.samples.slide import write_synthetic_slide
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 PLUGIN = "napari-neuroseg"
 WINDOW = (1600, 1000)
+SCREEN = (1920, 1080)  # pytest-xvfb's screen (pyproject.toml): the window stays on it
 TIMEOUT = int(os.environ.get("SESSION_TIMEOUT", 180000))
 TRAIN_OPTIONS = "crop_size: 128\nbatch_size: 2\nnum_workers: 0\n"
 
@@ -31,7 +32,9 @@ class Session:
         self.viewer, self.qtbot, self.shots, self.step = viewer, qtbot, shots, 0
 
     def dock(self, name):
-        dock, widget = self.viewer.window.add_plugin_dock_widget(PLUGIN, name)
+        """Dock a panel as tabs with the open ones (two tall panels stacked would make the
+        window taller than the screen: see docs/widgets.md)."""
+        dock, widget = self.viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=True)
         self.qtbot.wait(100)
         return dock, widget
 
@@ -40,7 +43,8 @@ class Session:
         self.qtbot.wait(150)
         window = self.viewer.window._qt_window
         canvas = self.viewer.window._qt_viewer.canvas.native
-        assert window.width() == WINDOW[0], f"{what}: the window grew to {window.width()} px"
+        assert window.width() == WINDOW[0] and window.height() <= SCREEN[1], (
+            f"{what}: the window grew to {window.width()} x {window.height()} px")
         assert canvas.width() >= 700 and canvas.height() >= 600, (
             f"{what}: the canvas is {canvas.width()} x {canvas.height()} px")
         image = self.viewer.screenshot(canvas_only=False)
@@ -134,7 +138,7 @@ def test_open_analyse_annotate_export_train_with_the_canvas_throughout(make_napa
     session.check("nuclei")
 
     # -- annotate: the result keeps its classes; merge two nuclei, undo ---------------------
-    _dock_a, annotate = session.dock("Annotate")
+    dock_a, annotate = session.dock("Annotate")
     annotate.labels.value = result
     assert annotate.class_map.value.startswith("nuclei")
     colours_before = (type(result.colormap), np.array(result.colormap.colors))  # not recoloured
@@ -151,9 +155,10 @@ def test_open_analyse_annotate_export_train_with_the_canvas_throughout(make_napa
     assert type(result.colormap) is colours_before[0]
     assert np.array_equal(result.colormap.colors, colours_before[1])
     session.check("annotate-undo")
+    dock_a.destroyOnClose()  # done correcting: the user closes the panel
 
     # -- export two views into one dataset -----------------------------------------------------
-    _dock_e, export = session.dock("Export")
+    dock_e, export = session.dock("Export")
     dataset = tmp_path / "corrections"
     for n, center in enumerate([(300.0, 500.0), (700.0, 1100.0)]):
         if n:
@@ -170,6 +175,7 @@ def test_open_analyse_annotate_export_train_with_the_canvas_throughout(make_napa
         assert export.last_report is not None and export.last_report.added >= 1, (
             export.status.value)
     session.check("export")
+    dock_e.destroyOnClose()
 
     # -- train from the shipped weights: the panel starts from the result's checkpoint ----------
     _dock_t, train = session.dock("Train")

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     import napari
 
 LOG_LINES = 5000
+TEXT_BOX_HEIGHT = 90  # px of the options, command and log boxes (each scrolls)
 _QUIET = {"event", "epoch", "epochs", "seconds", "lr"}
 
 
@@ -156,6 +157,8 @@ class TrainWidget(Container):
         self.log = TextEdit(label="Log", value="")
         self.log.read_only = True
         self.log.native.document().setMaximumBlockCount(LOG_LINES)
+        for box in (self.config, self.command, self.log):  # they scroll: keep the panel short
+            box.native.setMaximumHeight(TEXT_BOX_HEIGHT)
         self.extend([self.task, self.data, self.init, self.out, self.epochs, self.device,
                      self.config, self.command, self.copy_button, self.train_button,
                      self.cancel_button, self.progress, self.status, self.checkpoint,
