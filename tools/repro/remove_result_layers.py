@@ -8,9 +8,9 @@ Run under Xvfb with the real sample slide::
 Opens ``../shared/data/wsi/cmu-1-small-region.svs``, docks Analyse slide, turns Live on,
 closes the panel with its X (the GC freeze of a live run is released), then deletes the labels
 and the heatmap layer one after the other and takes a screenshot. Measured 2026-12-07: a
-segfault in ``glDrawArrays`` (every run, in 3 orders tried); with ``--slow`` (a redraw between the two
-deletions) no crash. Not reproduced with the same layers built from numpy or from a
-ResultStore outside a live session.
+segfault in ``glDrawArrays`` (every run, in 3 orders tried); with ``--slow`` (a redraw
+between the two deletions) no crash. Not reproduced with the same layers built from numpy or
+from a ResultStore outside a live session.
 """
 
 import sys
