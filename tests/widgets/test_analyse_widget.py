@@ -66,14 +66,19 @@ def closing():
 def _widget(make_napari_viewer, path, closing, show=False):
     viewer = make_napari_viewer(show=show)
     image = open_image(path)[0]
-    layer = viewer.add_image(image.levels, **layer_kwargs(image))
+    return viewer, _docked(viewer, viewer.add_image(image.levels, **layer_kwargs(image)),
+                           closing)
+
+
+def _docked(viewer, layer, closing):
+    """An Analyse widget docked on ``viewer``, set to ``layer`` and the cheap model on CPU."""
     widget = AnalyseWidget(viewer)
     closing.append(widget)
     viewer.window.add_dock_widget(widget)
     widget.layer.value = layer
     widget.picker.model.value = MODEL
     widget.picker.device.value = "cpu"
-    return viewer, widget
+    return widget
 
 
 def _look_at(viewer, center, width_um):
@@ -307,12 +312,7 @@ def test_mpp_of_a_layer_napari_opened_is_shown_and_settable(make_napari_viewer, 
     viewer = make_napari_viewer(show=True)
     image = open_image(slide_path)[0]
     layer = viewer.add_image(image.levels[0].compute(), rgb=True, name="tile.png")  # no meta
-    widget = AnalyseWidget(viewer)
-    closing.append(widget)
-    viewer.window.add_dock_widget(widget)
-    widget.layer.value = layer
-    widget.picker.model.value = MODEL
-    widget.picker.device.value = "cpu"
+    widget = _docked(viewer, layer, closing)
     assert widget.mpp.value_box.value == 1.0 and "ASSUMED" in widget.mpp.origin.value
     _look_at(viewer, (256.0, 384.0), 400.0)
     widget.live.value = True

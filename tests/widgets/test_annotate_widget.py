@@ -226,14 +226,21 @@ def test_new_layer_on_a_slide_is_an_edit_region(make_napari_viewer, qtbot, slide
     assert widget.slide.edit_layer.data.shape[0] in (64, 65)
 
 
-def test_an_undo_after_the_autosave_is_saved_on_close(make_napari_viewer, qtbot, slide_path,
-                                                      tmp_path, fast_autosave):
-    viewer, widget = _slide_widget(make_napari_viewer, slide_path, tmp_path / "store")
+def _autosaved_stroke(make_napari_viewer, qtbot, slide_path, store):
+    """An edit region with one stroke (5, 6) = 2, autosaved: ``(widget, layer, region)``."""
+    viewer, widget = _slide_widget(make_napari_viewer, slide_path, store)
     _rectangle(viewer, 0.0, 0.0, 40.0, 40.0)
     layer = _open_region(qtbot, widget)
     region = widget.slide.saver.edit.region
     layer.data_setitem((np.array([5]), np.array([6])), 2)
     qtbot.waitUntil(lambda: widget.slide.commits == 1, timeout=10000)
+    return widget, layer, region
+
+
+def test_an_undo_after_the_autosave_is_saved_on_close(make_napari_viewer, qtbot, slide_path,
+                                                      tmp_path, fast_autosave):
+    widget, layer, region = _autosaved_stroke(make_napari_viewer, qtbot, slide_path,
+                                              tmp_path / "store")
     layer.undo()  # napari sends no paint event for an undo
     assert not widget.slide.saver.edit.dirty
     widget.close()
@@ -286,12 +293,8 @@ def test_a_split_keeps_what_was_painted_while_it_ran(make_napari_viewer, qtbot):
 
 def test_an_undo_inside_an_edit_region_is_autosaved(make_napari_viewer, qtbot, slide_path,
                                                     tmp_path, fast_autosave):
-    viewer, widget = _slide_widget(make_napari_viewer, slide_path, tmp_path / "store")
-    _rectangle(viewer, 0.0, 0.0, 40.0, 40.0)
-    layer = _open_region(qtbot, widget)
-    region = widget.slide.saver.edit.region
-    layer.data_setitem((np.array([5]), np.array([6])), 2)
-    qtbot.waitUntil(lambda: widget.slide.commits == 1, timeout=10000)
+    widget, layer, region = _autosaved_stroke(make_napari_viewer, qtbot, slide_path,
+                                              tmp_path / "store")
     assert LabelStore.open(tmp_path / "store").read(region)[5, 6] == 2
     layer.undo()  # no paint event: only a refresh
     qtbot.waitUntil(lambda: widget.slide.commits == 2, timeout=10000)

@@ -258,3 +258,15 @@ def test_a_runtime_error_in_a_worker_reaches_on_error(qtbot):
     qtbot.waitUntil(lambda: len(got) == 2, timeout=5000)
     assert sorted(str(e) for e in got) == ["RuntimeError: CUDA out of memory",
                                            "RuntimeError: size mismatch"]
+
+
+def test_a_panel_closed_by_code_is_not_kept_alive_by_its_watcher(make_napari_viewer):
+    from napari_neuroseg.widgets import _common
+    from napari_neuroseg.widgets.export_widget import ExportWidget
+
+    viewer = make_napari_viewer()
+    before = len(_common._WATCHERS)
+    widget = ExportWidget(viewer)
+    assert len(_common._WATCHERS) == before + 1
+    widget.close()
+    assert len(_common._WATCHERS) == before

@@ -492,9 +492,16 @@ class _TeardownWatcher(QObject):
 
     def fire(self) -> None:
         """Run the callback once and let go of everything."""
+        callback = self.forget()
+        if callback is not None:
+            callback()
+
+    def forget(self) -> Callable[[], None] | None:
+        """Stop watching and let go of everything (the widget was closed by code); returns
+        the callback when it had not run yet."""
         callback, self._callback = self._callback, None
         if callback is None:
-            return
+            return None
         for obj in (self._native, *self._windows):
             with contextlib.suppress(RuntimeError):
                 obj.removeEventFilter(self)
@@ -504,32 +511,31 @@ class _TeardownWatcher(QObject):
                 app.aboutToQuit.disconnect(self.fire)
         self._native, self._windows = None, []
         _WATCHERS.discard(self)
-        callback()
+        return callback
 
 
 #: Watchers not fired yet (they have no Qt parent: this keeps them alive).
 _WATCHERS: set[_TeardownWatcher] = set()
 
 
-def watch_teardown(native: Any, callback: Callable[[], None]) -> None:
+def watch_teardown(native: Any, callback: Callable[[], None]) -> Callable[[], Any]:
     """Run ``callback`` once when napari removes the docked widget ``native`` or closes its
     window (see :class:`_TeardownWatcher`); the callback must be idempotent, since the
-    widget's own ``close()`` may run it as well."""
-    _TeardownWatcher(native, callback)
+    widget's own ``close()`` may run it as well. Returns the function that stops watching
+    (a widget closed by code calls it, so the watcher does not keep it alive)."""
+    return _TeardownWatcher(native, callback).forget
 
 
 def connect_events(native: Any, events: list[tuple[Any, Any]],
-                   closers: list[Any] | None = None,
                    on_teardown: Callable[[], None] | None = None) -> Callable[..., None]:
     """Connect every ``(event, callback)`` and return the function that undoes it once.
 
-    The returned function disconnects the events and calls ``close()`` on everything in
-    ``closers`` (e.g. queues whose workers must end, since napari's thread pool is small);
-    calling it again does nothing. It runs, or ``on_teardown`` runs instead (a widget's
-    teardown, which should call it), when napari removes the docked widget ``native`` or
-    closes the viewer (:func:`watch_teardown`).
+    The returned function disconnects the events and stops watching ``native``; calling it
+    again does nothing. It runs, or ``on_teardown`` runs instead (a widget's teardown, which
+    should call it), when napari removes the docked widget ``native`` or closes the viewer
+    (:func:`watch_teardown`).
     """
-    pending, to_close = events, closers if closers is not None else []
+    pending = events
     for event, callback in pending:
         event.connect(callback)
 
@@ -540,8 +546,7 @@ def connect_events(native: Any, events: list[tuple[Any, Any]],
                 event.disconnect(callback)
             except (TypeError, ValueError, RuntimeError):
                 pass  # already gone with the viewer
-        while to_close:
-            to_close.pop().close()
+        forget()
 
-    watch_teardown(native, on_teardown or disconnect)
+    forget = watch_teardown(native, on_teardown or disconnect)
     return disconnect

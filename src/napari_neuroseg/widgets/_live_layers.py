@@ -14,13 +14,12 @@ from typing import Any
 from napari_neuroseg.batch.tasks import ModelSource
 from napari_neuroseg.live import LiveSession
 from napari_neuroseg.widgets._results import (
+    ANALYSE,
     add_heatmap_layer,
     add_labels_layer,
-    class_colormap,
-    result_metadata,
+    heatmap_layer_props,
+    labels_layer_props,
 )
-
-RESULT_OF = "Analyse slide"  # the Analyse widget's result layers (metadata "result_of")
 
 __all__ = ["RetiredStores", "show_heatmap", "show_labels"]
 
@@ -29,11 +28,17 @@ def _in_viewer(viewer: Any, layer: Any) -> bool:
     return layer is not None and layer in viewer.layers
 
 
-def _place(layer: Any, session: LiveSession, units: Any) -> None:
+def _reuse(layer: Any, props: dict[str, Any], session: LiveSession, name: str,
+           units: Any) -> Any:
+    """Point ``layer`` at another session: its data, geometry, look and metadata."""
+    for key, value in props.items():
+        setattr(layer, key, {**layer.metadata, **value} if key == "metadata" else value)
     layer.scale = session.plan.scale
     layer.translate = session.plan.translate
     if units is not None:
         layer.units = units
+    layer.name = name
+    return layer
 
 
 def show_labels(viewer: Any, layer: Any, session: LiveSession, name: str,
@@ -44,17 +49,8 @@ def show_labels(viewer: Any, layer: Any, session: LiveSession, name: str,
     widget can start from that checkpoint.
     """
     if not _in_viewer(viewer, layer):
-        return add_labels_layer(viewer, session, name, units, source=source,
-                                result_of=RESULT_OF)
-    spec = session.plan.spec
-    layer.data = session.store.labels_views()
-    _place(layer, session, units)
-    layer.colormap = class_colormap(spec)
-    layer.features = {"index": list(range(len(spec.classes))), "class": list(spec.classes)}
-    layer.metadata = {**layer.metadata, "neuroseg": {
-        **result_metadata(source, spec, RESULT_OF), "classes": list(spec.classes)}}
-    layer.name = name
-    return layer
+        return add_labels_layer(viewer, session, name, units, source=source)
+    return _reuse(layer, labels_layer_props(session, source, ANALYSE), session, name, units)
 
 
 def show_heatmap(viewer: Any, layer: Any, session: LiveSession, class_index: int, name: str,
@@ -63,15 +59,9 @@ def show_heatmap(viewer: Any, layer: Any, session: LiveSession, class_index: int
     """Show one class's probabilities of ``session`` in ``layer`` (new when gone)."""
     if not _in_viewer(viewer, layer):
         return add_heatmap_layer(viewer, session, class_index, name, colormap, opacity, units,
-                                 source=source, result_of=RESULT_OF)
-    spec = session.plan.spec
-    layer.data = session.store.heatmap_views(class_index)
-    _place(layer, session, units)
-    layer.contrast_limits = (0.0, 1.0)
-    layer.metadata = {**layer.metadata, "neuroseg": {
-        **result_metadata(source, spec, RESULT_OF), "class": spec.classes[class_index]}}
-    layer.name = name
-    return layer
+                                 source=source)
+    props = heatmap_layer_props(session, class_index, source, ANALYSE)
+    return _reuse(layer, props, session, name, units)
 
 
 class RetiredStores:

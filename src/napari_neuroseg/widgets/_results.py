@@ -19,9 +19,10 @@ from napari_neuroseg.batch.tasks import ModelSource
 from napari_neuroseg.live import LiveSession
 from napari_neuroseg.models.spec import ModelSpec
 
-__all__ = ["HEATMAP_COLORMAPS", "add_heatmap_layer", "add_labels_layer", "class_colormap",
-           "result_metadata"]
+__all__ = ["ANALYSE", "HEATMAP_COLORMAPS", "add_heatmap_layer", "add_labels_layer",
+           "class_colormap", "heatmap_layer_props", "labels_layer_props", "result_metadata"]
 
+ANALYSE = "Analyse slide"  #: ``result_of`` of the Analyse widget's layers
 HEATMAP_COLORMAPS = ("inferno", "magma", "viridis", "turbo", "plasma", "gray")
 
 
@@ -73,29 +74,40 @@ def _geometry(session: LiveSession, units: Any) -> dict[str, Any]:
     return kwargs
 
 
-def add_labels_layer(viewer: Any, session: LiveSession, name: str, units: Any = None, *,
-                     source: ModelSource | None = None, result_of: str = "Analyse slide") -> Any:
-    """Add the session's label pyramid, class names as features (the status bar shows them).
-
-    ``source`` (the weights that ran) and ``result_of`` go to the layer's metadata
-    (:func:`result_metadata`).
-    """
+def labels_layer_props(session: LiveSession, source: ModelSource | None = None,
+                       result_of: str = ANALYSE) -> dict[str, Any]:
+    """The session's label pyramid with its class colours, class names as features (the
+    status bar shows them) and metadata (:func:`result_metadata`): what a labels layer of
+    the session is made with, or set to when it is reused."""
     spec = session.plan.spec
-    features = {"index": list(range(len(spec.classes))), "class": list(spec.classes)}
     meta = {**result_metadata(source, spec, result_of), "classes": list(spec.classes)}
-    return viewer.add_labels(
-        session.store.labels_views(), name=name, colormap=class_colormap(spec),
-        features=features, opacity=0.5, metadata={"neuroseg": meta},
-        **_geometry(session, units))
+    return {"data": session.store.labels_views(), "colormap": class_colormap(spec),
+            "features": {"index": list(range(len(spec.classes))), "class": list(spec.classes)},
+            "metadata": {"neuroseg": meta}}
+
+
+def heatmap_layer_props(session: LiveSession, class_index: int,
+                        source: ModelSource | None = None,
+                        result_of: str = ANALYSE) -> dict[str, Any]:
+    """One class's probability pyramid (contrast limits 0-1) and its metadata."""
+    spec = session.plan.spec
+    meta = {**result_metadata(source, spec, result_of), "class": spec.classes[class_index]}
+    return {"data": session.store.heatmap_views(class_index), "contrast_limits": (0.0, 1.0),
+            "metadata": {"neuroseg": meta}}
+
+
+def add_labels_layer(viewer: Any, session: LiveSession, name: str, units: Any = None, *,
+                     source: ModelSource | None = None, result_of: str = ANALYSE) -> Any:
+    """Add the session's labels layer (:func:`labels_layer_props`), aligned with the slide."""
+    return viewer.add_labels(name=name, opacity=0.5,
+                             **labels_layer_props(session, source, result_of),
+                             **_geometry(session, units))
 
 
 def add_heatmap_layer(viewer: Any, session: LiveSession, class_index: int, name: str,
                       colormap: str = "inferno", opacity: float = 0.5, units: Any = None, *,
-                      source: ModelSource | None = None, result_of: str = "Analyse slide") -> Any:
+                      source: ModelSource | None = None, result_of: str = ANALYSE) -> Any:
     """Add one class's probability pyramid as an image layer with contrast limits 0-1."""
-    spec = session.plan.spec
-    meta = {**result_metadata(source, spec, result_of), "class": spec.classes[class_index]}
-    return viewer.add_image(
-        session.store.heatmap_views(class_index), name=name, colormap=colormap,
-        opacity=opacity, contrast_limits=(0.0, 1.0), blending="additive",
-        metadata={"neuroseg": meta}, **_geometry(session, units))
+    return viewer.add_image(name=name, colormap=colormap, opacity=opacity, blending="additive",
+                            **heatmap_layer_props(session, class_index, source, result_of),
+                            **_geometry(session, units))
