@@ -184,7 +184,7 @@ class MRIWidget(Container):
         self.min_size.changed.connect(self.apply_cleanup)
         self.single_slice.changed.connect(self.apply_cleanup)
         self.size_unit.changed.connect(self._on_size_unit)
-        self._alive = {"alive": True}
+        self._closed = False
         self._disconnect = connect_events(
             self.native, [(viewer.layers.events.inserted, self._on_layers_changed),
                           (viewer.layers.events.removed, self._on_layers_changed)],
@@ -202,14 +202,14 @@ class MRIWidget(Container):
 
     @property
     def closed(self) -> bool:
-        """True once the widget was closed or its Qt widget destroyed."""
-        return not self._alive["alive"]
+        """True once the widget was closed (or napari removed it)."""
+        return self._closed
 
     def _teardown(self) -> None:
         """Stop any running segmentation and disconnect from the viewer's events (once)."""
-        if not self._alive["alive"]:
+        if self._closed:
             return
-        self._alive["alive"] = False
+        self._closed = True
         self.cancel()
         self._disconnect()
         stop_workers([self.worker])

@@ -152,8 +152,6 @@ class TrainWidget(Container):
         self.checkpoint = Label(value="")
         self.compared = Label(value="")
         self.use_button = PushButton(text="Use the new model anyway", visible=False)
-        for label in (self.status, self.checkpoint, self.compared):
-            label.native.setWordWrap(True)
         self.log = TextEdit(label="Log", value="")
         self.log.read_only = True
         self.log.native.document().setMaximumBlockCount(LOG_LINES)
@@ -373,7 +371,7 @@ class TrainWidget(Container):
             self._pbar.close()
             self._pbar = None
         self._disconnect()
-        stop_workers([getattr(self, "worker", None)])
+        stop_workers([self.worker])
 
     def close(self) -> None:
         """Cancel a running job and disconnect from the viewer's events."""
