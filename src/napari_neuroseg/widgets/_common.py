@@ -296,11 +296,20 @@ def fit_panel(container: Container, max_width: int = PANEL_MAX_WIDTH,
 
 
 class _FullTextTip(QObject):
-    """Event filter: a label's tooltip is its whole current text (set when it is asked for)."""
+    """Event filter on wrapped labels: the tooltip is the whole current text (set when it is
+    asked for), and the label is at least as tall as its wrapped text at its width (a form
+    nested in another, such as the model picker, otherwise clipped the last lines)."""
 
     def eventFilter(self, obj: Any, event: Any) -> bool:
-        if event.type() == QEvent.Type.ToolTip and isinstance(obj, QLabel):
+        if not isinstance(obj, QLabel):
+            return False
+        kind = event.type()
+        if kind == QEvent.Type.ToolTip:
             obj.setToolTip(obj.text())
+        elif kind == QEvent.Type.Resize:
+            need = obj.heightForWidth(obj.width())
+            if need > 0 and need != obj.minimumHeight():
+                obj.setMinimumHeight(need)
         return False
 
 
