@@ -4,8 +4,10 @@ Every ``python -m training`` task reads this layout and the plugin's export writ
 converters turn the layouts people already have into it. See ``docs/dataset-format.md``.
 """
 
+from .convert_consep import convert_consep
 from .convert_ct import convert_ct_labels
 from .convert_kaggle import convert_kaggle_lgg
+from .convert_monuseg import convert_monuseg
 from .convert_nuclei import convert_nuclei_tiles
 from .layout import Dataset
 from .manifest import FORMAT, FORMAT_VERSION, TASK_RULES, DatasetError, Item, TaskRule
@@ -20,7 +22,9 @@ __all__ = [
     "DatasetWriter",
     "Item",
     "TaskRule",
+    "convert_consep",
     "convert_ct_labels",
     "convert_kaggle_lgg",
+    "convert_monuseg",
     "convert_nuclei_tiles",
 ]

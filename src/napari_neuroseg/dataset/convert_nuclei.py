@@ -123,18 +123,42 @@ def read_instances(annotation: Path, shape: tuple[int, int]) -> np.ndarray:
     """Instance labels of one tile from its XML or label image, checked against ``shape``."""
     if annotation.suffix.lower() == ".xml":
         return rasterise(xml_polygons(annotation), shape)
-    labels = label_image_instances(_read_image(annotation))
+    labels = label_image_instances(read_image_file(annotation))
     if labels.shape != shape:
         raise DatasetError(f"{annotation}: label image {labels.shape} differs from its tile "
                            f"{shape}")
     return labels
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image_file(path: Path) -> np.ndarray:
+    """Decode an image or label file; :class:`DatasetError` naming the file if that fails."""
     try:
         return np.asarray(skimage.io.imread(path))
     except (OSError, ValueError, SyntaxError) as exc:
         raise DatasetError(f"{path}: unreadable image ({exc})") from exc
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An RGB tile (alpha dropped); :class:`DatasetError` if it is not RGB(A)."""
+    image = read_image_file(path)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise DatasetError(f"{path}: an H&E tile must be RGB, found shape {image.shape}")
+    return image[..., :3]
+
+
+def image_tiles(folder: str | os.PathLike[str]) -> list[Path]:
+    """The image files of a folder, sorted; :class:`DatasetError` if there are none."""
+    path = Path(folder)
+    images = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_EXT) \
+        if path.is_dir() else []
+    if not images:
+        raise DatasetError(f"{folder}: no image tiles ({', '.join(_IMAGE_EXT)})")
+    return images
+
+
+def patient_of(path: Path) -> str | None:
+    """The TCGA patient (``TCGA-DB-5270``) in a file name, else None."""
+    return _identity(path)[0]
 
 
 def tile_has_nucleus(labels: np.ndarray, tile: tuple[slice, slice],
@@ -193,9 +217,7 @@ def convert_nuclei_tiles(images_folder: str | os.PathLike[str],
     """
     if task not in ("nuclei", "nuclei-tiles"):
         raise DatasetError(f"task must be 'nuclei' or 'nuclei-tiles', not {task!r}")
-    images = sorted(p for p in Path(images_folder).iterdir() if p.suffix.lower() in _IMAGE_EXT)
-    if not images:
-        raise DatasetError(f"{images_folder}: no image tiles ({', '.join(_IMAGE_EXT)})")
+    images = image_tiles(images_folder)
     pairs = [(p, _find_annotation(p, Path(annotations_folder))) for p in images]
     missing = [p.name for p, a in pairs if a is None]
     if missing:
@@ -211,7 +233,7 @@ def convert_nuclei_tiles(images_folder: str | os.PathLike[str],
 
 def _add_tile(writer: DatasetWriter, path: Path, annotation: Path, task: str,
               tile_size: int, mpp: float | None) -> None:
-    image = _read_image(path)
+    image = read_image_file(path)
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3]
     labels = read_instances(annotation, image.shape[:2])
