@@ -140,7 +140,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from napari_neuroseg.models.device import resolve_device
     from training.runfolder import atomic_write_json
     from training.tasks import load_task
+    from training.tasks.nuclei_sources import is_source_folder
 
+    if is_source_folder(args.data):
+        return _evaluate_sources(args)
     data = Dataset.open(args.data)
     if args.patients:
         data = data.subset(p.strip() for p in args.patients.split(",") if p.strip())
@@ -153,7 +156,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         metrics = compare(loaded, data, device, baseline=args.baseline, split=args.split,
                           val_fraction=args.val_fraction, seed=args.seed,
                           options=baseline_options(args.baseline_option),
-                          batch_size=args.batch_size)
+                          batch_size=args.batch_size,
+                          tile_mpp=not _mpp_given(args.baseline_option))
         print(metrics.pop("table"), flush=True)
     else:
         metrics = module.evaluate(loaded, data, device, batch_size=args.batch_size)
@@ -166,6 +170,40 @@ def run_evaluate(args: argparse.Namespace) -> int:
         atomic_write_json(Path(args.out) / "metrics.json", metrics)
     print(json.dumps(metrics, indent=2, default=str))
     return 0
+
+
+def _evaluate_sources(args: argparse.Namespace) -> int:
+    """``evaluate`` on a folder of nuclei datasets: each source scored on its own (its own
+    patient-wise split with ``--split``), one table per source."""
+    from pathlib import Path
+
+    from napari_neuroseg.dataset import Dataset
+    from napari_neuroseg.models.checkpoint import load_checkpoint
+    from napari_neuroseg.models.device import resolve_device
+    from training.runfolder import atomic_write_json
+    from training.tasks.nuclei_compare import baseline_options, compare
+
+    loaded = load_checkpoint(args.model, device="cpu")
+    device, per_source = resolve_device(args.device), {}
+    for folder in sorted(p for p in Path(args.data).iterdir() if (p / "manifest.json").is_file()):
+        metrics = compare(loaded, Dataset.open(folder), device, baseline=args.baseline,
+                          split=args.split, val_fraction=args.val_fraction, seed=args.seed,
+                          options=baseline_options(args.baseline_option),
+                          tile_mpp=not _mpp_given(args.baseline_option))
+        print(f"## {folder.name} ({args.split})\n\n{metrics.pop('table')}\n", flush=True)
+        per_source[folder.name] = metrics
+    result = {"model": loaded.spec.name, "checkpoint": str(args.model), "data": str(args.data),
+              "task": "nuclei", "sources": per_source}
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(args.out) / "metrics.json", result)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _mpp_given(pairs: list[str] | None) -> bool:
+    """Whether the ``--baseline-option`` pairs set ``mpp`` (else each tile's own is used)."""
+    return any(p.split("=", 1)[0].strip() == "mpp" for p in pairs or [])
 
 
 def main(argv: list[str] | None = None) -> int:

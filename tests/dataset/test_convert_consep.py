@@ -13,8 +13,8 @@ def _patch(root, name, inst, types=None, size=None):
     for sub in ("images", "inst", "type"):
         (root / sub).mkdir(exist_ok=True)
     shape = size or inst.shape
-    skimage.io.imsave(root / "images" / f"{name}.png", np.full((*shape, 3), 150 + int(name[-1]), np.uint8),
-                      check_contrast=False)
+    image = np.full((*shape, 3), 150 + int(name[-1]), np.uint8)
+    skimage.io.imsave(root / "images" / f"{name}.png", image, check_contrast=False)
     tifffile.imwrite(root / "inst" / f"{name}.tif", inst.astype(np.uint16))
     if types is not None:
         skimage.io.imsave(root / "type" / f"{name}.png", types.astype(np.uint8),

@@ -72,20 +72,20 @@ def test_a_contour_with_two_vertices_is_an_error_naming_file_and_region(tmp_path
 def test_bad_xml_and_missing_annotations_are_errors_naming_the_file(tmp_path):
     bad = tmp_path / "bad.xml"
     bad.write_text("<Annotations><Region")
-    with pytest.raises(DatasetError, match="bad.xml: unreadable"):
+    with pytest.raises(DatasetError, match=r"bad\.xml: unreadable"):
         monuseg_regions(bad)
     empty = tmp_path / "empty.xml"
     empty.write_text("<Annotations/>")
-    with pytest.raises(DatasetError, match="empty.xml: no <Region>"):
+    with pytest.raises(DatasetError, match=r"empty\.xml: no <Region>"):
         monuseg_regions(empty)
     nan = tmp_path / "nan.xml"
     nan.write_text('<Annotations><Region Id="7"><Vertices><Vertex X="a" Y="1"/></Vertices>'
                    "</Region></Annotations>")
-    with pytest.raises(DatasetError, match="nan.xml: region 7 has a vertex"):
+    with pytest.raises(DatasetError, match=r"nan\.xml: region 7 has a vertex"):
         monuseg_regions(nan)
     _write(tmp_path, "t1", [_square(100, 100, 5)])
-    with pytest.raises(DatasetError, match="t1.xml: polygon 1 lies outside the 40x40 tile"):
+    with pytest.raises(DatasetError, match=r"t1\.xml: polygon 1 lies outside the 40x40 tile"):
         convert_monuseg(tmp_path / "images", tmp_path / "annotations", tmp_path / "ds")
     (tmp_path / "annotations" / "t1.xml").unlink()
-    with pytest.raises(DatasetError, match="t1.png: no annotation t1.xml"):
+    with pytest.raises(DatasetError, match=r"t1\.png: no annotation t1\.xml"):
         convert_monuseg(tmp_path / "images", tmp_path / "annotations", tmp_path / "ds")

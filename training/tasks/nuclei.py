@@ -64,6 +64,7 @@ from training.tasks._common import (
     write_outputs,
 )
 from training.tasks.nuclei_data import NucleiTiles, crops_per_tile, nuclei_augment
+from training.tasks.nuclei_sources import is_source_folder
 from training.tasks.nuclei_targets import HoVerNetLoss
 
 NAME = "nuclei"
@@ -122,6 +123,21 @@ class Config(TrainConfig):
         the checkpoint's spec.
     monitor, mode : str
         ``pq`` (or ``aji``, ``dice``, ``val_loss``...) and ``max`` / ``min``.
+    sources : list of str or None
+        With ``--data`` a folder of datasets (one per source): the sub-folders to train on
+        (None: all). See :mod:`training.tasks.nuclei_multi`.
+    scale_jitter : float
+        Several sources: largest random zoom of a training crop (1.25: ±25 %).
+    macenko_p : float
+        Several sources: probability of Macenko-normalising a crop towards the stains of a
+        random training tile.
+    samples_per_epoch : int or None
+        Several sources: crops per epoch (None: 16 batches per source).
+    n_types : int or None
+        Size of the type branch (background included); None: the type map's size when a
+        source has types, else no branch.
+    tp_ce_weight : float
+        Weight of the type branch's cross-entropy.
     """
 
     base_features: int | None = None
@@ -151,6 +167,12 @@ class Config(TrainConfig):
     lr: float = 1e-4
     monitor: str = "pq"
     mode: str = "max"
+    sources: list[str] | None = None
+    scale_jitter: float = 1.25
+    macenko_p: float = 0.0
+    samples_per_epoch: int | None = None
+    n_types: int | None = None
+    tp_ce_weight: float = 1.0
 
 
 def postprocess_options(config: Config | None = None, spec: ModelSpec | None = None
@@ -240,14 +262,14 @@ def evaluate(loaded: LoadedModel, data: Dataset, device: torch.device,
     """Dice, AJI and PQ (with DQ, SQ) of a checkpoint's instances on every tile of ``data``.
 
     The whole tiles are segmented with the post-processing options saved in the checkpoint's
-    spec (defaults for checkpoints without them) and compared with the dataset's instance
-    masks; the scores are means over tiles.
+    spec (defaults for checkpoints without them), at the model's resolution when the tiles'
+    µm/px is known, and compared with the dataset's instance masks on the tiles' grid
+    (:mod:`training.tasks.nuclei_native`); the scores are means over tiles, with nucleus-type
+    scores when the model and the tiles have types.
     """
-    tiles = NucleiTiles(data, np.arange(len(data.items)), loaded.spec,
-                        macenko=uses_macenko(loaded.spec))
-    model = loaded.model.to(device)
-    return instance_scores(model, _loader(tiles, batch_size), device,
-                           postprocess_options(spec=loaded.spec))
+    from training.tasks.nuclei_native import model_scores
+
+    return model_scores(loaded, data, np.arange(len(data.items)), device)
 
 
 def _spec(config: Config, data: Dataset) -> ModelSpec:
@@ -302,7 +324,15 @@ def _plot_example(model: nn.Module, tiles: NucleiTiles, device: torch.device,
 
 
 def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
-    """Train (or resume) and return the validation metrics of the best checkpoint."""
+    """Train (or resume) and return the validation metrics of the best checkpoint.
+
+    ``config.data`` a folder of datasets (or ``config.sources`` given) trains on several
+    sources (:func:`training.tasks.nuclei_multi.run_sources`).
+    """
+    if config.sources or is_source_folder(config.data):
+        from training.tasks.nuclei_multi import run_sources
+
+        return run_sources(config, dist)
     data = open_task_dataset(config.data, DATASET_TASK)
     _check_patients(data)
     split = task_split(data, config.val_fraction, config.seed)

@@ -28,13 +28,10 @@ from napari_neuroseg.dataset import Dataset
 from napari_neuroseg.models.checkpoint import LoadedModel
 from training.tasks._common import DataError, task_split
 from training.tasks.nuclei import (
-    _loader,
-    instance_scores,
     mean_instance_scores,
     postprocess_options,
-    uses_macenko,
 )
-from training.tasks.nuclei_data import NucleiTiles, rgb
+from training.tasks.nuclei_data import rgb
 
 __all__ = ["BASELINES", "SPLITS", "baseline_options", "baseline_scores", "compare",
            "comparison_table", "evaluation_indices"]
@@ -101,13 +98,16 @@ def _number(text: str) -> int | float:
         return float(text)
 
 
-def baseline_scores(data: Dataset, indices, options: ClassicalNucleiOptions | None = None
-                    ) -> dict[str, Any]:
+def baseline_scores(data: Dataset, indices, options: ClassicalNucleiOptions | None = None,
+                    *, tile_mpp: bool = False) -> dict[str, Any]:
     """Mean Dice, AJI, DQ, SQ, PQ of :func:`classical_nuclei` over the items ``indices``.
 
     Scored exactly as :func:`training.tasks.nuclei.instance_scores` scores a model: one tile
-    at a time with :func:`nuclei_metrics`, NaN-aware mean over tiles, nuclei counted.
+    at a time with :func:`nuclei_metrics`, NaN-aware mean over tiles, nuclei counted. With
+    ``tile_mpp`` each tile is segmented at its own µm/px when the dataset records it (the
+    sizes of ``options`` are in µm).
     """
+    options = options or ClassicalNucleiOptions()
 
     def pairs():
         for index in indices:
@@ -115,25 +115,29 @@ def baseline_scores(data: Dataset, indices, options: ClassicalNucleiOptions | No
             true = data.read_mask(item)
             if true is None:
                 raise DataError(f"{data.path}: item {item.id} has no instance mask")
+            mpp = item.region.get("mpp")
+            opts = dataclasses.replace(options, mpp=float(mpp)) if tile_mpp and mpp else options
             yield (np.asarray(true).astype(np.int64),
-                   classical_nuclei(rgb(data.read_image(item)), options))
+                   classical_nuclei(rgb(data.read_image(item)), opts))
 
     return mean_instance_scores(pairs())
 
 
 def model_scores(loaded: LoadedModel, data: Dataset, indices, device: torch.device,
                  batch_size: int = 8) -> dict[str, Any]:
-    """The checkpoint's scores on the items ``indices`` (its saved post-processing)."""
-    tiles = NucleiTiles(data, indices, loaded.spec, macenko=uses_macenko(loaded.spec))
-    model = loaded.model.to(device)
-    return instance_scores(model, _loader(tiles, batch_size), device,
-                           postprocess_options(spec=loaded.spec))
+    """The checkpoint's scores on the items ``indices`` (its saved post-processing), at the
+    model's resolution and scored on the tiles' grid
+    (:func:`training.tasks.nuclei_native.model_scores`); ``batch_size`` is unused (tiles
+    go one by one, as their sizes differ)."""
+    from training.tasks.nuclei_native import model_scores as native_scores
+
+    return native_scores(loaded, data, indices, device)
 
 
 def compare(loaded: LoadedModel, data: Dataset, device: torch.device, *,
             baseline: str | None = "classical", split: str = "all", val_fraction: float = 0.2,
             seed: int = 0, options: ClassicalNucleiOptions | None = None,
-            batch_size: int = 8) -> dict[str, Any]:
+            batch_size: int = 8, tile_mpp: bool = True) -> dict[str, Any]:
     """Score a nuclei checkpoint and a baseline on the same tiles.
 
     Parameters
@@ -150,6 +154,8 @@ def compare(loaded: LoadedModel, data: Dataset, device: torch.device, *,
     options : ClassicalNucleiOptions, optional
         The baseline's options (defaults: 0.5 µm/px, nucleus radius 4 µm).
     batch_size : int
+    tile_mpp : bool
+        Run the baseline at each tile's recorded µm/px instead of ``options.mpp``.
 
     Returns
     -------
@@ -174,7 +180,7 @@ def compare(loaded: LoadedModel, data: Dataset, device: torch.device, *,
     indices, patients = evaluation_indices(data, split, val_fraction, seed)
     rows = {loaded.spec.name: model_scores(loaded, data, indices, device, batch_size)}
     if baseline is not None:
-        rows[baseline] = baseline_scores(data, indices, opts)
+        rows[baseline] = baseline_scores(data, indices, opts, tile_mpp=tile_mpp)
     return {"split": split, "val_fraction": val_fraction, "seed": seed,
             "patients": list(patients), "tiles": [data.items[int(i)].id for i in indices],
             "postprocess": postprocess_options(spec=loaded.spec),

@@ -26,10 +26,16 @@ from torch import nn
 from napari_neuroseg.models.hovernet import hv_targets
 from training.losses import DiceLoss
 
-__all__ = ["LOSS_TERMS", "HoVerNetLoss", "hv_gradient_kernels", "msge_loss", "nuclei_targets"]
+__all__ = ["IGNORE_TYPE", "LOSS_TERMS", "TYPE_TERM", "HoVerNetLoss", "hv_gradient_kernels",
+           "msge_loss", "nuclei_targets"]
 
 #: Names of the loss terms, in the order of :class:`HoVerNetLoss`'s weights.
 LOSS_TERMS = ("np_ce", "np_dice", "hv_mse", "hv_msge")
+#: The type branch's term, added when the network has a ``"tp"`` output and the targets a
+#: ``"tp"`` map (pixels of samples without known types hold :data:`IGNORE_TYPE`).
+TYPE_TERM = "tp_ce"
+#: Type target of pixels whose type is unknown (ignored by the loss).
+IGNORE_TYPE = -100
 
 
 def nuclei_targets(instances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,39 +134,50 @@ class HoVerNetLoss(nn.Module):
     """
 
     def __init__(self, np_ce: float = 1.0, np_dice: float = 1.0, hv_mse: float = 1.0,
-                 hv_msge: float = 2.0) -> None:
+                 hv_msge: float = 2.0, tp_ce: float = 1.0) -> None:
         super().__init__()
-        self.weights = dict(zip(LOSS_TERMS, (np_ce, np_dice, hv_mse, hv_msge), strict=True))
+        self.weights = dict(zip((*LOSS_TERMS, TYPE_TERM), (np_ce, np_dice, hv_mse, hv_msge,
+                                                            tp_ce), strict=True))
         self.dice = DiceLoss()
-        self._sums: dict[str, np.ndarray] = {}
+        self._sums: dict[str, dict[str, float]] = {}
         self._counts: dict[str, int] = {}
 
     def terms(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]
               ) -> dict[str, torch.Tensor]:
-        """The four unweighted terms (scalar tensors)."""
+        """The four unweighted terms (scalar tensors), plus ``tp_ce`` with a type branch.
+
+        ``tp_ce`` is the cross-entropy of the type logits over the pixels with a known type
+        (0 when no pixel of the batch has one).
+        """
         np_logits, np_true = outputs["np"].float(), targets["np"].long()
         hv_pred, hv_true = outputs["hv"].float(), targets["hv"].float()
-        return {
+        terms = {
             "np_ce": F.cross_entropy(np_logits, np_true),
             "np_dice": self.dice(np_logits, np_true),
             "hv_mse": F.mse_loss(hv_pred, hv_true),
             "hv_msge": msge_loss(hv_pred, hv_true, np_true),
         }
+        if outputs.get("tp") is not None and targets.get("tp") is not None:
+            tp_logits, tp_true = outputs["tp"].float(), targets["tp"].long()
+            known = tp_true != IGNORE_TYPE
+            terms[TYPE_TERM] = (F.cross_entropy(tp_logits, tp_true, ignore_index=IGNORE_TYPE)
+                                if bool(known.any()) else tp_logits.sum() * 0.0)
+        return terms
 
     def forward(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]
                 ) -> torch.Tensor:
         """Weighted sum of the terms."""
         terms = self.terms(outputs, targets)
         phase = "train" if torch.is_grad_enabled() else "val"
-        values = np.array([float(terms[k].detach()) for k in LOSS_TERMS])
-        self._sums[phase] = self._sums.get(phase, np.zeros(len(LOSS_TERMS))) + values
+        sums = self._sums.setdefault(phase, {})
+        for key, value in terms.items():
+            sums[key] = sums.get(key, 0.0) + float(value.detach())
         self._counts[phase] = self._counts.get(phase, 0) + 1
-        return sum(self.weights[k] * terms[k] for k in LOSS_TERMS)
+        return sum(self.weights[k] * v for k, v in terms.items())
 
     def pop_terms(self) -> dict[str, float]:
         """Mean of each term per phase since the last call (``train_np_ce``, ``val_hv_msge``...)."""
         out = {f"{phase}_{name}": float(value / self._counts[phase])
-               for phase, sums in self._sums.items()
-               for name, value in zip(LOSS_TERMS, sums, strict=True)}
+               for phase, sums in self._sums.items() for name, value in sums.items()}
         self._sums, self._counts = {}, {}
         return out

@@ -35,22 +35,19 @@ from napari_neuroseg.models.checkpoint import (
     load_checkpoint,
     read_sidecar,
 )
-from napari_neuroseg.models.hovernet_post import hovernet_instances
 from napari_neuroseg.models.spec import ModelSpec
 from training.tasks._common import DataError
 from training.tasks.nuclei import (
     METRIC_KEYS,
     POSTPROCESS,
-    _loader,
     mean_instance_scores,
     postprocess_options,
-    uses_macenko,
 )
 from training.tasks.nuclei_compare import baseline_scores, comparison_table, evaluation_indices
-from training.tasks.nuclei_data import NucleiTiles
+from training.tasks.nuclei_native import TileMaps, tile_maps
 
-__all__ = ["BASELINE_GRID", "DEFAULT_GRID", "load_grid", "network_outputs", "score_options",
-           "tune", "write_checkpoint"]
+__all__ = ["BASELINE_GRID", "DEFAULT_GRID", "SMALL_GRID", "load_grid", "network_outputs",
+           "score_options", "tune", "tune_sources", "write_checkpoint"]
 
 HELP = "choose a nuclei checkpoint's post-processing (and the baseline's radius) on a split"
 #: (np_threshold, marker_threshold, ksize), min_size 10: the 17 settings the shipped
@@ -61,12 +58,18 @@ DEFAULT_GRID = tuple(
                     (0.5, 0.4, 7), (0.5, 0.4, 15), (0.5, 0.5, 15), (0.6, 0.5, 15),
                     (0.6, 0.6, 11), (0.6, 0.6, 15), (0.6, 0.7, 11), (0.7, 0.5, 11)))
 #: Classical baseline options scored: nucleus radius (µm) x sigma (px), other defaults.
+#: Settings for models working at 0.5 µm/px (20x), where nuclei are 3-7 px in radius
+#: (``--grid small``).
+SMALL_GRID = tuple(
+    {"np_threshold": n, "marker_threshold": m, "min_size": z, "ksize": k}
+    for n, m, k, z in itertools.product((0.4, 0.5, 0.6), (0.3, 0.4, 0.5, 0.6), (5, 7, 9), (8,)))
 BASELINE_GRID = tuple({"nucleus_radius_um": r, "sigma": s}
                       for r, s in itertools.product((4.0, 5.0, 6.0, 7.0), (1.0, 2.0)))
 
 
 def load_grid(grid: str | list[dict] = "default") -> list[dict[str, Any]]:
-    """Post-processing option sets: ``"default"`` (:data:`DEFAULT_GRID`), a JSON file with a
+    """Post-processing option sets: ``"default"`` (:data:`DEFAULT_GRID`), ``"small"``
+    (:data:`SMALL_GRID`), a JSON file with a
     list of objects, or such a list. Missing keys take the task's defaults.
 
     Raises
@@ -75,7 +78,8 @@ def load_grid(grid: str | list[dict] = "default") -> list[dict[str, Any]]:
         An unknown key, ``ksize`` not odd and >= 3, a threshold outside [0, 1], or no sets.
     """
     if isinstance(grid, str):
-        grid = list(DEFAULT_GRID) if grid == "default" else json.loads(
+        named = {"default": DEFAULT_GRID, "small": SMALL_GRID}
+        grid = list(named[grid]) if grid in named else json.loads(
             Path(grid).read_text(encoding="utf-8"))
     defaults, out = postprocess_options(), []
     for entry in grid:
@@ -88,23 +92,16 @@ def load_grid(grid: str | list[dict] = "default") -> list[dict[str, Any]]:
 
 
 def network_outputs(loaded: LoadedModel, data: Dataset, indices, device: torch.device,
-                    batch_size: int = 8) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """``(np_prob, hv, true_instances)`` per tile of ``indices`` (one forward pass each)."""
-    tiles = NucleiTiles(data, indices, loaded.spec, macenko=uses_macenko(loaded.spec))
-    model, out = loaded.model.to(device).eval(), []
-    with torch.inference_mode():
-        for x, _, instances in _loader(tiles, batch_size):
-            pred = model(x.to(device))
-            prob = torch.softmax(pred["np"].float(), dim=1)[:, 1].cpu().numpy()
-            out += zip(prob, pred["hv"].float().cpu().numpy(), instances.numpy(), strict=True)
-    return out
+                    batch_size: int = 8) -> list[TileMaps]:
+    """The network's maps of each tile of ``indices`` at the model's resolution (one forward
+    pass each, :func:`training.tasks.nuclei_native.tile_maps`); ``batch_size`` is unused."""
+    return list(tile_maps(loaded, data, indices, device))
 
 
-def score_options(outputs, post: dict[str, Any]) -> dict[str, Any]:
+def score_options(outputs: list[TileMaps], post: dict[str, Any]) -> dict[str, Any]:
     """Mean Dice, AJI, DQ, SQ, PQ over tiles (NaN-aware) of ``post`` applied to ``outputs``,
-    with the nuclei counted, as :func:`training.tasks.nuclei.instance_scores` scores."""
-    return mean_instance_scores((true, hovernet_instances(prob, hv, **post))
-                                for prob, hv, true in outputs)
+    with the nuclei counted, scored on the tiles' grid as ``evaluate`` scores."""
+    return mean_instance_scores((maps.true, maps.instances(post)[0]) for maps in outputs)
 
 
 def _best(rows: list[dict[str, Any]]) -> int:
@@ -136,7 +133,7 @@ def tune(loaded: LoadedModel, data: Dataset, device: torch.device, *, split: str
     rows = [{**post, **score_options(outputs, post)} for post in options]
     best = {k: rows[_best(rows)][k] for k in POSTPROCESS}
     saved = postprocess_options(spec=loaded.spec)
-    base = [{**o, **baseline_scores(data, indices, ClassicalNucleiOptions(**o))}
+    base = [{**o, **baseline_scores(data, indices, ClassicalNucleiOptions(**o), tile_mpp=True)}
             for o in (BASELINE_GRID if baseline else ())]
     result: dict[str, Any] = {
         "split": split, "val_fraction": val_fraction, "seed": seed, "patients": list(patients),
@@ -145,6 +142,56 @@ def tune(loaded: LoadedModel, data: Dataset, device: torch.device, *, split: str
         "baseline_best": BASELINE_GRID[_best(base)] if base else None}
     result["tables"] = _tables(result)
     return result
+
+
+def tune_sources(loaded: LoadedModel, root: str | Path, device: torch.device,
+                 **options: Any) -> dict[str, Any]:
+    """:func:`tune` on each source dataset under ``root``; rows averaged over sources.
+
+    Each setting's scores are the means of its per-source scores, so every source counts the
+    same whatever its number of tiles; ``best`` is the highest mean PQ. ``per_source`` holds
+    each source's own result (without its tables).
+    """
+    folders = sorted(p for p in Path(root).iterdir() if (p / "manifest.json").is_file())
+    if not folders:
+        raise DataError(f"{root}: no source datasets (sub-folders with a manifest.json)")
+    parts = {}
+    for folder in folders:
+        part = tune(loaded, Dataset.open(folder), device, **options)
+        part.pop("tables")
+        parts[folder.name] = part
+
+    def mean_rows(key: str) -> list[dict[str, Any]]:
+        columns = list(zip(*(part[key] for part in parts.values()), strict=True))
+        rows = []
+        for same in columns:
+            row = {k: v for k, v in same[0].items() if k not in (*METRIC_KEYS, "n_images",
+                                                                  "nuclei_true", "nuclei_pred")}
+            for k in (*METRIC_KEYS, "n_images", "nuclei_true", "nuclei_pred"):
+                values = [r.get(k) for r in same]
+                row[k] = _mean(values) if k in METRIC_KEYS else int(sum(v or 0 for v in values))
+            rows.append(row)
+        return rows
+
+    first = next(iter(parts.values()))
+    grid, base = mean_rows("grid"), mean_rows("baseline_grid")
+    result: dict[str, Any] = {
+        "split": first["split"], "val_fraction": first["val_fraction"], "seed": first["seed"],
+        "patients": [p for part in parts.values() for p in part["patients"]],
+        "tiles": [t for part in parts.values() for t in part["tiles"]], "grid": grid,
+        "best": {k: grid[_best(grid)][k] for k in POSTPROCESS},
+        "saved": {**first["saved"], **{k: _mean([part["saved"].get(k) for part in
+                                                   parts.values()]) for k in METRIC_KEYS}},
+        "baseline_grid": base,
+        "baseline_best": BASELINE_GRID[_best(base)] if base else None,
+        "sources": list(parts), "per_source": parts}
+    result["tables"] = _tables(result)
+    return result
+
+
+def _mean(values: list[Any]) -> float | None:
+    found = [v for v in values if v is not None]
+    return float(np.mean(found)) if found else None
 
 
 def _tables(result: dict[str, Any]) -> str:
@@ -218,11 +265,16 @@ def run_cli(args: argparse.Namespace) -> int:
     """``tune-nuclei``: tune, print the tables, write the JSON and the checkpoint if asked."""
     from napari_neuroseg.models.device import resolve_device
     from training.runfolder import atomic_write_json
+    from training.tasks.nuclei_sources import is_source_folder
 
     loaded = load_checkpoint(args.model, device="cpu")
-    result = tune(loaded, Dataset.open(args.data), resolve_device(args.device),
-                  split=args.split, val_fraction=args.val_fraction, seed=args.seed,
-                  grid=args.grid, baseline=not args.no_baseline, batch_size=args.batch_size)
+    options = {"split": args.split, "val_fraction": args.val_fraction, "seed": args.seed,
+               "grid": args.grid, "baseline": not args.no_baseline,
+               "batch_size": args.batch_size}
+    if is_source_folder(args.data):
+        result = tune_sources(loaded, args.data, resolve_device(args.device), **options)
+    else:
+        result = tune(loaded, Dataset.open(args.data), resolve_device(args.device), **options)
     print(result.pop("tables"), flush=True)
     result = {"model": str(args.model), "data": str(args.data), **result}
     if args.out:
@@ -230,7 +282,10 @@ def run_cli(args: argparse.Namespace) -> int:
         atomic_write_json(Path(args.out) / "tune-nuclei.json", result)
     if args.write:
         best = result["grid"][_best(result["grid"])]
-        selection = {"method": "highest mean PQ over tiles (python -m training tune-nuclei)",
+        method = "highest mean PQ over tiles" + (
+            " (mean over sources " + ", ".join(result["sources"]) + ")"
+            if "sources" in result else "")
+        selection = {"method": f"{method} (python -m training tune-nuclei)",
                      "split": args.split, "val_fraction": args.val_fraction, "seed": args.seed,
                      "patients": result["patients"], "tiles": len(result["tiles"]),
                      "grid": args.grid, "settings": len(result["grid"]),
