@@ -9,6 +9,7 @@ import pytest
 from napari_neuroseg.__main__ import main
 from napari_neuroseg.batch import ModelSource, predict_inputs
 from napari_neuroseg.batch.tasks import BatchError
+from napari_neuroseg.io import open_image
 from napari_neuroseg.io.ome_zarr import read_ome_zarr
 from napari_neuroseg.models import registry as registry_module
 from napari_neuroseg.models.checkpoint import save_checkpoint
@@ -175,3 +176,79 @@ def test_progress_bar():
     assert progress_bar(0, 4, width=8) == "[........]   0%"
     assert progress_bar(3, 4, width=8) == "[######..]  75%"
     assert progress_bar(4, 4, width=8) == "[########] 100%"
+
+
+TYPES = ["background", "tumour", "immune"]
+
+
+def _tiny_hovernet(path, n_types=None):
+    """nuclei-hovernet with a tiny random network (and a type branch when ``n_types``)."""
+    registry = ModelRegistry()
+    base = registry.get("nuclei-hovernet")
+    spec = dataclasses.replace(
+        base, name="tiny-hovernet",
+        arch_kwargs={**base.arch_kwargs, "base_features": 4, "encoder_depth": 2,
+                     "blocks_per_level": 1, "n_types": n_types},
+        extra={**base.extra, "type_classes": TYPES if n_types else []})
+    return save_checkpoint(path, registry.build(spec), spec)
+
+
+@pytest.fixture(scope="module")
+def nuclei_slide(tmp_path_factory):
+    return write_synthetic_slide(tmp_path_factory.mktemp("nuclei") / "he.tif", size=(512, 512),
+                                 tile=256, mpp=0.5, layout="pages", compression="zlib",
+                                 levels=2)
+
+
+def _summary(out):
+    with open(out / "summary.csv") as fh:
+        return next(r for r in csv.DictReader(fh) if r["status"] == "ok")
+
+
+def test_nuclear_type_areas_in_the_summary(nuclei_slide, tmp_path, monkeypatch):
+    """The batch path writes the nuclear mask (no instances): each nuclear pixel's type."""
+
+    def typed_oracle(batch):  # dark pixels are nuclei, 'tumour' where red is over blue
+        out = np.zeros((len(batch), 4 + len(TYPES), *batch.shape[2:]), np.float32)
+        for i, patch in enumerate(batch):
+            dark, tumour = patch.mean(axis=0) < 140, patch[0] > patch[2]
+            out[i, 1], out[i, 0] = dark, ~dark
+            out[i, 4], out[i, 5], out[i, 6] = ~dark, dark & tumour, dark & ~tumour
+        return out
+
+    typed_oracle.output_channels = 4 + len(TYPES)
+    ckpt = _tiny_hovernet(tmp_path / "typed", n_types=3)
+    monkeypatch.setattr(ModelSource, "runner", lambda self: typed_oracle)
+    predict_inputs([nuclei_slide], ModelSource(str(ckpt), device="cpu"), tmp_path / "out",
+                   region_size=256, log=lambda m: None)
+    row = _summary(tmp_path / "out")
+    tumour, immune = float(row["type_area_mm2:tumour"]), float(row["type_area_mm2:immune"])
+    assert "type_area_mm2:background" not in row
+    assert tumour + immune == pytest.approx(float(row["area_mm2:nucleus"]), abs=1e-5)
+    # the probabilities keep the nuclear channels only; the areas follow the oracle's types
+    probs, _ = read_ome_zarr(tmp_path / "out" / "he" / "prediction.ome.zarr")
+    p = probs[0].compute()
+    assert p.shape == (2, 512, 512)
+    [image] = [im for im in open_image(nuclei_slide) if im.kind == "image"]
+    pixels = np.asarray(image.levels[0]).astype(int)
+    nuclear = p[1] > p[0]
+    pixel_mm2 = 0.5e-3 ** 2
+    red = pixels[..., 0] > pixels[..., 2]
+    assert tumour == pytest.approx((nuclear & red).sum() * pixel_mm2, abs=1e-6)  # rounded
+    assert immune == pytest.approx((nuclear & ~red).sum() * pixel_mm2, abs=1e-6)
+    assert tumour > 0 and immune > 0
+
+
+def test_cli_with_a_tiny_typed_hovernet_and_without_types(nuclei_slide, tmp_path):
+    typed = _tiny_hovernet(tmp_path / "typed", n_types=3)
+    assert main(["predict", str(nuclei_slide), "--model", str(typed), "--out",
+                 str(tmp_path / "t"), "--device", "cpu"]) == 0
+    row = _summary(tmp_path / "t")
+    areas = [float(row[f"type_area_mm2:{name}"]) for name in TYPES[1:]]
+    assert sum(areas) == pytest.approx(float(row["area_mm2:nucleus"]), abs=1e-5)
+    untyped = _tiny_hovernet(tmp_path / "untyped")
+    assert main(["predict", str(nuclei_slide), "--model", str(untyped), "--out",
+                 str(tmp_path / "u"), "--device", "cpu"]) == 0
+    row = _summary(tmp_path / "u")
+    assert float(row["area_mm2:nucleus"]) >= 0
+    assert not any(key.startswith("type_area") for key in row)

@@ -309,3 +309,124 @@ def test_the_result_layer_records_the_checkpoint_that_made_it(make_napari_viewer
     meta = widget.result_layer.metadata["neuroseg"]
     assert meta["result_of"] == "Nuclei"
     assert Path(meta["checkpoint"]) == Path(tiny_checkpoint).absolute()
+
+
+TYPES = ["background", "tumour", "immune"]
+
+
+class TypedOracle(Oracle):
+    """The oracle with a type branch: a dark pixel is 'tumour' where red is over blue."""
+
+    output_channels = 4 + len(TYPES)
+
+    def __call__(self, batch):
+        maps = super().__call__(batch)
+        types = np.zeros((len(batch), len(TYPES), *batch.shape[2:]), np.float32)
+        for i, patch in enumerate(batch):
+            dark, tumour = patch.mean(axis=0) < 140, patch[0] > patch[2]
+            types[i, 0], types[i, 1], types[i, 2] = ~dark, dark & tumour, dark & ~tumour
+        return np.concatenate([maps, types], axis=1)
+
+
+def _typed_source(monkeypatch, predictor, type_classes, key):
+    spec = dataclasses.replace(ModelRegistry().get("nuclei-hovernet"), name="typed-hovernet",
+                               extra={"type_classes": list(type_classes)})
+    monkeypatch.setattr(ModelSource, "spec", lambda self: spec)
+    monkeypatch.setattr(ModelSource, "runner", lambda self: predictor)
+    monkeypatch.setattr(ModelSource, "key", lambda self: key)
+
+
+def test_types_of_a_typed_model_in_their_own_layer_and_text(make_napari_viewer, qtbot,
+                                                            slide_path, monkeypatch):
+    from napari_neuroseg.analysis.nuclei_types import TYPE_PALETTE, type_image
+
+    _typed_source(monkeypatch, TypedOracle(), TYPES, "typed")
+    viewer, slide, widget = _widget(make_napari_viewer, slide_path)
+    assert widget.types.native.isHidden()
+    _look_at(viewer, (250.0, 380.0), 150.0)
+    widget.run_button.clicked.emit()
+    _wait_runs(qtbot, widget, 1)
+    result, labels = widget.result, widget.result_layer.data
+    assert result.type_names == tuple(TYPES) and result.count > 5
+    assert set(result.types) == set(range(1, result.count + 1))
+    types = widget.types_layer
+    assert isinstance(types, Labels) and types.name == "typed-hovernet types"
+    assert types in viewer.layers and types is not widget.result_layer
+    np.testing.assert_array_equal(types.data, type_image(labels, result.types))
+    np.testing.assert_allclose(types.scale, widget.result_layer.scale)
+    np.testing.assert_allclose(types.translate, widget.result_layer.translate)
+    assert list(types.features["class"]) == TYPES
+    assert types.metadata["neuroseg"]["classes"] == TYPES
+    assert types.metadata["neuroseg"]["result_of"] == "Nuclei"
+    red = int(TYPE_PALETTE[0][1:3], 16) / 255
+    assert types.colormap.color_dict[1][0] == pytest.approx(red, abs=1e-3)
+    assert types.colormap.color_dict[0][3] == 0  # background transparent
+    # most nuclear pixels carry the type the oracle gave them
+    source = np.asarray(slide.data[0][result.region.y0:result.region.y1,
+                                      result.region.x0:result.region.x1]).astype(int)
+    expected = np.where(source[..., 0] > source[..., 2], 1, 2)
+    assert (types.data == expected)[labels > 0].mean() > 0.9
+    # the text: count and density per type; the instance layer names each nucleus's type
+    assert not widget.types.native.isHidden()
+    counts = result.type_counts
+    assert sum(counts.values()) == result.count
+    for name, n in counts.items():
+        assert f"{name} {n} (" in widget.types.value
+    assert "/mm²" in widget.types.value
+    features = widget.result_layer.features
+    assert features["type"][0] == "background"
+    assert {features["type"][i] for i in range(1, result.count + 1)} <= {"tumour", "immune"}
+    # again: the same types layer, updated in place
+    widget.run_button.clicked.emit()
+    _wait_runs(qtbot, widget, 2)
+    assert widget.types_layer is types
+    assert sum(isinstance(la, Labels) for la in viewer.layers) == 2
+    # a model without types: its layer goes, the text hides, nothing invented
+    _typed_source(monkeypatch, Oracle(), [], "untyped")
+    widget.tissue.value = not widget.tissue.value  # new settings: the model is reloaded
+    widget.run_button.clicked.emit()
+    _wait_runs(qtbot, widget, 3)
+    assert widget.result.types == {} and widget.types_layer is None
+    assert types not in viewer.layers and widget.types.native.isHidden()
+    assert "type" not in widget.result_layer.features
+    widget.close()
+
+
+def test_a_types_layer_the_user_deleted_comes_back(make_napari_viewer, qtbot, slide_path,
+                                                   monkeypatch):
+    _typed_source(monkeypatch, TypedOracle(), TYPES, "typed")
+    viewer, _, widget = _widget(make_napari_viewer, slide_path)
+    _look_at(viewer, (250.0, 380.0), 150.0)
+    widget.run()
+    _wait_runs(qtbot, widget, 1)
+    viewer.layers.remove(widget.types_layer)
+    assert widget.types_layer is None
+    widget.run()
+    _wait_runs(qtbot, widget, 2)
+    assert widget.types_layer in viewer.layers
+    widget.close()
+
+
+def test_a_tiny_random_checkpoint_with_a_type_branch(make_napari_viewer, qtbot, slide_path,
+                                                     tmp_path):
+    """The real network through a checkpoint: three type outputs give a types layer."""
+    registry = ModelRegistry()
+    base = registry.get("nuclei-hovernet")
+    spec = dataclasses.replace(base, name="tiny-typed", arch_kwargs={
+        **base.arch_kwargs, "base_features": 4, "encoder_depth": 2, "blocks_per_level": 1,
+        "n_types": 3}, extra={**base.extra, "type_classes": TYPES,
+                              "postprocess": {"np_threshold": 0.0, "min_size": 1}})
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "tiny-typed", registry.build(spec), spec)
+    viewer, _, widget = _widget(make_napari_viewer, slide_path)
+    widget.picker.model.value = FROM_FILE
+    widget.picker.file.value = ckpt
+    _look_at(viewer, (250.0, 380.0), 100.0)
+    widget.run()
+    _wait_runs(qtbot, widget, 1)
+    result = widget.result
+    assert result.type_names == tuple(TYPES) and result.count > 0
+    assert set(result.types) == set(range(1, result.count + 1))
+    assert widget.types_layer.name == "tiny-typed types"
+    assert widget.types_layer.data.max() <= 2
+    widget.close()

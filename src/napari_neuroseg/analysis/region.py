@@ -8,7 +8,8 @@ one result aligned with the slide:
 * :func:`segment_nuclei`: HoVer-Net outputs (nuclear probability + h/v maps, see
   :class:`~napari_neuroseg.models.runner.ModelRunner`) -> instance labels by the
   marker-controlled watershed of :func:`~napari_neuroseg.models.hovernet_post.hovernet_instances`,
-  with the nucleus count and density;
+  with the nucleus count and density, and each nucleus's type when the model has a type
+  branch (:mod:`napari_neuroseg.analysis.nuclei_types`);
 * :func:`translate_stain`: an image-translation model (IHC -> H&E) -> an RGB uint8 image.
 
 Both return a :class:`RegionResult` whose ``scale``/``translate`` place the working-grid
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_neuroseg.analysis.nuclei_types import classify_nuclei, type_image, type_names_of
 from napari_neuroseg.analysis.slide import AnalysisError, Predictor, SlidePlan, predict_slide
 from napari_neuroseg.engine import PredictionResult, Region, TileCache, TileCounts
 from napari_neuroseg.models.hovernet_post import hovernet_instances
@@ -107,7 +109,23 @@ class RegionResult:
 
 @dataclass
 class NucleiResult(RegionResult):
-    """:class:`RegionResult` with instance labels (0 background, 1..n nuclei)."""
+    """:class:`RegionResult` with instance labels (0 background, 1..n nuclei).
+
+    Attributes
+    ----------
+    types : dict of int to int
+        ``{instance id: type id}`` (an index of ``type_names``); empty when the model has no
+        type branch.
+    type_names : tuple of str
+        The model's type names, the background first; empty without a type branch.
+    type_labels : numpy.ndarray or None
+        ``(H, W)`` uint8: the type id of every pixel's nucleus (0 background); None without
+        types.
+    """
+
+    types: dict[int, int] = field(default_factory=dict)
+    type_names: tuple[str, ...] = ()
+    type_labels: np.ndarray | None = None
 
     @property
     def count(self) -> int:
@@ -118,6 +136,32 @@ class NucleiResult(RegionResult):
     def density(self) -> float:
         """Nuclei per mm² of the analysed region."""
         return nuclei_density(self.count, self.area_mm2)
+
+    @property
+    def typed(self) -> bool:
+        """Whether the model gave types (its nuclei may still be none)."""
+        return bool(self.type_names)
+
+    @property
+    def type_counts(self) -> dict[str, int]:
+        """Nuclei per type name, every nuclear type listed (0 when none was found).
+
+        The background type is listed only when some nucleus got it (no pixel of it voted
+        for a nuclear type), so the counts add up to :attr:`count`. Empty without types.
+        """
+        if not self.typed:
+            return {}
+        found = np.bincount(np.fromiter(self.types.values(), int, len(self.types)),
+                            minlength=len(self.type_names))
+        counts = {name: int(n) for name, n in zip(self.type_names, found, strict=False)}
+        if counts[self.type_names[0]] == 0:
+            del counts[self.type_names[0]]
+        return counts
+
+    @property
+    def type_density(self) -> dict[str, float]:
+        """Nuclei per mm² of the analysed region, per type name (as :attr:`type_counts`)."""
+        return {name: nuclei_density(n, self.area_mm2) for name, n in self.type_counts.items()}
 
 
 def nuclei_density(count: int, area_mm2: float) -> float:
@@ -229,7 +273,9 @@ def segment_nuclei(
         From :func:`plan_slide` with an ``instance_segmentation`` (HoVer-Net) spec.
     predictor : callable
         Returns ``(N, 4 [+ T], H, W)``: nuclear background / foreground probabilities, h and v
-        maps (then type probabilities, unused here), as a ``ModelRunner`` does.
+        maps, then type probabilities when the model has a type branch, as a ``ModelRunner``
+        does. Nuclei get types when there are type probabilities and the spec names them
+        (``extra["type_classes"]``).
     region : Region, optional
         Level-0 pixels; the whole slide when None. Capped to ``max_size`` working pixels.
     max_size : int
@@ -243,12 +289,14 @@ def segment_nuclei(
     Returns
     -------
     NucleiResult
-        int32 labels on the working grid (empty when the run was stopped early).
+        int32 labels on the working grid (empty when the run was stopped early), with the
+        nuclei's types when the model has a type branch.
 
     Raises
     ------
     AnalysisError
-        The model is not an instance-segmentation model.
+        The model is not an instance-segmentation model, or gives type probabilities for
+        another number of types than its spec names.
     """
     spec = plan.spec
     if spec.task != "instance_segmentation":
@@ -263,11 +311,17 @@ def segment_nuclei(
     if maps.shape[0] < 4:
         raise AnalysisError(f"{spec.name}: expected nuclear probabilities and h/v maps "
                             f"(4 or more outputs), got {maps.shape[0]}")
+    type_names = type_names_of(spec, maps.shape[0])
     if result.complete:
         labels = hovernet_instances(maps[1], maps[2:4], **options)
     else:
         labels = np.zeros(maps.shape[1:], dtype=np.int32)
-    return _result(NucleiResult, labels, plan, result, region, capped, max_size)
+    nuclei = _result(NucleiResult, labels, plan, result, region, capped, max_size)
+    if type_names:
+        nuclei.type_names = type_names
+        nuclei.types = classify_nuclei(labels, maps[4:])
+        nuclei.type_labels = type_image(labels, nuclei.types)
+    return nuclei
 
 
 def translate_stain(

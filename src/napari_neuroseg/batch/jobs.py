@@ -4,6 +4,10 @@ Slides are split into regions, one task each, run on a local thread pool or on a
 dask.distributed cluster; volumes are one task each. An input that fails is reported in the
 summary and skipped; the others finish. Tiles are cached on disk under ``OUT/.neuroseg-cache``,
 so an interrupted run resumes without recomputing finished tiles.
+
+A nuclear (HoVer-Net) model writes its nuclear probabilities and the nuclear pixel mask, not
+instances. When it has a type branch, each nuclear pixel also gets its most probable nuclear
+type, and the summary gains the area of each type (``type_area_mm2:<type>``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
+from napari_neuroseg.analysis.nuclei_types import N_HOVER_MAPS, pixel_types, type_names_of
 from napari_neuroseg.analysis.slide import AnalysisError, plan_slide
 from napari_neuroseg.analysis.volume import classify_slices, segment_volume
 from napari_neuroseg.batch.tasks import ModelSource, predict_slide_region, slide_regions
@@ -83,6 +88,10 @@ def _run_slide(image, spec, source, out, executor, opts, log) -> dict[str, Any]:
                               dtype="float32", fill_value=0)
     covered = work.create_array("c", shape=(h, w), chunks=(1024, 1024), dtype=bool,
                                 fill_value=False)
+    typed = spec.task == "instance_segmentation" and bool(spec.extra.get("type_classes"))
+    types = work.create_array("t", shape=(h, w), chunks=(1024, 1024), dtype="uint8",
+                              fill_value=0) if typed else None
+    type_names: tuple[str, ...] = ()
     regions = slide_regions(plan, opts["region_size"])
     cache_root = str(out.parent / CACHE)
     futures = [executor.submit(predict_slide_region, plan, source, r, cache_root)
@@ -90,8 +99,12 @@ def _run_slide(image, spec, source, out, executor, opts, log) -> dict[str, Any]:
     for done, future in enumerate(executor.completed(futures), 1):
         region, values, cov = future.result()
         box = (slice(region.y0, region.y1), slice(region.x0, region.x1))
-        probs[(slice(None), *box)] = values
+        probs[(slice(None), *box)] = values[: spec.n_classes]  # HoVer-Net: h/v/types follow
         covered[box] = cov
+        if types is not None:
+            type_names = type_names_of(spec, values.shape[0])
+            if type_names:
+                types[box] = pixel_types(values[N_HOVER_MAPS:])
         log(f"  {progress_bar(done, len(regions))} region {done}/{len(regions)}")
     p = da.from_zarr(probs)
     c = da.from_zarr(covered)
@@ -110,7 +123,18 @@ def _run_slide(image, spec, source, out, executor, opts, log) -> dict[str, Any]:
     row = {f"area_mm2:{name}": round(float(n) * pixel_mm2, 6)
            for name, n in zip(spec.classes, counts[1:], strict=False)}
     row["analysed_mm2"] = round(float(counts[1:].sum()) * pixel_mm2, 6)
+    if type_names:
+        row.update(_type_areas(da.from_zarr(types), c & (written == 1), type_names, pixel_mm2))
     return row
+
+
+def _type_areas(types: da.Array, nuclear: da.Array, type_names: tuple[str, ...],
+                pixel_mm2: float) -> dict[str, float]:
+    """``{"type_area_mm2:<type>": mm²}``: the nuclear pixels of each nuclear type."""
+    coded = da.where(nuclear, types, 0).ravel().astype(np.int64)
+    counts = da.bincount(coded, minlength=len(type_names)).compute()
+    return {f"type_area_mm2:{name}": round(float(n) * pixel_mm2, 6)
+            for name, n in zip(type_names[1:], counts[1:], strict=False)}
 
 
 def progress_bar(done: int, total: int, width: int = 30) -> str:

@@ -2,7 +2,9 @@
 
 HoVer-Net (or a checkpoint) over the visible region at the model's resolution, through
 :class:`~napari_neuroseg.widgets._view_analysis.ViewAnalysisWidget`; the instance labels
-replace the widget's one result layer, aligned with the slide.
+replace the widget's result layer, aligned with the slide. When the model has a type branch,
+a second layer shows each nucleus's type (:mod:`napari_neuroseg.widgets._nuclei_types`) and
+the text gives the count and density per type.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -19,7 +21,12 @@ from napari_neuroseg.analysis.region import (
 if TYPE_CHECKING:
     import napari
 
-from napari_neuroseg.widgets._common import fit_panel
+from napari_neuroseg.widgets._common import fit_panel, forget_removed_layers
+from napari_neuroseg.widgets._nuclei_types import (
+    remove_types_layer,
+    show_types_layer,
+    types_text,
+)
 from napari_neuroseg.widgets._view_analysis import ViewAnalysisWidget
 
 
@@ -39,14 +46,23 @@ class NucleiWidget(ViewAnalysisWidget):
         super().__init__(viewer)
         self.count = Label(label="Nuclei", value="-")
         self.density = Label(label="Density", value="-")
+        self.types = Label(label="Types", value="-")  # shown for models with types
+        self.types_layer: Any = None
         self.insert(self.index(self.status), self.count)
         self.insert(self.index(self.status), self.density)
+        self.insert(self.index(self.status), self.types)
+        self.types.visible = False
         fit_panel(self)
 
     analyse = staticmethod(segment_nuclei)
 
+    def _on_layers_changed(self, _event: Any = None) -> None:
+        super()._on_layers_changed(_event)
+        forget_removed_layers(self, self._viewer, "types_layer")
+
     def show_result(self, result: RegionResult) -> None:
-        """Replace the instance labels layer; show the count and the density."""
+        """Replace the instance labels layer (and the types layer); show the count, the
+        density, and both per type when the model has types."""
         assert isinstance(result, NucleiResult)
         spec = self.loaded.plan.spec if self.loaded is not None else None
         name = f"{spec.name if spec else 'nuclei'} nuclei"
@@ -69,11 +85,30 @@ class NucleiWidget(ViewAnalysisWidget):
         h, w = result.working_region.shape
         self.status.value = (f"{result.count} nuclei in {h} x {w} px at {result.mpp:.3g} "
                              f"µm/px; {self._notes(result)}")
+        self._show_types(result, spec.name if spec else "nuclei")
+
+    def _show_types(self, result: NucleiResult, model: str) -> None:
+        if not result.typed:
+            remove_types_layer(self._viewer, self.types_layer)
+            self.types_layer = None
+            self.types.visible = False
+            return
+        self.types_layer = show_types_layer(
+            self._viewer, self.types_layer, result, f"{model} types",
+            self._layer_kwargs(result), self._result_metadata())
+        self.types.value = types_text(result) or "-"
+        self.types.visible = True
 
 
 def nucleus_features(result: NucleiResult, class_name: str = "nucleus") -> dict[str, Any]:
-    """Per-label features for napari (status bar): index, class and area in µm²."""
+    """Per-label features for napari (status bar): index, class and area in µm², and the
+    type name when the model has types."""
     ids = np.arange(result.count + 1)
     pixels = np.bincount(result.data.ravel(), minlength=len(ids))[: len(ids)]
-    return {"index": ids, "class": ["background"] + [class_name] * result.count,
-            "area_um2": pixels * result.mpp**2}
+    features: dict[str, Any] = {"index": ids, "class": ["background"] + [class_name] * result.count,
+                                "area_um2": pixels * result.mpp**2}
+    if result.typed:
+        names = result.type_names
+        features["type"] = [names[0]] + [names[result.types.get(i, 0)]
+                                         for i in range(1, result.count + 1)]
+    return features
