@@ -54,7 +54,7 @@ from training.tasks.nuclei_sources import (
 )
 from training.tasks.nuclei_targets import HoVerNetLoss
 
-__all__ = ["per_source_scores", "run_sources", "sources_spec"]
+__all__ = ["per_source_scores", "run_sources", "sources_spec", "training_data_label"]
 
 #: Reference tiles per source whose stains :class:`RandomMacenko` draws targets from.
 MACENKO_TARGETS_PER_SOURCE = 8
@@ -73,11 +73,19 @@ def sources_spec(config: Config, sources: SourceSet) -> ModelSpec:
     n_types = spec.arch_kwargs.get("n_types")
     type_classes = [NUCLEUS_TYPES.get(k, f"type {k}") for k in range(n_types)] if n_types \
         else []
-    return replace(spec, extra={**spec.extra, "postprocess": postprocess_options(config),
+    return replace(spec, extra={**spec.extra, "training_data": training_data_label(sources),
+                                "postprocess": postprocess_options(config),
                                 "type_classes": type_classes,
                                 "sources": {s.name: {"mpp": s.mpp, "tiles": len(s.data.items),
                                                      "typed": s.typed}
                                             for s in sources.sources}})
+
+
+def training_data_label(sources: SourceSet) -> str:
+    """What the checkpoint learnt from: ``"3 sources: lgg (36 tiles), ... H&E"``."""
+    parts = ", ".join(f"{s.name} ({len(s.data.items)} tiles, {s.mpp:g} µm/px)"
+                      for s in sources.sources)
+    return f"{len(sources.sources)} source(s): {parts}; {sources.modality}"
 
 
 def per_source_scores(model, loader, tiles: WorkingTiles, names, device, post

@@ -40,6 +40,7 @@ def test_training_on_sources_gives_a_typed_model_scored_per_source(run):
     assert loaded.spec.arch_kwargs["n_types"] == 5
     assert loaded.spec.extra["type_classes"][:3] == ["background", "other", "inflammatory"]
     assert loaded.spec.extra["sources"]["forty"] == {"mpp": 0.25, "tiles": 4, "typed": True}
+    assert loaded.spec.extra["training_data"].startswith("2 source(s): forty (4 tiles, 0.25 µm/px)")
     history = json.loads((out / "history.json").read_text())
     assert "train_tp_ce" in history and "pq_twenty" in history
 
