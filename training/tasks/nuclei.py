@@ -275,9 +275,31 @@ def evaluate(loaded: LoadedModel, data: Dataset, device: torch.device,
 def _spec(config: Config, data: Dataset) -> ModelSpec:
     spec = build_spec(MODEL, {"base_features": config.base_features,
                               "encoder_depth": config.encoder_depth,
-                              "blocks_per_level": config.blocks_per_level},
+                              "blocks_per_level": config.blocks_per_level,
+                              "n_types": config.n_types},
                       data=data, init=config.init, synthetic=is_synthetic(config, data))
-    return replace(spec, extra={**spec.extra, "postprocess": postprocess_options(config)})
+    return replace(spec, extra={**spec.extra, "postprocess": postprocess_options(config),
+                                "type_classes": type_classes(spec, config.init)})
+
+
+def type_classes(spec: ModelSpec, init: str | None = None) -> list[str]:
+    """The type names for ``spec``'s type branch: the ``init`` checkpoint's when it has as
+    many (a model retrained from the shipped one keeps its types), else CoNSeP's names (or
+    ``"type k"``); [] without a type branch."""
+    from napari_neuroseg.dataset.convert_consep import NUCLEUS_TYPES
+    from napari_neuroseg.models.checkpoint import read_spec
+
+    n_types = spec.arch_kwargs.get("n_types")
+    if not n_types:
+        return []
+    if init:
+        try:
+            found = list(read_spec(init).extra.get("type_classes") or [])
+        except (OSError, ValueError):
+            found = []
+        if len(found) == n_types:
+            return found
+    return [NUCLEUS_TYPES.get(k, f"type {k}") for k in range(n_types)]
 
 
 def _check_patients(data: Dataset) -> None:

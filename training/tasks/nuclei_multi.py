@@ -43,6 +43,7 @@ from training.tasks.nuclei import (
     mean_instance_scores,
     postprocess_options,
     predict_instances,
+    type_classes,
 )
 from training.tasks.nuclei_data import nuclei_augment
 from training.tasks.nuclei_sources import (
@@ -70,12 +71,9 @@ def sources_spec(config: Config, sources: SourceSet) -> ModelSpec:
                               "blocks_per_level": config.blocks_per_level,
                               "n_types": n_types},
                       data=sources, init=config.init, synthetic=is_synthetic(config, sources))
-    n_types = spec.arch_kwargs.get("n_types")
-    type_classes = [NUCLEUS_TYPES.get(k, f"type {k}") for k in range(n_types)] if n_types \
-        else []
     return replace(spec, extra={**spec.extra, "training_data": training_data_label(sources),
                                 "postprocess": postprocess_options(config),
-                                "type_classes": type_classes,
+                                "type_classes": type_classes(spec, config.init),
                                 "sources": {s.name: {"mpp": s.mpp, "tiles": len(s.data.items),
                                                      "typed": s.typed}
                                             for s in sources.sources}})

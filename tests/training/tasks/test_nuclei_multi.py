@@ -104,3 +104,23 @@ def test_tune_over_sources_averages_each_setting(run, tmp_path):
     tuned = load_checkpoint(tmp_path / "tuned")
     assert "mean over sources forty, twenty" in \
         tuned.spec.extra["postprocess_selection"]["method"]
+
+
+def test_retraining_the_typed_model_on_one_dataset_keeps_its_types(run, tmp_path):
+    from napari_neuroseg.models.runner import ModelRunner
+
+    root, out = run
+    config = tmp_path / "one.yaml"
+    config.write_text("epochs: 1\nbatch_size: 2\ncrop_size: 32\nnum_workers: 0\n"
+                      "val_fraction: 0.5\n")
+    again = tmp_path / "again"
+    assert main(["nuclei", "--data", str(root / "twenty"), "--config", str(config), "--out",
+                 str(again), "--init", str(out / "checkpoints" / "best.safetensors"),
+                 "--device", "cpu"]) == 0
+    loaded = load_checkpoint(again / "checkpoints" / "best")
+    assert loaded.spec.arch_kwargs["n_types"] == 5
+    assert loaded.spec.extra["type_classes"] == \
+        load_checkpoint(out / "checkpoints" / "best").spec.extra["type_classes"]
+    runner = ModelRunner.from_checkpoint(again / "checkpoints" / "best.safetensors",
+                                         device="cpu")
+    assert runner.output_channels == 9
