@@ -16,13 +16,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser(
         "predict",
-        help="run a model over slides, CT series and MRI stacks",
+        help="run a model over slides, H&E tiles, CT series and MRI stacks",
         description="Run one model over every input; write labels and probabilities "
-        "(multiscale OME-Zarr for slides, TIFF for volumes) and OUT/summary.csv. A failed "
+        "(multiscale OME-Zarr for slides, TIFF for volumes) and OUT/summary.csv. A folder of "
+        "H&E tiles (PNG, JPEG, RGB TIFF) gives one result per tile. A failed "
         "input is reported and skipped. Finished tiles are cached in OUT/.neuroseg-cache, so "
         "running the same command again after an interruption resumes.",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="slide, DICOM folder, NIfTI, ...")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="slide, H&E tile or folder of tiles, DICOM folder, NIfTI, ...")
+    p.add_argument("--mpp", type=_positive_float, default=None, metavar="UM_PER_PX",
+                   help="µm per pixel of slides and tiles whose file does not state it "
+                   "(without it: assumed 1 µm/px like any slide without one, marked ASSUMED "
+                   "in summary.csv); a file's own value is kept")
+    p.add_argument("--force-mpp", action="store_true",
+                   help="use --mpp even for files that state their own µm/px")
     p.add_argument("--model", required=True, help="checkpoint (.safetensors) or registry name")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N")
@@ -40,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"a positive number of µm per pixel, not {text!r}")
+    return value
+
+
 def _log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
@@ -48,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (1 when any input failed)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "predict" and args.force_mpp and args.mpp is None:
+        parser.error("--force-mpp needs --mpp")
     if args.command != "predict":
         parser.print_help()
         return 0
@@ -60,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = predict_inputs(
             args.inputs, source, args.out, scheduler=args.scheduler, workers=args.workers,
             region_size=args.region_size, tissue_only=not args.all_tiles,
-            stain=not args.no_stain_normalization, threshold=args.threshold, log=_log,
+            stain=not args.no_stain_normalization, threshold=args.threshold, mpp=args.mpp,
+            force_mpp=args.force_mpp, log=_log,
         )
     except BatchError as err:
         parser.error(str(err))

@@ -84,9 +84,14 @@ class SlidePlan:
         return int(self.array.shape[0]), int(self.array.shape[1])
 
     def cache_key(self, model_key: str) -> CacheKey:
-        """The tile-cache key for this slide, this preprocessing and ``model_key``."""
+        """The tile-cache key for this slide, this preprocessing and ``model_key``.
+
+        The resampling factor is part of it: a new µm/px for the slide (set by the user, or
+        ``--mpp``) resamples the level to another working grid, whose tiles are other pixels.
+        """
         meta = self.image.metadata
-        image_key = f"{self.image.source}|{self.image.shape}|{meta.get('level_shapes')}"
+        image_key = (f"{self.image.source}|{self.image.shape}|{meta.get('level_shapes')}"
+                     f"|x{self.choice.factor:.6g}")
         return CacheKey(image=image_key, model=model_key, preprocess=self.preprocess_key,
                         level=self.choice.level)
 

@@ -5,6 +5,10 @@ dask.distributed cluster; volumes are one task each. An input that fails is repo
 summary and skipped; the others finish. Tiles are cached on disk under ``OUT/.neuroseg-cache``,
 so an interrupted run resumes without recomputing finished tiles.
 
+A folder of H&E tiles (PNG, JPEG, RGB TIFF) is expanded into its tiles, each with its own output
+folder and summary row; ``mpp`` gives the µm/px of slides and tiles that do not state theirs
+(:mod:`napari_neuroseg.batch.inputs`).
+
 A nuclear (HoVer-Net) model writes its nuclear probabilities and the nuclear pixel mask, not
 instances. When it has a type branch, each nuclear pixel also gets its most probable nuclear
 type, and the summary gains the area of each type (``type_area_mm2:<type>``).
@@ -27,8 +31,9 @@ import zarr
 from napari_neuroseg.analysis.nuclei_types import N_HOVER_MAPS, pixel_types, type_names_of
 from napari_neuroseg.analysis.slide import AnalysisError, plan_slide
 from napari_neuroseg.analysis.volume import classify_slices, segment_volume
+from napari_neuroseg.batch.inputs import expand_inputs, open_input
 from napari_neuroseg.batch.tasks import ModelSource, predict_slide_region, slide_regions
-from napari_neuroseg.io import LazyImage, open_image
+from napari_neuroseg.io import LazyImage
 from napari_neuroseg.io._atomic import atomic_path
 from napari_neuroseg.io.ome_zarr import read_ome_zarr, write_ome_zarr
 from napari_neuroseg.io.writers import write_labels, write_probabilities
@@ -44,6 +49,17 @@ def _safe_name(image: LazyImage, source: str) -> str:
     stem = Path(source).name.split(".")[0] or "input"
     name = image.name.replace("/", "_").replace(" ", "_")
     return stem if name in ("", stem) else f"{stem}__{name}"
+
+
+def _unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name__2``, ``name__3``... when an earlier image of the run has it
+    (tiles ``a.png`` and ``a.jpg``)."""
+    unique, n = name, 1
+    while unique in taken:
+        n += 1
+        unique = f"{name}__{n}"
+    taken.add(unique)
+    return unique
 
 
 class _Executor:
@@ -194,6 +210,8 @@ def predict_inputs(
     tissue_only: bool = True,
     stain: bool = True,
     threshold: float | None = None,
+    mpp: float | None = None,
+    force_mpp: bool = False,
     log: Log = print,
 ) -> list[dict[str, Any]]:
     """Predict every input and write ``out_dir/summary.csv``; returns the summary rows.
@@ -201,7 +219,8 @@ def predict_inputs(
     Parameters
     ----------
     inputs : sequence of path
-        Slides, DICOM folders, NIfTI files, TIFF stacks, LGG folders.
+        Slides, H&E pictures (PNG, JPEG, RGB TIFF) and folders of them (one result per
+        picture), DICOM folders, NIfTI files, TIFF stacks, LGG folders.
     source : ModelSource
     out_dir : path
         One sub-folder per image (labels and probabilities), ``summary.csv``, and the tile
@@ -213,9 +232,18 @@ def predict_inputs(
         Local threads (1 by default: torch already uses every core).
     region_size, tissue_only, stain, threshold
         Slide region edge in working pixels; tissue skipping; Macenko; CT decision threshold.
+    mpp : float, optional
+        µm/px of slides and pictures whose file states none; without it they are taken as
+        :data:`~napari_neuroseg.io.slide.DEFAULT_MPP` and the summary's ``mpp_source`` says
+        ``ASSUMED``. A file's own value is kept (a different ``mpp`` is logged) unless
+        ``force_mpp``.
+    force_mpp : bool
+        Use ``mpp`` for every slide, even where the file states its µm/px.
     log : callable
         Receives progress lines.
     """
+    if mpp is not None and not mpp > 0:
+        raise ValueError(f"mpp must be a positive number of µm per pixel, got {mpp}")
     spec: ModelSpec = source.spec()
     checkpoint = source.checkpoint
     log(f"model {source.weights()}")
@@ -224,25 +252,27 @@ def predict_inputs(
     opts = {"region_size": region_size, "tissue_only": tissue_only, "stain": stain,
             "threshold": threshold}
     rows: list[dict[str, Any]] = []
+    taken: set[str] = set()
+    inputs = expand_inputs(inputs, log=log)
     executor = _Executor(scheduler, workers)
     try:
         for n, path in enumerate(inputs, 1):
             log(f"[{n}/{len(inputs)}] {path}")
             try:
-                images = open_image(path)
+                images = open_input(path, mpp, force_mpp=force_mpp, log=log)
             except Exception as err:  # report and go on with the other inputs
                 log(f"  failed: {err}")
                 rows.append({"input": str(path), "image": "", "status": f"failed: {err}"})
                 continue
-            for image in images:
+            for image, columns in images:
                 if image.kind != "image":
                     continue
                 row = {"input": str(path), "image": image.name, "model": spec.name,
                        "synthetic_model": int(spec.synthetic),
                        "random_weights": int(checkpoint is None),
-                       "weights": "" if checkpoint is None else str(checkpoint)}
+                       "weights": "" if checkpoint is None else str(checkpoint), **columns}
                 try:
-                    out = out_root / _safe_name(image, str(path))
+                    out = out_root / _unique_name(_safe_name(image, str(path)), taken)
                     row.update(_run_image(image, spec, source, out, executor, opts, log))
                     row["status"] = "ok"
                     row["output"] = str(out)
