@@ -86,11 +86,14 @@ def slide_scene(viewer: napari.Viewer, path: Path | None, timeout: float) -> Sce
                status=lambda: str(widget.status.value))
     result = widget.result
     weights = weights_text(widget.picker)
+    types = ", ".join(f"{name} {n}" for name, n in result.type_counts.items())
     text = (f"{_source(path, 'synthetic slide')}: {result.count} nuclei in the view, "
-            f"{result.density:.0f}/mm²\nmodel {weights}")
+            f"{result.density:.0f}/mm²" + (f" ({types})" if types else "")
+            + f"\nmodel {weights}")
     caption(viewer, text)
-    return SceneResult({"nuclei": str(result.count), "density_per_mm2": f"{result.density:.0f}"},
-                       weights, text)
+    numbers = {"nuclei": str(result.count), "density_per_mm2": f"{result.density:.0f}"}
+    numbers.update({f"nuclei:{name}": str(n) for name, n in result.type_counts.items()})
+    return SceneResult(numbers, weights, text)
 
 
 def live_scene(viewer: napari.Viewer, path: Path | None, timeout: float) -> SceneResult:
