@@ -62,7 +62,7 @@ DEFAULT_GRID = tuple(
 #: (``--grid small``).
 SMALL_GRID = tuple(
     {"np_threshold": n, "marker_threshold": m, "min_size": z, "ksize": k}
-    for n, m, k, z in itertools.product((0.4, 0.5, 0.6), (0.3, 0.4, 0.5, 0.6), (5, 7, 9), (8,)))
+    for n, m, k, z in itertools.product((0.4, 0.5, 0.6), (0.3, 0.45, 0.6), (5, 7, 9), (8,)))
 BASELINE_GRID = tuple({"nucleus_radius_um": r, "sigma": s}
                       for r, s in itertools.product((4.0, 5.0, 6.0, 7.0), (1.0, 2.0)))
 
