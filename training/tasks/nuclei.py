@@ -80,7 +80,8 @@ DESCRIPTION = (
 )
 MODEL = "nuclei-hovernet"
 #: Post-processing options (:func:`hovernet_instances` keywords) and the Config fields.
-POSTPROCESS = ("np_threshold", "marker_threshold", "min_size", "ksize")
+POSTPROCESS = ("np_threshold", "marker_threshold", "min_size", "ksize", "marker_radius",
+               "keep_unmarked")
 METRIC_KEYS = ("dice", "aji", "dq", "sq", "pq")
 
 
@@ -121,6 +122,10 @@ class Config(TrainConfig):
         touching nuclei of radius 6-12 px (the real tiles' nuclei are about 11 px in radius);
         21 merges those below about 8 px (docs/architectures-classifiers-nuclei.md). Saved in
         the checkpoint's spec.
+    marker_radius, keep_unmarked : int, bool
+        Post-processing too: the radius of the disc the watershed markers are opened with (2,
+        the paper's, at 0.25 µm/px; 1 suits nuclei of 3-7 px radius at 0.5 µm/px) and whether
+        a foreground component without a marker is kept as a nucleus (the paper drops it).
     monitor, mode : str
         ``pq`` (or ``aji``, ``dice``, ``val_loss``...) and ``max`` / ``min``.
     sources : list of str or None
@@ -162,6 +167,8 @@ class Config(TrainConfig):
     marker_threshold: float = 0.4
     min_size: int = 10
     ksize: int = 11
+    marker_radius: int = 2
+    keep_unmarked: bool = False
     epochs: int = 50
     batch_size: int = 8
     lr: float = 1e-4

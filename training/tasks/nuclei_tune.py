@@ -59,10 +59,15 @@ DEFAULT_GRID = tuple(
                     (0.6, 0.6, 11), (0.6, 0.6, 15), (0.6, 0.7, 11), (0.7, 0.5, 11)))
 #: Classical baseline options scored: nucleus radius (µm) x sigma (px), other defaults.
 #: Settings for models working at 0.5 µm/px (20x), where nuclei are 3-7 px in radius
-#: (``--grid small``).
-SMALL_GRID = tuple(
-    {"np_threshold": n, "marker_threshold": m, "min_size": z, "ksize": k}
-    for n, m, k, z in itertools.product((0.4, 0.5, 0.6), (0.3, 0.45, 0.6), (5, 7, 9), (8,)))
+#: (``--grid small``): markers opened with a radius-1 disc and unmarked components kept, over
+#: thresholds and Sobel sizes, plus the paper's marker handling for comparison.
+SMALL_GRID = (*(
+    {"np_threshold": n, "marker_threshold": m, "min_size": 8, "ksize": k, "marker_radius": 1,
+     "keep_unmarked": True}
+    for n, m, k in itertools.product((0.4, 0.5, 0.6), (0.3, 0.45, 0.6), (5, 7))), *(
+    {"np_threshold": 0.5, "marker_threshold": 0.45, "min_size": 8, "ksize": k,
+     "marker_radius": r, "keep_unmarked": keep}
+    for k, r, keep in ((9, 1, True), (7, 0, True), (7, 1, False), (7, 2, False))))
 BASELINE_GRID = tuple({"nucleus_radius_um": r, "sigma": s}
                       for r, s in itertools.product((4.0, 5.0, 6.0, 7.0), (1.0, 2.0)))
 

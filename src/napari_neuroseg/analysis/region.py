@@ -38,6 +38,7 @@ __all__ = [
     "RegionResult",
     "cap_region",
     "nuclei_density",
+    "nuclei_from_prediction",
     "postprocess_options",
     "segment_nuclei",
     "to_uint8_rgb",
@@ -53,6 +54,8 @@ DEFAULT_POSTPROCESS: dict[str, Any] = {
     "marker_threshold": 0.4,
     "min_size": 10,
     "ksize": 11,
+    "marker_radius": 2,
+    "keep_unmarked": False,
 }
 _UM_PER_UNIT = {"um": 1.0, "µm": 1.0, "micron": 1.0, "micrometer": 1.0, "mm": 1000.0,
                 "nm": 1e-3}
@@ -302,11 +305,55 @@ def segment_nuclei(
     if spec.task != "instance_segmentation":
         raise AnalysisError(f"{spec.name} is a {spec.task} model, not a nuclear instance "
                             "segmentation (HoVer-Net) model")
-    options = postprocess_options(spec, postprocess)
+    postprocess_options(spec, postprocess)  # bad options fail before any tile is computed
     result, region, capped = _predict(
         plan, predictor, region, max_size,
         {"cache": cache, "model_key": model_key, "batch_size": batch_size,
          "should_stop": should_stop, "on_progress": on_progress})
+    return nuclei_from_prediction(plan, result, region, postprocess=postprocess, capped=capped,
+                                  max_size=max_size)
+
+
+def nuclei_from_prediction(
+    plan: SlidePlan,
+    result: PredictionResult,
+    region: Region,
+    *,
+    postprocess: Mapping[str, Any] | None = None,
+    capped: bool = False,
+    max_size: int = DEFAULT_MAX_SIZE,
+) -> NucleiResult:
+    """HoVer-Net post-processing of :func:`predict_slide`'s outputs over ``region``.
+
+    The second half of :func:`segment_nuclei`, for callers that ran :func:`predict_slide`
+    themselves (the batch command, one task per region).
+
+    Parameters
+    ----------
+    plan : SlidePlan
+        The plan the prediction ran with (an ``instance_segmentation`` spec).
+    result : PredictionResult
+        :func:`predict_slide` over ``region``: ``(4 [+ T], H, W)`` outputs.
+    region : Region
+        The level-0 pixels predicted.
+    postprocess : mapping, optional
+        :func:`hovernet_instances` options overriding the spec's.
+    capped, max_size
+        Whether ``region`` was cut down to ``max_size`` (for the result's notes).
+
+    Returns
+    -------
+    NucleiResult
+        As :func:`segment_nuclei` returns it.
+
+    Raises
+    ------
+    AnalysisError
+        Fewer than 4 outputs, or type probabilities for another number of types than the
+        spec names.
+    """
+    spec = plan.spec
+    options = postprocess_options(spec, postprocess)
     maps = np.asarray(result.probabilities, dtype=np.float32)
     if maps.shape[0] < 4:
         raise AnalysisError(f"{spec.name}: expected nuclear probabilities and h/v maps "

@@ -10,9 +10,12 @@ OpenCV:
    (``1 - S``), so the steep *decreases* of h and v between touching nuclei and at nucleus
    borders become values near 1;
 3. ``E = max(S_h, S_v)`` restricted to ``F``; distance ``D = -gauss((1 - E) * F)``;
-4. markers = ``F AND (E < marker_threshold)``, holes filled, opened with a radius-2 disc,
-   labelled, small ones removed;
-5. ``watershed(D, markers, mask=F)``, then instances smaller than ``min_size`` removed.
+4. markers = ``F AND (E < marker_threshold)``, holes filled, opened with a disc of radius
+   ``marker_radius`` (2 in the paper, at 0.25 µm/px), labelled, small ones removed;
+5. ``watershed(D, markers, mask=F)``; with ``keep_unmarked`` every foreground component that
+   received no marker becomes an instance of its own (the paper's code drops it: at 0.5 µm/px
+   a nucleus of radius 3-4 px often loses its whole marker to the opening), then instances
+   smaller than ``min_size`` removed.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ def hovernet_instances(
     marker_threshold: float = 0.4,
     min_size: int = 10,
     ksize: int = 21,
+    marker_radius: int = 2,
+    keep_unmarked: bool = False,
 ) -> np.ndarray:
     """Instance labels from HoVer-Net's nuclear-pixel and h/v outputs.
 
@@ -51,6 +56,11 @@ def hovernet_instances(
     ksize : int
         Odd Sobel kernel size; larger values smooth the h/v gradients more (21 in the paper,
         at 0.25 µm/px; scale it with the nucleus size in pixels).
+    marker_radius : int
+        Radius of the disc the markers are opened with (0: no opening); scale it with the
+        nucleus size in pixels too.
+    keep_unmarked : bool
+        Keep foreground components without a marker as instances instead of dropping them.
 
     Returns
     -------
@@ -72,9 +82,14 @@ def hovernet_instances(
     energy = hv_edge_energy(maps, ksize) * foreground
     distance = -ndi.gaussian_filter((1.0 - energy) * foreground, sigma=0.8, truncate=1.25)
     markers = foreground & (energy < marker_threshold)
-    markers = ndi.binary_opening(ndi.binary_fill_holes(markers), structure=disk(2))
+    markers = ndi.binary_fill_holes(markers)
+    if marker_radius > 0:
+        markers = ndi.binary_opening(markers, structure=disk(int(marker_radius)))
     markers = remove_small_objects(ndi.label(markers)[0], min_size)
     labels = watershed(distance, markers=markers, mask=foreground)
+    if keep_unmarked:
+        orphans, _ = ndi.label(foreground & (labels == 0))
+        labels = np.where(orphans > 0, orphans + labels.max(), labels)
     return _relabel_consecutive(remove_small_objects(labels, min_size))
 
 
