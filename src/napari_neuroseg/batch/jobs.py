@@ -9,9 +9,12 @@ A folder of H&E tiles (PNG, JPEG, RGB TIFF) is expanded into its tiles, each wit
 folder and summary row; ``mpp`` gives the µm/px of slides and tiles that do not state theirs
 (:mod:`napari_neuroseg.batch.inputs`).
 
-A nuclear (HoVer-Net) model writes its nuclear probabilities and the nuclear pixel mask, not
-instances. When it has a type branch, each nuclear pixel also gets its most probable nuclear
-type, and the summary gains the area of each type (``type_area_mm2:<type>``).
+A nuclear (HoVer-Net) model writes its nuclear probabilities and the nuclear pixel mask. When
+it has a type branch, each nuclear pixel also gets its most probable nuclear type, and the
+summary gains the area of each type (``type_area_mm2:<type>``). An input analysed as one
+region (a tile) also gets the Nuclei widget's instances: ``instances.tif`` and the count and
+density of nuclei, per type too (:mod:`napari_neuroseg.batch.nuclei`); an input of several
+regions gets those columns empty (instances are not stitched across regions).
 """
 
 from __future__ import annotations
@@ -32,7 +35,14 @@ from napari_neuroseg.analysis.nuclei_types import N_HOVER_MAPS, pixel_types, typ
 from napari_neuroseg.analysis.slide import AnalysisError, plan_slide
 from napari_neuroseg.analysis.volume import classify_slices, segment_volume
 from napari_neuroseg.batch.inputs import expand_inputs, open_input
-from napari_neuroseg.batch.tasks import ModelSource, predict_slide_region, slide_regions
+from napari_neuroseg.batch.nuclei import INSTANCES, nuclei_columns, write_instances
+from napari_neuroseg.batch.tasks import (
+    ModelSource,
+    one_region_size,
+    predict_slide_region,
+    segment_nuclei_region,
+    slide_regions,
+)
 from napari_neuroseg.io import LazyImage
 from napari_neuroseg.io._atomic import atomic_path
 from napari_neuroseg.io.ome_zarr import read_ome_zarr, write_ome_zarr
@@ -109,11 +119,17 @@ def _run_slide(image, spec, source, out, executor, opts, log) -> dict[str, Any]:
                               fill_value=0) if typed else None
     type_names: tuple[str, ...] = ()
     regions = slide_regions(plan, opts["region_size"])
+    nuclear = spec.task == "instance_segmentation"
+    task = segment_nuclei_region if nuclear and len(regions) == 1 else predict_slide_region
+    if nuclear and len(regions) > 1:
+        log(f"  {len(regions)} regions: nuclei not counted (instances are not stitched across "
+            f"regions; --region-size {one_region_size(plan)} analyses it as one)")
     cache_root = str(out.parent / CACHE)
-    futures = [executor.submit(predict_slide_region, plan, source, r, cache_root)
-               for r in regions]
+    futures = [executor.submit(task, plan, source, r, cache_root) for r in regions]
+    nuclei = None
     for done, future in enumerate(executor.completed(futures), 1):
-        region, values, cov = future.result()
+        region, values, cov, *instances = future.result()
+        nuclei = instances[0] if instances else None
         box = (slice(region.y0, region.y1), slice(region.x0, region.x1))
         probs[(slice(None), *box)] = values[: spec.n_classes]  # HoVer-Net: h/v/types follow
         covered[box] = cov
@@ -138,9 +154,17 @@ def _run_slide(image, spec, source, out, executor, opts, log) -> dict[str, Any]:
     pixel_mm2 = plan.scale[0] * plan.scale[1] / 1e6
     row = {f"area_mm2:{name}": round(float(n) * pixel_mm2, 6)
            for name, n in zip(spec.classes, counts[1:], strict=False)}
-    row["analysed_mm2"] = round(float(counts[1:].sum()) * pixel_mm2, 6)
+    analysed_mm2 = float(counts[1:].sum()) * pixel_mm2
+    row["analysed_mm2"] = round(analysed_mm2, 6)
     if type_names:
         row.update(_type_areas(da.from_zarr(types), c & (written == 1), type_names, pixel_mm2))
+    if nuclear:
+        row.update(nuclei_columns(nuclei, analysed_mm2, type_names))
+    if nuclei is not None:
+        write_instances(out / INSTANCES, nuclei)
+        log(f"  {nuclei.count} nuclei")
+    else:  # not those of an earlier run over one region
+        (out / INSTANCES).unlink(missing_ok=True)
     return row
 
 
