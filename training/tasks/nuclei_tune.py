@@ -117,8 +117,12 @@ def _best(rows: list[dict[str, Any]]) -> int:
 
 def tune(loaded: LoadedModel, data: Dataset, device: torch.device, *, split: str = "train",
          val_fraction: float = 0.2, seed: int = 0, grid: str | list = "default",
-         baseline: bool = True, batch_size: int = 8) -> dict[str, Any]:
+         baseline: bool = True, batch_size: int = 8, max_tiles: int | None = None
+         ) -> dict[str, Any]:
     """Score every option set of ``grid`` (and :data:`BASELINE_GRID`) on the tiles of ``split``.
+
+    ``max_tiles`` scores at most that many of them, evenly spread over the split (a large
+    source such as CoNSeP's 352 training patches does not need all of them to choose).
 
     Returns
     -------
@@ -132,6 +136,9 @@ def tune(loaded: LoadedModel, data: Dataset, device: torch.device, *, split: str
         raise DataError(f"{data.path}: tune-nuclei needs a 'nuclei' dataset, not {data.task!r}")
     options = load_grid(grid)
     indices, patients = evaluation_indices(data, split, val_fraction, seed)
+    if max_tiles is not None and len(indices) > max_tiles:
+        indices = indices[np.linspace(0, len(indices) - 1, max_tiles).round().astype(int)]
+        patients = tuple(dict.fromkeys(data.items[int(i)].patient_id for i in indices))
     if len(indices) == 0:
         raise DataError(f"{data.path}: no tiles in split {split!r}")
     outputs = network_outputs(loaded, data, indices, device, batch_size)
@@ -261,6 +268,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline grid")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-tiles", type=int, default=None,
+                        help="score at most this many tiles of the split (of each source), "
+                        "evenly spread over it")
     parser.add_argument("--out", default=None, help="write tune-nuclei.json into this folder")
     parser.add_argument("--write", default=None, metavar="CKPT_OUT",
                         help="write a copy of the checkpoint with the best options saved")
@@ -275,7 +285,7 @@ def run_cli(args: argparse.Namespace) -> int:
     loaded = load_checkpoint(args.model, device="cpu")
     options = {"split": args.split, "val_fraction": args.val_fraction, "seed": args.seed,
                "grid": args.grid, "baseline": not args.no_baseline,
-               "batch_size": args.batch_size}
+               "batch_size": args.batch_size, "max_tiles": args.max_tiles}
     if is_source_folder(args.data):
         result = tune_sources(loaded, args.data, resolve_device(args.device), **options)
     else:

@@ -95,9 +95,11 @@ def test_tune_over_sources_averages_each_setting(run, tmp_path):
     grid.write_text(json.dumps([{"np_threshold": 0.5}, {"np_threshold": 0.6, "ksize": 5}]))
     assert main(["tune-nuclei", "--model", str(out / "checkpoints" / "best"), "--data",
                  str(root), "--grid", str(grid), "--no-baseline", "--device", "cpu",
-                 "--out", str(tmp_path), "--write", str(tmp_path / "tuned")]) == 0
+                 "--max-tiles", "1", "--out", str(tmp_path),
+                 "--write", str(tmp_path / "tuned")]) == 0
     result = json.loads((tmp_path / "tune-nuclei.json").read_text())
     assert result["sources"] == ["forty", "twenty"] and len(result["grid"]) == 2
+    assert [len(result["per_source"][s]["tiles"]) for s in result["sources"]] == [1, 1]
     for k, row in enumerate(result["grid"]):
         parts = [result["per_source"][s]["grid"][k]["pq"] for s in result["sources"]]
         assert row["pq"] == pytest.approx(np.mean([p for p in parts if p is not None]))
