@@ -6,7 +6,7 @@ per tile of one side of the ``nuclei`` task's patient-wise split
 with every option set of a grid (:func:`hovernet_instances`) and scores each as the task does
 (:func:`training.metrics.nuclei_metrics` one tile at a time, mean over tiles). The classical
 baseline (:func:`~training.tasks.nuclei_compare.baseline_scores`) is scored on the same tiles
-for nucleus radius 4-7 µm x sigma 1, 2. Both tables are printed; ``--out`` writes them as JSON;
+for nucleus radius 3-7 µm x sigma 1, 2. Both tables are printed; ``--out`` writes them as JSON;
 ``--write`` copies the checkpoint (weights byte-identical) with the best-by-PQ options saved
 in its spec (``extra["postprocess"]``, how they were chosen in ``extra["postprocess_selection"]``).
 Choose on ``train``, report on ``val`` (``evaluate --split val``): those tiles stay unseen.
@@ -69,7 +69,7 @@ SMALL_GRID = (*(
      "marker_radius": r, "keep_unmarked": keep}
     for k, r, keep in ((9, 1, True), (7, 0, True), (7, 1, False), (7, 2, False))))
 BASELINE_GRID = tuple({"nucleus_radius_um": r, "sigma": s}
-                      for r, s in itertools.product((4.0, 5.0, 6.0, 7.0), (1.0, 2.0)))
+                      for r, s in itertools.product((3.0, 3.5, 4.0, 5.0, 6.0, 7.0), (1.0, 2.0)))
 
 
 def load_grid(grid: str | list[dict] = "default") -> list[dict[str, Any]]:

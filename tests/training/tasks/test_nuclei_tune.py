@@ -50,7 +50,7 @@ def test_default_grids_are_the_ones_the_shipped_options_came_from():
             "ksize": 15} in DEFAULT_GRID
     assert load_grid("default") == list(DEFAULT_GRID)
     assert {(o["nucleus_radius_um"], o["sigma"]) for o in BASELINE_GRID} == {
-        (r, s) for r in (4.0, 5.0, 6.0, 7.0) for s in (1.0, 2.0)}
+        (r, s) for r in (3.0, 3.5, 4.0, 5.0, 6.0, 7.0) for s in (1.0, 2.0)}
 
 
 def test_load_grid_fills_defaults_and_rejects_bad_options(tmp_path):
