@@ -109,7 +109,7 @@ def test_one_region_tiles_count_the_widgets_nuclei_per_type(tiles, checkpoints, 
         assert per_type == {k: v for k, v in widget.type_counts.items() if k in per_type}
         assert sum(per_type.values()) == int(row["nuclei"])
         assert per_type["tumour"] > 0 and per_type["immune"] > 0
-        assert "nuclei:background" not in row  # every nucleus got a nuclear type
+        assert "nuclei:untyped" not in row  # every nucleus got a nuclear type
         # per mm² of the analysed area: the whole tile here, as in the widget
         analysed = float(row["analysed_mm2"])
         assert analysed == pytest.approx(widget.area_mm2)

@@ -34,6 +34,7 @@ from napari_neuroseg.models.spec import ModelSpec
 __all__ = [
     "DEFAULT_MAX_SIZE",
     "DEFAULT_POSTPROCESS",
+    "UNTYPED",
     "NucleiResult",
     "RegionResult",
     "cap_region",
@@ -45,6 +46,8 @@ __all__ = [
     "translate_stain",
 ]
 
+#: The name :attr:`NucleiResult.type_counts` gives nuclei without a nuclear type.
+UNTYPED = "untyped"
 #: Largest side of an analysed region, in working pixels (4096 x 4096 at 0.5 µm/px is 2 mm).
 DEFAULT_MAX_SIZE = 4096
 #: :func:`hovernet_instances` options when the model's spec saves none
@@ -149,16 +152,17 @@ class NucleiResult(RegionResult):
     def type_counts(self) -> dict[str, int]:
         """Nuclei per type name, every nuclear type listed (0 when none was found).
 
-        The background type is listed only when some nucleus got it (no pixel of it voted
-        for a nuclear type), so the counts add up to :attr:`count`. Empty without types.
+        Nuclei none of whose pixels voted for a nuclear type are listed last as
+        :data:`UNTYPED` (only when there are some), so the counts add up to :attr:`count`.
+        Empty without types.
         """
         if not self.typed:
             return {}
         found = np.bincount(np.fromiter(self.types.values(), int, len(self.types)),
                             minlength=len(self.type_names))
-        counts = {name: int(n) for name, n in zip(self.type_names, found, strict=False)}
-        if counts[self.type_names[0]] == 0:
-            del counts[self.type_names[0]]
+        counts = {name: int(n) for name, n in zip(self.type_names[1:], found[1:], strict=False)}
+        if found[0]:
+            counts[UNTYPED] = int(found[0])
         return counts
 
     @property
