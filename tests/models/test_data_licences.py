@@ -72,7 +72,9 @@ def test_provenance_states_the_licence():
     ("name", "licence", "non_commercial"),
     [
         ("mri-flair-unet", "CC BY-NC-SA 4.0", True),  # Kaggle LGG
-        ("nuclei-hovernet", "none stated, published for research use", None),  # TCGA-LGG tiles
+        ("nuclei-hovernet", "CC BY-NC-SA 4.0 (MoNuSeg 2018 (Kumar et al.)); none stated, "
+         "published for research use (TCGA-LGG H&E tiles with corrected nuclear contours); "
+         "none stated, published for research use (CoNSeP (Graham et al. 2019))", True),
         ("nuclei-lenet", "none stated, published for research use", None),
     ],
 )

@@ -48,7 +48,8 @@ def test_default_grids_are_the_ones_the_shipped_options_came_from():
     assert len({tuple(sorted(o.items())) for o in DEFAULT_GRID}) == len(DEFAULT_GRID) == 17
     assert {"np_threshold": 0.6, "marker_threshold": 0.5, "min_size": 10,
             "ksize": 15} in DEFAULT_GRID
-    assert load_grid("default") == list(DEFAULT_GRID)
+    assert [{k: o[k] for k in DEFAULT_GRID[0]} for o in load_grid("default")] == \
+        list(DEFAULT_GRID)
     assert {(o["nucleus_radius_um"], o["sigma"]) for o in BASELINE_GRID} == {
         (r, s) for r in (3.0, 3.5, 4.0, 5.0, 6.0, 7.0) for s in (1.0, 2.0)}
 
@@ -58,7 +59,9 @@ def test_load_grid_fills_defaults_and_rejects_bad_options(tmp_path):
     path.write_text(json.dumps([{"ksize": 9}]))
     (entry,) = load_grid(str(path))
     assert entry["ksize"] == 9 and set(entry) == {"np_threshold", "marker_threshold",
-                                                   "min_size", "ksize"}
+                                                   "min_size", "ksize", "marker_radius",
+                                                   "keep_unmarked"}
+    assert (entry["marker_radius"], entry["keep_unmarked"]) == (2, False)  # the paper's
     with pytest.raises(ValueError, match="unknown"):
         load_grid([{"threshold": 0.5}])
     with pytest.raises(ValueError, match="ksize"):
@@ -76,7 +79,7 @@ def test_tune_scores_like_the_task_and_picks_the_max_pq_row(dataset, checkpoint)
     pqs = [row["pq"] for row in result["grid"]]
     assert pqs[0] == 0.0 and pqs[1] > 0.0  # the grid is not flat: the choice is meaningful
     best = result["grid"][int(np.argmax(pqs))]
-    assert result["best"] == {k: best[k] for k in GRID[0]} == GRID[1]
+    assert {k: result["best"][k] for k in GRID[0]} == {k: best[k] for k in GRID[0]} == GRID[1]
     # each row is what the training task's own scoring gives with those options
     tiles = NucleiTiles(data, indices, loaded.spec)
     for post, row in zip(GRID, result["grid"], strict=True):
@@ -102,7 +105,8 @@ def test_cli_writes_json_and_a_checkpoint_with_the_best_options(dataset, checkpo
     assert "| np_threshold=0.0 marker_threshold=0.6" in capsys.readouterr().out
     result = json.loads((out / "tune-nuclei.json").read_text())
     best = max(result["grid"], key=lambda row: row["pq"])
-    assert result["best"] == {k: best[k] for k in GRID[0]} and result["baseline_grid"] == []
+    assert {k: result["best"][k] for k in GRID[0]} == {k: best[k] for k in GRID[0]}
+    assert result["baseline_grid"] == []
     tuned = load_checkpoint(target)  # loads: the weights still match the sidecar's hash
     assert tuned.spec.extra["postprocess"] == result["best"]
     selection = tuned.spec.extra["postprocess_selection"]
