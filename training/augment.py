@@ -216,7 +216,8 @@ class ColorJitter:
 class Cutout:
     """Fill ``n_holes`` random squares of side ``size`` (fraction of the shorter side).
 
-    The mask is left unchanged (tile classification has none).
+    With a mask (segmentation), the squares become background (0) in the mask too: a tumour
+    that is erased from the image must not keep its label. Tile classification has no mask.
     """
 
     n_holes: int = 1
@@ -227,12 +228,45 @@ class Cutout:
         _check(image, mask)
         rng = _rng(rng)
         out = _float(image).copy()
+        erased = None if mask is None else np.array(mask, copy=True)
         height, width = image.shape[:2]
         side = max(1, round(self.size * min(height, width)))
         for _ in range(self.n_holes):
             y, x = int(rng.integers(height)), int(rng.integers(width))
             y0, x0 = max(0, y - side // 2), max(0, x - side // 2)
             out[y0 : y0 + side, x0 : x0 + side] = self.fill
+            if erased is not None:
+                erased[y0 : y0 + side, x0 : x0 + side] = 0
+        return _restore(out, image), erased
+
+
+@dataclass(frozen=True)
+class ChannelIntensity:
+    """Per-channel intensity and contrast changes, each channel on its own.
+
+    For images whose channels are separate measurements (the pre-contrast, FLAIR and
+    post-contrast MR sequences), unlike :class:`ColorJitter`, whose hue and saturation steps
+    mix them. Channel ``c`` becomes ``(x_c - m_c) * contrast_c + m_c * gain_c + shift``
+    with ``m_c`` its mean, ``contrast_c, gain_c ~ U(1 - x, 1 + x)`` and
+    ``shift ~ U(-shift, shift)`` (in units of the value range). The mask is unchanged.
+    """
+
+    gain: float = 0.15
+    contrast: float = 0.15
+    shift: float = 0.05
+
+    def __call__(self, image: np.ndarray, mask: Mask = None, rng=None) -> Pair:
+        _check(image, mask)
+        rng = _rng(rng)
+        out = _float(image).copy()
+        planes = out[..., None] if out.ndim == 2 else out
+        for c in range(planes.shape[-1]):
+            plane = planes[..., c]
+            mean = float(plane.mean())
+            contrast, gain = rng.uniform(1 - self.contrast, 1 + self.contrast), \
+                rng.uniform(1 - self.gain, 1 + self.gain)
+            planes[..., c] = (plane - mean) * contrast + mean * gain + \
+                rng.uniform(-self.shift, self.shift)
         return _restore(out, image), mask
 
 
@@ -312,6 +346,32 @@ def tile_augment(
     if cutout:
         augs.append(RandomApply(Cutout(), cutout_p))
     return Compose(augs)
+
+
+def mri_augment(affine_p: float = 0.5, intensity_p: float = 0.8, cutout_p: float = 0.3
+                ) -> Compose:
+    """MR slices (seed 001): left-right flips, small rotations and scaling, per-channel
+    intensity and contrast (the sequences are never mixed), cutout that erases the label too.
+
+    No 90° turns or up-down flips: axial brain slices have an anterior and a posterior.
+    """
+    return Compose([LeftRightFlip(), RandomApply(Affine(), affine_p),
+                    RandomApply(ChannelIntensity(), intensity_p),
+                    RandomApply(Cutout(), cutout_p)])
+
+
+@dataclass(frozen=True)
+class LeftRightFlip:
+    """Mirror image and mask left-right with probability ``p``."""
+
+    p: float = 0.5
+
+    def __call__(self, image: np.ndarray, mask: Mask = None, rng=None) -> Pair:
+        _check(image, mask)
+        if _rng(rng).random() >= self.p:
+            return image, mask
+        flipped = np.ascontiguousarray(image[:, ::-1])
+        return flipped, (None if mask is None else np.ascontiguousarray(mask[:, ::-1]))
 
 
 def histology_augment(stain_p: float = 0.8, affine_p: float = 0.3) -> Compose:

@@ -118,14 +118,62 @@ def test_stain_augment_identity_and_range():
         StainAugment()(_ct_slice())
 
 
-def test_cutout_area_and_mask_unchanged():
+def test_cutout_area_and_the_mask_erased_with_it():
     image = np.ones((40, 40, 3), np.float32)
     mask = np.ones((40, 40), np.uint8)
     out, out_mask = Cutout(n_holes=1, size=0.25, fill=0.0)(image, mask, np.random.default_rng(3))
-    holes = np.all(out == 0, axis=-1).sum()
-    assert 0 < holes <= 100 and out_mask is mask
+    holes = np.all(out == 0, axis=-1)
+    assert 0 < holes.sum() <= 100
+    assert np.array_equal(out_mask == 0, holes) and mask.all()
 
 
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="does not match"):
         Gamma()(np.zeros((4, 4)), np.zeros((3, 4)))
+
+
+def _mr_slice():
+    """Three distinct channels and a bright square 'tumour' in FLAIR with its mask."""
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[..., 0], image[..., 2] = 40, 90
+    image[20:40, 24:44, 1] = 220
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:40, 24:44] = 1
+    return image, mask
+
+
+def test_cutout_erases_the_label_of_what_it_erases():
+    from training.augment import Cutout
+
+    image, mask = _mr_slice()
+    out, out_mask = Cutout(size=0.4)(image, mask, np.random.default_rng(3))
+    erased = (out == 0).all(axis=2) & (image != 0).any(axis=2)
+    assert erased.any() and not out_mask[erased].any()
+    assert np.array_equal(out_mask[~erased], mask[~erased])
+    assert mask.sum() == 400  # the input is untouched
+
+
+def test_channel_intensity_changes_each_sequence_on_its_own_and_never_mixes_them():
+    from training.augment import ChannelIntensity
+
+    image, mask = _mr_slice()
+    out, out_mask = ChannelIntensity(gain=0.3, contrast=0.3, shift=0.0)(
+        image, mask, np.random.default_rng(1))
+    assert out_mask is mask
+    assert np.all(out[..., 0] == out[0, 0, 0]) and np.all(out[..., 2] == out[0, 0, 2])
+    # FLAIR keeps its tumour/background pattern; the other channels stay flat
+    assert out[30, 30, 1] > out[0, 0, 1]
+    assert (out[0, 0, 0], out[0, 0, 2]) != (40, 90)
+
+
+def test_mri_augment_keeps_image_and_label_together():
+    from training.augment import mri_augment
+
+    aug = mri_augment(affine_p=1.0, intensity_p=1.0, cutout_p=0.0)
+    for seed in range(6):
+        image, mask = _mr_slice()
+        out, out_mask = aug(image, mask, np.random.default_rng(seed))
+        flair = out[..., 1].astype(float)
+        inside, outside = flair[out_mask == 1], flair[out_mask == 0]
+        assert out_mask.sum() > 250  # rotated / scaled, not lost
+        assert inside.mean() > outside.mean() + 80  # the label moved with the tumour

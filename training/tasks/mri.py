@@ -24,7 +24,7 @@ from napari_neuroseg.models.checkpoint import LoadedModel
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.runner import normalize
 from napari_neuroseg.models.spec import ModelSpec
-from training.augment import tile_augment
+from training.augment import mri_augment
 from training.config import TrainConfig
 from training.ddp import DistInfo
 from training.loop import Trainer
@@ -102,7 +102,7 @@ class SliceData(TorchDataset):
 
     def __init__(self, data: Dataset, indices: np.ndarray, spec: ModelSpec, augment: bool):
         self.data, self.indices, self.spec = data, [int(i) for i in indices], spec
-        self.augment = tile_augment() if augment else None
+        self.augment = mri_augment() if augment else None
 
     def __len__(self) -> int:
         return len(self.indices)
