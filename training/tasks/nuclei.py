@@ -352,6 +352,28 @@ def _plot_example(model: nn.Module, tiles: NucleiTiles, device: torch.device,
     return _save(fig, path)
 
 
+def fit_best(model: nn.Module, spec: ModelSpec, train, val, loss: nn.Module, evaluate_fn,
+             config: Config, dist: DistInfo | None = None):
+    """Train (or resume) with the task's optimiser and step schedule; return the trainer, the
+    history, the model to report on (the best checkpoint when the run folder has one, else the
+    last weights) and ``"best"`` or ``"last"``."""
+
+    def scheduler_factory(optimizer):
+        return torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step_epochs, config.lr_gamma)
+
+    trainer = Trainer(model, spec, train, val, loss, optimizer_factory(config, config.optimizer),
+                      evaluate_fn=evaluate_fn,
+                      scheduler_factory=scheduler_factory if config.lr_step_epochs else None,
+                      **trainer_options(config, dist))
+    history = trainer.fit(resume=config.resume)
+    final, weights = trainer.model, "last"
+    best = RunFolder(config.out).best if config.out else None
+    if best is not None and (dist is None or dist.is_main) and \
+            best.with_suffix(".safetensors").exists():
+        final, weights = load_checkpoint(best, device=trainer.device).model, "best"
+    return trainer, history, final, weights
+
+
 def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
     """Train (or resume) and return the validation metrics of the best checkpoint.
 
@@ -388,19 +410,8 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
         scores = instance_scores(net, loader, device, post)
         return {**{k: scores.get(k) for k in METRIC_KEYS}, **loss.pop_terms()}
 
-    def scheduler_factory(optimizer):
-        return torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step_epochs, config.lr_gamma)
-
-    trainer = Trainer(model, spec, train, val, loss, optimizer_factory(config, config.optimizer),
-                      evaluate_fn=evaluate_fn,
-                      scheduler_factory=scheduler_factory if config.lr_step_epochs else None,
-                      **trainer_options(config, dist))
-    history = trainer.fit(resume=config.resume)
-    final, weights = trainer.model, "last"
-    best = RunFolder(config.out).best if config.out else None
-    if best is not None and (dist is None or dist.is_main) and \
-            best.with_suffix(".safetensors").exists():
-        final, weights = load_checkpoint(best, device=trainer.device).model, "best"
+    trainer, history, final, weights = fit_best(model, spec, train, val, loss, evaluate_fn,
+                                                config, dist)
     metrics = instance_scores(final, val, trainer.device, post)
     metrics.update(weights=weights, best_epoch=trainer.best_epoch,
                    train_patients=len(split.train_patients),

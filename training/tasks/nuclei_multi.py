@@ -21,25 +21,21 @@ import numpy as np
 import torch
 
 from napari_neuroseg.dataset.convert_consep import NUCLEUS_TYPES
-from napari_neuroseg.models.checkpoint import load_checkpoint
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.spec import ModelSpec
 from training.ddp import DistInfo
-from training.loop import Trainer
-from training.runfolder import RunFolder
 from training.tasks._common import (
     build_spec,
     init_weights,
     is_synthetic,
     make_loaders,
-    optimizer_factory,
-    trainer_options,
     write_outputs,
 )
 from training.tasks.nuclei import (
     METRIC_KEYS,
     MODEL,
     Config,
+    fit_best,
     mean_instance_scores,
     postprocess_options,
     predict_instances,
@@ -154,19 +150,8 @@ def run_sources(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
         return {**per_source_scores(net, loader, val_set, names, device, post),
                 **loss.pop_terms()}
 
-    def scheduler_factory(optimizer):
-        return torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step_epochs, config.lr_gamma)
-
-    trainer = Trainer(model, spec, train, val, loss, optimizer_factory(config, config.optimizer),
-                      evaluate_fn=evaluate_fn,
-                      scheduler_factory=scheduler_factory if config.lr_step_epochs else None,
-                      **trainer_options(config, dist))
-    history = trainer.fit(resume=config.resume)
-    final, weights = trainer.model, "last"
-    best = RunFolder(config.out).best if config.out else None
-    if best is not None and (dist is None or dist.is_main) and \
-            best.with_suffix(".safetensors").exists():
-        final, weights = load_checkpoint(best, device=trainer.device).model, "best"
+    trainer, history, final, weights = fit_best(model, spec, train, val, loss, evaluate_fn,
+                                                config, dist)
     metrics = per_source_scores(final, val, val_set, names, trainer.device, post)
     metrics.update(weights=weights, best_epoch=trainer.best_epoch, sources=list(names))
     for source in sources.sources:
