@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+from typing import Any
 
 from napari_neuroseg import __version__
 from training.events import PROGRESS_CHOICES, reporting
@@ -100,9 +101,32 @@ def _task_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", default=None,
                         help="continue the run in --out after an interruption")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
+                        dest="set_options",
+                        help="any task option over --config, the value read as YAML "
+                        "(repeatable), e.g. --set fold=2 --set 'arch={depth: 4}'")
     parser.add_argument("--progress", choices=PROGRESS_CHOICES, default="bar",
                         help="bar: a text bar on stderr; jsonl: one JSON event per line on "
                         "stdout (for the napari Train widget)")
+
+
+def set_options(items: list[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` flags as a dict, each value parsed as YAML (``3``, ``true``,
+    ``[2, 3]``, ``{depth: 4}``); a flag without ``=`` is a :class:`ConfigError`."""
+    import yaml
+
+    from training.config import ConfigError
+
+    options: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({error})") from error
+    return options
 
 
 def run_task(args: argparse.Namespace) -> int:
@@ -113,8 +137,9 @@ def run_task(args: argparse.Namespace) -> int:
     from training.tasks import load_task
 
     module = load_task(args.task)
-    overrides = {k: getattr(args, k) for k in
-                 ("data", "init", "out", "epochs", "device", "resume", "seed")}
+    overrides = {**set_options(getattr(args, "set_options", None)),
+                 **{k: getattr(args, k) for k in
+                    ("data", "init", "out", "epochs", "device", "resume", "seed")}}
     config = build_config(module.Config, args.config, overrides)
     dist = init_distributed(config.device)
     try:

@@ -198,7 +198,7 @@ def test_killing_an_export_process_leaves_only_complete_items(tmp_path):
         proc.wait(10)
     ds = Dataset.open(dst)  # every listed item's image and mask decode
     assert 3 <= len(ds.items) < 30
-    assert [item.slice_index for item in ds.items] == list(range(len(ds.items)))
+    assert [item.slice_index for item in ds.items] == list(range(1, len(ds.items) + 1))  # numbers
     for item in ds.items:
         assert ds.read_image(item).shape == (32, 32, 3)
 
@@ -225,7 +225,7 @@ def test_mri_volumes_export_one_item_per_slice_and_train(lgg_patients, tmp_path,
     empty = [i for i in ds.items if not ds.read_mask(i).any()]
     assert empty  # lesion-free slices are kept as negatives
     first = ds.items[0]
-    assert first.patient_id == "TCGA_XX_0000_20000101" and first.slice_index == 0
+    assert first.patient_id == "TCGA_XX_0000_20000101" and first.slice_index == 1  # its number
     assert first.region["spacing_mm"] == [1.0, 1.0, 1.0]
     assert first.source["path"].endswith("TCGA_XX_0000_20000101_1.tif")
     again = export_items(volume_items(image, task="mri", labels=mask), dst, "mri", MRI_CLASSES)

@@ -322,6 +322,27 @@ def test_lgg_missing_mask_warns_and_is_background(tmp_path):
     assert not labels.levels[0][2].compute().any()
 
 
+def test_lgg_gapped_slice_numbers_sit_at_their_numbers(tmp_path):
+    """Slices 1, 2, 5, 6 (3-4 dropped, as the Kaggle set drops empty odd slices): each slice
+    is at plane n - 1, the gap is two zero planes listed as absent, and export skips them
+    (tests/annotate/test_export_plan.py)."""
+    folder = write_lgg_patient(tmp_path, patient_id=PID, n_slices=6, size=16)
+    for n in (3, 4):
+        (folder / f"{PID}_{n}.tif").unlink()
+        (folder / f"{PID}_{n}_mask.tif").unlink()
+    image, labels = read_lgg_folder(folder)
+    assert image.shape[0] == labels.shape[0] == 6
+    assert image.metadata["slice_numbers"] == [1, 2, 3, 4, 5, 6]
+    assert image.metadata["absent_slices"] == labels.metadata["absent_slices"] == [2, 3]
+    assert image.metadata["files"][2:4] == [None, None]
+    assert any("2 of 6 slice numbers have no file (3-4)" in w for w in image.warnings)
+    volume = image.levels[0].compute()
+    np.testing.assert_array_equal(volume[4], tifffile.imread(folder / f"{PID}_5.tif"))
+    assert not volume[2:4].any() and not labels.levels[0][2:4].compute().any()
+    np.testing.assert_array_equal(labels.levels[0][5].compute(),
+                                  tifffile.imread(folder / f"{PID}_6_mask.tif") > 0)
+
+
 def test_lgg_mask_shape_mismatch_names_the_mask(tmp_path):
     folder = write_lgg_patient(tmp_path, patient_id=PID, n_slices=3, size=16)
     bad = folder / f"{PID}_2_mask.tif"
@@ -481,11 +502,12 @@ def test_real_lgg_folder(shared_data):
     records = read_lgg_folder(folder)
     images, labels = records[0::2], records[1::2]
     assert len(images) == len(labels) == 21
-    assert sum(image.shape[0] for image in images) == 24
+    assert sum(image.shape[0] - len(image.metadata["absent_slices"]) for image in images) == 24
     by_name = {image.name: image for image in images}
-    two = by_name["TCGA_HT_7684_19950816"]
-    assert two.shape == (2, 256, 256, 3) and two.levels[0].dtype == np.uint8
-    assert two.metadata["slice_numbers"] == [6, 10]  # 6 before 10, unlike a string sort
+    two = by_name["TCGA_HT_7684_19950816"]  # slices 6 and 10, at their numbers
+    assert two.shape == (5, 256, 256, 3) and two.levels[0].dtype == np.uint8
+    assert two.metadata["slice_numbers"] == [6, 7, 8, 9, 10]
+    assert two.metadata["absent_slices"] == [1, 2, 3]
     non_empty = 0
     for mask in labels:
         values = mask.levels[0].compute()

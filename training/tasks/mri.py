@@ -11,12 +11,12 @@ per-volume Dice, sensitivity on tumour slices and false positives on empty slice
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 from torch.utils.data import Dataset as TorchDataset
 
 from napari_neuroseg.dataset import Dataset
@@ -67,6 +67,13 @@ class Config(TrainConfig):
         ``mri-flair-unet`` or ``mri-flair-transunet``.
     base_features : int or None
         Override the network width (small runs); None keeps the registry's.
+    arch : dict
+        Further architecture keywords over the registry's, e.g. ``{depth: 4, deep_convs:
+        [2, 2, 3, 3]}`` for seed 001's 4-floor U-Net with triple deep convolutions, or the
+        TransUNet's ``embed_dim`` / ``num_layers`` (``base_features`` above wins).
+    samples_per_epoch : int or None
+        Training slices drawn per epoch (a fresh random draw each epoch, without repeats until
+        every slice has been seen); None is one pass over the training slices.
     loss : str
         ``ce``, ``dice``, ``ce+dice``, ``focal``, ``focal+dice``.
     val_fraction : float
@@ -85,6 +92,8 @@ class Config(TrainConfig):
 
     model: str = "mri-flair-unet"
     base_features: int | None = None
+    arch: dict[str, Any] = field(default_factory=dict)
+    samples_per_epoch: int | None = None
     loss: str = "ce+dice"
     val_fraction: float = 0.2
     augment: bool = True
@@ -123,7 +132,8 @@ class SliceData(TorchDataset):
 def _spec(config: Config, data: Dataset) -> ModelSpec:
     if config.model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, not {config.model!r}")
-    return build_spec(config.model, {"base_features": config.base_features}, data=data,
+    overrides = {**config.arch, "base_features": config.base_features}
+    return build_spec(config.model, overrides, data=data,
                       init=config.init, synthetic=is_synthetic(config, data))
 
 
@@ -166,8 +176,13 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
                       stratify_tumour=config.stratify_tumour, folds=config.folds,
                       fold=config.fold)
     check_classes_present(data, class_counts(data, split.train_indices))
-    train, val = make_loaders(SliceData(data, split.train_indices, spec, config.augment),
-                              SliceData(data, split.val_indices, spec, False), config, dist)
+    train_set = SliceData(data, split.train_indices, spec, config.augment)
+    sampler = None
+    if config.samples_per_epoch:
+        sampler = RandomSampler(train_set, num_samples=config.samples_per_epoch,
+                                generator=torch.Generator().manual_seed(config.seed))
+    train, val = make_loaders(train_set, SliceData(data, split.val_indices, spec, False),
+                              config, dist, sampler=sampler)
 
     def evaluate_fn(net, loader, device):
         return _slice_metrics(net, loader, device, data, config.threshold)

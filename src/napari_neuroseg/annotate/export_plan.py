@@ -240,9 +240,10 @@ def _slice_sources(image: LazyImage, depth: int) -> list[dict[str, Any]]:
     root = Path(image.source)
     folder = root if root.is_dir() else root.parent
     if len(files) == depth:
-        paths = [Path(f) if Path(f).is_absolute() else folder / f for f in files]
-        if all(p.is_file() for p in paths):
-            return [{"source_path": str(p)} for p in paths]
+        paths = [None if f is None else Path(f) if Path(f).is_absolute() else folder / f
+                 for f in files]
+        if all(p is None or p.is_file() for p in paths):
+            return [_source(image) if p is None else {"source_path": str(p)} for p in paths]
     return [_source(image)] * depth
 
 
@@ -271,7 +272,10 @@ def volume_items(image: LazyImage, *, task: str, labels: np.ndarray | None = Non
         Stored as ``slide_id``; defaults to ``metadata["series_uid"]`` or the image name.
     corrected_by_person : bool
     slices : sequence of int, optional
-        Export only these slices (default all).
+        Export only these planes (default all). Planes listed in ``metadata["absent_slices"]``
+        (gaps in a Kaggle LGG patient's slice numbers, shown as empty planes) are skipped.
+        Each item's ``slice_index`` is the plane's ``metadata["slice_numbers"]`` entry when
+        the reader gives one (the slice's own number), else the plane index.
     """
     depth = int(image.shape[0])
     if task == "mri" and labels is None:
@@ -296,9 +300,13 @@ def volume_items(image: LazyImage, *, task: str, labels: np.ndarray | None = Non
             "corrected_by_person": corrected_by_person,
             "extra": {} if patient_label is None else {"patient_label": int(patient_label)}}
     items = []
+    absent = set(image.metadata.get("absent_slices") or ())
+    numbers = image.metadata.get("slice_numbers") or []
     for k in range(depth) if slices is None else [int(s) for s in slices]:
         if not 0 <= k < depth:
             raise DatasetError(f"slice {k} is outside the volume (0-{depth - 1})")
+        if k in absent:  # a gap in the slice numbers: no image to export
+            continue
 
         def read(k: int = k) -> np.ndarray:
             return _as_dtype(np.asarray(level[k]), dtype)
@@ -306,7 +314,8 @@ def volume_items(image: LazyImage, *, task: str, labels: np.ndarray | None = Non
         mask = None if labels is None or task == "ct" else np.asarray(labels[k])
         label = None if slice_labels is None else int(slice_labels[k])
         items.append(ExportItem(read, tuple(int(v) for v in level.shape[1:]), dtype, mask,
-                                label, {**meta, **sources[k], "slice_index": k},
+                                label, {**meta, **sources[k], "slice_index":
+                                        int(numbers[k]) if len(numbers) == depth else k},
                                 f"slice {k} of {image.name}"))
     return items
 

@@ -180,8 +180,9 @@ def read_lgg_folder(
         For each patient id (sorted): the image (axes ``"zyxc"``, the three channels split
         into layers by ``display["channel_axis"]``, FLAIR visible) and its labels (axes
         ``"zyx"``, uint8 0/1, named ``"<id> FLAIR abnormality"``; only when at least one of
-        the patient's slices has a mask). One dask chunk per slice;
-        ``metadata["slice_numbers"]`` gives the ``n`` of every slice.
+        the patient's slices has a mask). One dask chunk per slice, slice ``n`` at plane
+        ``n - first``: ``metadata["slice_numbers"]`` gives the number of every plane, and
+        ``metadata["absent_slices"]`` the planes whose number has no file (all zeros).
 
     Raises
     ------
@@ -281,38 +282,51 @@ def _mask_chunk(path: Path | None, shape: tuple[int, ...]) -> da.Array:
 
 
 def _read_patient(source: Path, pid: str, slices: list[LggSlice]) -> list[LazyImage]:
-    """The image and labels records of one patient."""
+    """The image and labels records of one patient, each slice at its number.
+
+    Slice ``n`` goes to plane ``n - first``; a number with no file (the gaps of a selection,
+    such as the every-second empty slice of the 40-patient Kaggle set) becomes an all-zero
+    plane listed in ``metadata["absent_slices"]`` (plane indices), so distances along z and
+    volumes stay true.
+    """
     shape, dtype = _check_shapes(slices)
     numbers = [s.number for s in slices]
+    plane: list[LggSlice | None] = [None] * (numbers[-1] - numbers[0] + 1)
+    for s in slices:
+        plane[s.number - numbers[0]] = s
+    absent = [z for z, s in enumerate(plane) if s is None]
     common = {
         "layout": "kaggle-lgg",
         "patient_id": pid,
-        "slice_numbers": numbers,
+        "slice_numbers": list(range(numbers[0], numbers[-1] + 1)),
+        "absent_slices": absent,
         "voxel_size": "unknown",
     }
     image_warnings = [
         "voxel size unknown: the Kaggle LGG layout stores no pixel size or slice spacing; "
         "using 1.0 mm"
     ]
-    if numbers != list(range(numbers[0], numbers[0] + len(numbers))):
+    if absent:
         image_warnings.append(
-            f"slices are not contiguous (numbers {numbers}): they are stacked side by side, "
-            "the gaps between them are not shown"
+            f"{len(absent)} of {len(plane)} slice numbers have no file "
+            f"({_number_ranges([numbers[0] + z for z in absent])}): they are shown as empty "
+            "planes so that every slice sits at its number"
         )
     missing = [s.image.name for s in slices if s.mask is None]
     if len(missing) == len(slices):  # a patient to segment: no reference mask at all
         image_warnings.append("no mask files: a patient to segment (no reference labels)")
     label_warnings = [f"mask missing for {', '.join(missing)}: labelled as background"]
-    files = [s.image.name for s in slices]
     image = LazyImage(
-        levels=[da.concatenate([_image_chunk(s.image, shape, dtype) for s in slices])],
+        levels=[da.concatenate([_image_chunk(s.image, shape, dtype) if s is not None
+                                else _zero_chunk(shape, dtype) for s in plane])],
         axes="zyxc",
         scale=(1.0, 1.0, 1.0),
         unit="mm",
         name=pid,
         modality="MR",
         source=str(source),
-        metadata={**common, "channels": list(CHANNEL_NAMES), "files": files},
+        metadata={**common, "channels": list(CHANNEL_NAMES),
+                  "files": [s.image.name if s is not None else None for s in plane]},
         warnings=image_warnings,
         display={
             "channel_axis": 3,
@@ -322,7 +336,8 @@ def _read_patient(source: Path, pid: str, slices: list[LggSlice]) -> list[LazyIm
         },
     )
     labels = LazyImage(
-        levels=[da.concatenate([_mask_chunk(s.mask, shape[:2]) for s in slices])],
+        levels=[da.concatenate([_mask_chunk(s.mask if s is not None else None, shape[:2])
+                                for s in plane])],
         axes="zyx",
         scale=(1.0, 1.0, 1.0),
         unit="mm",
@@ -332,9 +347,28 @@ def _read_patient(source: Path, pid: str, slices: list[LggSlice]) -> list[LazyIm
         kind="labels",
         metadata={
             **common,
-            "files": [s.mask.name if s.mask else None for s in slices],
+            "files": [s.mask.name if s is not None and s.mask else None for s in plane],
             "missing_masks": missing,
         },
         warnings=label_warnings if missing else [],
     )
     return [image] if len(missing) == len(slices) else [image, labels]
+
+
+def _zero_chunk(shape: tuple[int, ...], dtype: np.dtype) -> da.Array:
+    """An all-zero ``(1, *shape)`` plane for a slice number without a file."""
+    return da.zeros((1, *shape), dtype=dtype, chunks=(1, *shape))
+
+
+def _number_ranges(numbers: list[int]) -> str:
+    """``[3, 5, 6, 7, 9]`` -> ``"3, 5-7, 9"``."""
+    parts: list[str] = []
+    start = prev = numbers[0]
+    for n in [*numbers[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if n is not None:
+            start = prev = n
+    return ", ".join(parts)

@@ -116,7 +116,7 @@ def image_record(layer: Any, layers: Any) -> LazyImage:
     meta = layer.metadata.get("neuroseg", {})
     if meta.get("modality") == "MR" and layer.ndim == 3:
         stack = stack_from_layers(channel_layers(layers, layer))
-        keep = ("patient_id", "files", "series_uid", "slice_numbers")
+        keep = ("patient_id", "files", "series_uid", "slice_numbers", "absent_slices")
         stack.metadata.update({k: meta[k] for k in keep if k in meta})
         return stack
     return image_from_layer(layer)
