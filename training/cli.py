@@ -83,10 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--baseline-option", action="append", default=None,
                           metavar="KEY=VALUE", help="classical baseline option, e.g. "
                           "nucleus_radius_um=6 or mpp=0.5 (repeatable)")
-    from training.tasks import nuclei_tune
+    from training.tasks import mri_cv, nuclei_tune
 
     nuclei_tune.add_arguments(sub.add_parser("tune-nuclei", help=nuclei_tune.HELP,
                                              description=nuclei_tune.__doc__.split("\n")[0]))
+    mri_cv.add_arguments(sub.add_parser("cv-mri", help=mri_cv.HELP,
+                                        description=mri_cv.__doc__.split("\n")[0]))
     return parser
 
 
@@ -252,4 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         from training.tasks.nuclei_tune import run_cli
 
         return run_cli(args)
+    if args.task == "cv-mri":
+        from training.tasks.mri_cv import run_cli as run_cv
+
+        return run_cv(args)
     return run_task(args)

@@ -51,6 +51,9 @@ class TrainConfig:
     device : str
         ``auto``, ``cpu``, ``cuda``...
     resume, amp : bool
+    channels_last : bool or None
+        Channels-last memory format (None: on CUDA only; true also speeds up convolutional
+        networks on the CPU).
     lr, weight_decay : float
     grad_clip : float or None
     early_stopping_patience : int or None
@@ -71,6 +74,7 @@ class TrainConfig:
     device: str = "auto"
     resume: bool = False
     amp: bool = True
+    channels_last: bool | None = None
     lr: float = 1e-3
     weight_decay: float = 0.0
     grad_clip: float | None = None

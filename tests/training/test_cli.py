@@ -47,3 +47,18 @@ def test_evaluate_needs_a_model_and_data(capsys):
         main(["evaluate", "--data", "x"])
     assert exit_info.value.code == 2
     assert "--model" in capsys.readouterr().err
+
+
+def test_set_options_parse_yaml_values_and_refuse_a_bare_key():
+    from training.cli import set_options
+    from training.config import ConfigError
+
+    assert set_options(["fold=2", "arch={depth: 4, deep_convs: [2, 2, 3, 3]}", "lr=0.001",
+                        "augment=false"]) == {
+        "fold": 2, "arch": {"depth": 4, "deep_convs": [2, 2, 3, 3]}, "lr": 0.001,
+        "augment": False}
+    assert set_options(None) == {}
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        set_options(["fold"])
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        set_options(["arch={depth: [4"])

@@ -348,6 +348,7 @@ def trainer_options(config: TrainConfig, dist: DistInfo | None = None) -> dict[s
     """The :class:`training.loop.Trainer` keyword arguments that come straight from the config."""
     return {
         "epochs": config.epochs, "device": config.device, "amp": config.amp,
+        "channels_last": config.channels_last,
         "grad_clip": config.grad_clip, "monitor": config.monitor, "mode": config.mode,
         "run_dir": config.out, "seed": config.seed, "dist": dist,
         "early_stopping_patience": config.early_stopping_patience,

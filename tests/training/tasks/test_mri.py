@@ -15,6 +15,8 @@ from napari_neuroseg.models.runner import ModelRunner
 from napari_neuroseg.samples.mri import write_lgg_patient
 from training.cli import main
 
+REPO = Path(__file__).resolve().parents[3]
+
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
@@ -123,3 +125,42 @@ def test_a_training_split_without_lesions_is_refused(tmp_path):
                        patient_id=f"p{n}")
     with pytest.raises(ValueError, match=r"1 \(FLAIR abnormality\) absent from the training"):
         main(["mri", "--data", str(tmp_path / "empty"), "--epochs", "1", "--device", "cpu"])
+
+
+@pytest.mark.parametrize(("name", "architecture", "parameters"), [
+    ("mri-flair-unet5", "unet", 7_765_985),            # seed 001 model 1 (7.8 M)
+    ("mri-flair-unet4-triple", "unet", 10_654_401),    # seed 001 model 2 (10.7 M)
+    ("mri-flair-transunet", "transunet", 6_006_497),
+    ("mri-flair-unet5-cpu", "unet", 487_289),
+    ("mri-flair-unet4-triple-cpu", "unet", 167_897),
+    ("mri-flair-transunet-cpu", "transunet", 1_214_585),
+])
+def test_shipped_configs_build_the_seed_networks(name, architecture, parameters, dataset):
+    """The six configs select their network through ``model``, ``base_features`` and
+    ``arch`` (the 4-floor triple-convolution U-Net was not selectable before)."""
+    from napari_neuroseg.models.registry import ModelRegistry
+    from training.config import build_config
+    from training.tasks.mri import Config, _spec
+
+    config = build_config(Config, REPO / "training" / "configs" / f"{name}.yaml", {})
+    spec = _spec(config, Dataset.open(dataset))
+    assert spec.architecture == architecture
+    model = ModelRegistry().build(spec)
+    assert sum(p.numel() for p in model.parameters()) == parameters
+    if "unet4" in name:
+        assert spec.arch_kwargs["depth"] == 4 and list(spec.arch_kwargs["deep_convs"]) == [
+            2, 2, 3, 3]
+
+
+def test_samples_per_epoch_and_set_options_reach_the_run(dataset, tmp_path):
+    run = tmp_path / "run"
+    assert main(["mri", "--data", str(dataset), "--out", str(run), "--epochs", "1",
+                 "--device", "cpu", "--set", "base_features=2", "--set", "samples_per_epoch=6",
+                 "--set", "batch_size=3", "--set", "arch={depth: 3}",
+                 "--set", "folds=2", "--set", "fold=1"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["samples_per_epoch"], config["arch"], config["fold"]) == (6, {"depth": 3}, 1)
+    history = json.loads((run / "history.json").read_text())
+    assert len(history["train_loss"]) == 1
+    loaded = load_checkpoint(run / "checkpoints" / "last")
+    assert loaded.spec.arch_kwargs["depth"] == 3
