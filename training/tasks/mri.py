@@ -77,7 +77,8 @@ class Config(TrainConfig):
     loss : str
         ``ce``, ``dice``, ``ce+dice``, ``focal``, ``focal+dice``.
     val_fraction : float
-        Share of patients held out for validation.
+        Share of patients held out for validation; 0 trains on every patient (the final
+        model; use ``monitor: train_loss``).
     augment : bool
         Flips, 90° rotations, small affine, colour jitter and cutout on training slices.
     threshold : float
@@ -181,17 +182,17 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
     if config.samples_per_epoch:
         sampler = RandomSampler(train_set, num_samples=config.samples_per_epoch,
                                 generator=torch.Generator().manual_seed(config.seed))
-    train, val = make_loaders(train_set, SliceData(data, split.val_indices, spec, False),
-                              config, dist, sampler=sampler)
+    val_set = SliceData(data, split.val_indices, spec, False) if len(split.val_indices) else None
+    train, val = make_loaders(train_set, val_set, config, dist, sampler=sampler)
 
     def evaluate_fn(net, loader, device):
         return _slice_metrics(net, loader, device, data, config.threshold)
 
     trainer = Trainer(model, spec, train, val, make_loss(config.loss),
-                      optimizer_factory(config), evaluate_fn=evaluate_fn,
+                      optimizer_factory(config), evaluate_fn=evaluate_fn if val else None,
                       **trainer_options(config, dist))
     history = trainer.fit(resume=config.resume)
-    metrics = evaluate_fn(trainer.model, val, trainer.device)
+    metrics = evaluate_fn(trainer.model, val, trainer.device) if val else {}
     metrics.update(train_patients=len(split.train_patients), val_patients=len(split.val_patients))
     fold = f" (fold {config.fold} of {config.folds})" if config.folds >= 2 else ""
     write_outputs(config, spec, data, metrics, history, dist=dist,

@@ -91,6 +91,8 @@ def mri_split(data: Dataset, val_fraction: float, seed: int, *, stratify_tumour:
     data : Dataset
     val_fraction : float
         Share of patients (of each label when stratified) in validation; unused with folds.
+        ``0`` (without folds): every patient outside the test split trains, none validates
+        (the final model, once cross-validation has measured the recipe).
     seed : int
     stratify_tumour : bool
         Stratify patients by whether any of their slices has an abnormality.
@@ -105,6 +107,13 @@ def mri_split(data: Dataset, val_fraction: float, seed: int, *, stratify_tumour:
         Cross-validation asked of a dataset with items fixed in ``train`` or ``val``, or an
         impossible fold.
     """
+    if folds in (0, 1) and val_fraction == 0:  # the final model: every patient trains
+        keep = np.array([i for i, item in enumerate(data.items) if item.split != "test"],
+                        dtype=np.int64)
+        groups = group_ids(data)
+        return PatientSplit(train_indices=keep, val_indices=np.zeros(0, np.int64),
+                            train_patients=tuple(dict.fromkeys(groups[i] for i in keep)),
+                            val_patients=())
     labels = tumour_labels(data) if stratify_tumour else None
     if folds in (0, 1):
         return task_split(data, val_fraction, seed, stratify=labels)

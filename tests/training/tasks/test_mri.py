@@ -164,3 +164,15 @@ def test_samples_per_epoch_and_set_options_reach_the_run(dataset, tmp_path):
     assert len(history["train_loss"]) == 1
     loaded = load_checkpoint(run / "checkpoints" / "last")
     assert loaded.spec.arch_kwargs["depth"] == 3
+
+
+def test_val_fraction_zero_trains_on_every_patient(dataset, tmp_path):
+    """The final model, after cross-validation: no patient held out, the last epoch kept."""
+    run = tmp_path / "run"
+    assert main(["mri", "--data", str(dataset), "--out", str(run), "--epochs", "1",
+                 "--device", "cpu", "--set", "base_features=2", "--set", "val_fraction=0",
+                 "--set", "monitor=train_loss", "--set", "mode=min"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["train_patients"], metrics["val_patients"]) == (4, 0)
+    assert "0 validation patients" in (run / "report.md").read_text()
+    assert load_checkpoint(run / "checkpoints" / "last").spec.name == "mri-flair-unet"
