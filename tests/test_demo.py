@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_neuroseg.demo._data import lgg_patient_folder, lgg_patients
+from napari_neuroseg.demo._data import DEMO_PATIENT, lgg_patient_folder, lgg_patients
 from napari_neuroseg.demo._main import REAL_FILES, plan, summary_line
 from napari_neuroseg.demo._scenes import SceneResult
 
@@ -72,6 +72,21 @@ def test_lgg_patient_folder_links_the_patient_with_the_largest_mask(tmp_path):
     one.mkdir()
     _write_slice(one, "TCGA_AA_0001_20000101_3", 1)
     assert lgg_patient_folder(one) == one
+
+
+def test_lgg_patient_folder_picks_a_patient_folder_of_kaggle_3m(tmp_path):
+    """The 40-patient layout: one sub-folder per study; the demo patient when present, else
+    the one with the largest masks; its own folder, nothing linked."""
+    for study, pixels in [("TCGA_AA_0001_20000101", 3), ("TCGA_BB_0002_20000101", 9)]:
+        (tmp_path / study).mkdir()
+        for n in (2, 4, 5):
+            _write_slice(tmp_path / study, f"{study}_{n}", pixels)
+    (tmp_path / "notes").mkdir()  # not a patient
+    assert lgg_patient_folder(tmp_path) == tmp_path / "TCGA_BB_0002_20000101"
+    assert lgg_patient_folder(tmp_path, "TCGA_AA_0001") == tmp_path / "TCGA_AA_0001_20000101"
+    (tmp_path / f"{DEMO_PATIENT}_19970111").mkdir()
+    _write_slice(tmp_path / f"{DEMO_PATIENT}_19970111", f"{DEMO_PATIENT}_19970111_3", 1)
+    assert lgg_patient_folder(tmp_path).name == f"{DEMO_PATIENT}_19970111"
 
 
 @pytest.mark.gui

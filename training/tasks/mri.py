@@ -11,7 +11,7 @@ per-volume Dice, sensitivity on tumour slices and false positives on empty slice
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -177,6 +177,9 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
                       stratify_tumour=config.stratify_tumour, folds=config.folds,
                       fold=config.fold)
     check_classes_present(data, class_counts(data, split.train_indices))
+    # provenance: which patients the weights saw (the demo and the UI can tell a held-out one)
+    spec = replace(spec, extra={**spec.extra,
+                                "training_patients": [str(p) for p in split.train_patients]})
     train_set = SliceData(data, split.train_indices, spec, config.augment)
     sampler = None
     if config.samples_per_epoch:

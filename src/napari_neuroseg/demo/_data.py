@@ -1,4 +1,5 @@
-"""Real sample files for the demo: one patient out of a folder of Kaggle LGG slices."""
+"""Real sample files for the demo: one patient out of a folder of Kaggle LGG slices, or one
+patient folder out of a ``kaggle_3m`` folder (``../shared/data/lgg_mri_kaggle3m``)."""
 
 import atexit
 import re
@@ -9,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-#: A patient the shipped mri-flair-unet never saw in training (its validation split), with
-#: a lesion: the demo shows a held-out example, not a training one.
-HELD_OUT_PATIENT = "TCGA_DU_8164"
+#: The demo's patient: a whole TCGA-LGG stack with a lesion. The shipped mri-flair-unet was
+#: trained on all 40 patients of the Kaggle folder, this one included: its held-out score is
+#: the cross-validation's (docs/models.md), and the demo caption says so.
+DEMO_PATIENT = "TCGA_DU_8164"
 _SLICE = re.compile(r"^(?P<patient>.+)_(?P<n>\d+)$")
 
 
@@ -30,30 +32,39 @@ def _mask_of(image: Path) -> Path:
     return image.with_name(f"{image.stem}_mask{image.suffix}")
 
 
+def _mask_pixels(images: list[Path]) -> int:
+    masks = [_mask_of(p) for p in images]
+    return sum(int(np.count_nonzero(tifffile.imread(m))) for m in masks if m.is_file())
+
+
 def lgg_patient_folder(folder: Path, patient: str | None = None) -> Path:
     """A folder holding one patient's slices and masks (links into ``folder``).
 
     A folder of slices from many patients opens as every patient's layers (slow, and the
-    demo shows one stack); this picks ``patient``, by default :data:`HELD_OUT_PATIENT` (a
-    validation patient of the shipped ``mri-flair-unet``, with a lesion) when present, else the
-    one whose masks cover the most pixels, and links its files into a temporary folder
-    (removed at exit).
+    demo shows one stack); this picks ``patient``, by default :data:`DEMO_PATIENT` when
+    present, else the one whose masks cover the most pixels, and links its files into a
+    temporary folder (removed at exit). In a ``kaggle_3m`` folder (one sub-folder per
+    patient) the chosen patient's own sub-folder is returned.
 
     Returns
     -------
     pathlib.Path
         ``folder`` itself when it holds a single patient (or none in this layout).
     """
+    subfolders = {p.name: p for p in sorted(folder.iterdir())
+                  if p.is_dir() and lgg_patients(p)}
+    if subfolders:  # kaggle_3m: one folder per patient study
+        named = [name for name in subfolders if name.startswith(patient or DEMO_PATIENT)]
+        return subfolders[named[0]] if named else max(
+            subfolders.values(),
+            key=lambda p: _mask_pixels([f for fs in lgg_patients(p).values() for f in fs]))
     patients = lgg_patients(folder)
     if len(patients) <= 1:
         return folder
 
-    def mask_pixels(pid: str) -> int:
-        masks = [_mask_of(p) for p in patients[pid]]
-        return sum(int(np.count_nonzero(tifffile.imread(m))) for m in masks if m.is_file())
-
-    held_out = [pid for pid in patients if pid.startswith(HELD_OUT_PATIENT)]
-    chosen = patient or (held_out[0] if held_out else max(patients, key=mask_pixels))
+    named = [pid for pid in patients if pid.startswith(DEMO_PATIENT)]
+    chosen = patient or (named[0] if named else max(
+        patients, key=lambda pid: _mask_pixels(patients[pid])))
     target = Path(tempfile.mkdtemp(prefix="neuroseg-demo-")) / chosen
     target.mkdir()
     atexit.register(shutil.rmtree, target.parent, True)

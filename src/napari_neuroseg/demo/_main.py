@@ -28,7 +28,7 @@ the slowest scene on CPU with the tissue models) is added by ``--live``."""
 
 REAL_FILES = {"slide": "wsi/cmu-1-small-region.svs",
               "slide-live": "wsi/cmu-1-small-region.svs", "ct": "ct_head_ge",
-              "mri": "lgg_mri_slices"}
+              "mri": "lgg_mri_kaggle3m"}
 """Modality -> the real sample under ``--data`` (the layout of ``../shared/data``)."""
 
 TITLES = {"slide": "slide (Nuclei)", "slide-live": "slide (Analyse, live)", "ct": "head CT",

@@ -223,9 +223,22 @@ def mri_scene(viewer: napari.Viewer, path: Path | None, timeout: float) -> Scene
         text += f" (reference mask, outline: {ref_ml:.2f} ml)"
     if flair.metadata.get("neuroseg", {}).get("voxel_size") == "unknown":
         text += "\n(voxel size unknown: 1 mm assumed)"
+    if source and any(source.startswith(p) for p in _training_patients(widget.picker)):
+        text += "\n(a training patient of these weights; held-out scores: docs/models.md)"
     text += f"\nmodel {weights}"
     caption(viewer, text)
     return SceneResult(numbers, weights, text)
+
+
+def _training_patients(picker: Any) -> list[str]:
+    """The patients the picker's weights were trained on (their sidecar), if recorded."""
+    from napari_neuroseg.models.checkpoint import read_spec
+
+    path = picker.checkpoint()
+    try:
+        return [str(p) for p in read_spec(path).extra.get("training_patients", [])] if path else []
+    except (OSError, ValueError):
+        return []
 
 
 def _mri_patient(viewer: napari.Viewer, layers: list[Any]) -> tuple[Any, Any]:

@@ -175,4 +175,6 @@ def test_val_fraction_zero_trains_on_every_patient(dataset, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["train_patients"], metrics["val_patients"]) == (4, 0)
     assert "0 validation patients" in (run / "report.md").read_text()
-    assert load_checkpoint(run / "checkpoints" / "last").spec.name == "mri-flair-unet"
+    loaded = load_checkpoint(run / "checkpoints" / "last")
+    assert loaded.spec.name == "mri-flair-unet"
+    assert len(loaded.spec.extra["training_patients"]) == 4  # provenance in the sidecar
