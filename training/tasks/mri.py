@@ -71,6 +71,10 @@ class Config(TrainConfig):
         Further architecture keywords over the registry's, e.g. ``{depth: 4, deep_convs:
         [2, 2, 3, 3]}`` for seed 001's 4-floor U-Net with triple deep convolutions, or the
         TransUNet's ``embed_dim`` / ``num_layers`` (``base_features`` above wins).
+    lr_schedule : str
+        ``constant``, or ``cosine``: the rate falls from ``lr`` towards 0 over ``epochs`` along
+        a half cosine (stepped per epoch), so that the last epoch's weights, which a
+        cross-validation keeps, are not the noisy ones of a constant high rate.
     samples_per_epoch : int or None
         Training slices drawn per epoch (a fresh random draw each epoch, without repeats until
         every slice has been seen); None is one pass over the training slices.
@@ -95,6 +99,7 @@ class Config(TrainConfig):
     base_features: int | None = None
     arch: dict[str, Any] = field(default_factory=dict)
     samples_per_epoch: int | None = None
+    lr_schedule: str = "constant"
     loss: str = "ce+dice"
     val_fraction: float = 0.2
     augment: bool = True
@@ -136,6 +141,16 @@ def _spec(config: Config, data: Dataset) -> ModelSpec:
     overrides = {**config.arch, "base_features": config.base_features}
     return build_spec(config.model, overrides, data=data,
                       init=config.init, synthetic=is_synthetic(config, data))
+
+
+def _scheduler_factory(config: Config):
+    """``optimizer -> scheduler`` for ``config.lr_schedule`` (None: a constant rate)."""
+    if config.lr_schedule == "constant":
+        return None
+    if config.lr_schedule != "cosine":
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {config.lr_schedule!r}")
+    return lambda optimizer: torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=max(config.epochs, 1))
 
 
 def _check(data: Dataset) -> None:
@@ -193,6 +208,7 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
 
     trainer = Trainer(model, spec, train, val, make_loss(config.loss),
                       optimizer_factory(config), evaluate_fn=evaluate_fn if val else None,
+                      scheduler_factory=_scheduler_factory(config),
                       **trainer_options(config, dist))
     history = trainer.fit(resume=config.resume)
     metrics = evaluate_fn(trainer.model, val, trainer.device) if val else {}

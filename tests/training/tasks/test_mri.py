@@ -178,3 +178,15 @@ def test_val_fraction_zero_trains_on_every_patient(dataset, tmp_path):
     loaded = load_checkpoint(run / "checkpoints" / "last")
     assert loaded.spec.name == "mri-flair-unet"
     assert len(loaded.spec.extra["training_patients"]) == 4  # provenance in the sidecar
+
+
+def test_cosine_schedule_lowers_the_rate_each_epoch(dataset, tmp_path):
+    run = tmp_path / "run"
+    assert main(["mri", "--data", str(dataset), "--out", str(run), "--epochs", "2",
+                 "--device", "cpu", "--set", "base_features=2", "--set", "lr=0.001",
+                 "--set", "lr_schedule=cosine", "--set", "samples_per_epoch=4"]) == 0
+    rates = [row[0] for row in json.loads((run / "history.json").read_text())["lr"]]
+    assert rates == pytest.approx([1e-3, 5e-4])
+    with pytest.raises(ValueError, match="lr_schedule must be"):
+        main(["mri", "--data", str(dataset), "--out", str(tmp_path / "bad"), "--epochs", "1",
+              "--device", "cpu", "--set", "base_features=2", "--set", "lr_schedule=step"])
