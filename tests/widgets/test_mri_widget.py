@@ -424,3 +424,19 @@ def test_a_failed_run_does_not_leave_the_previous_patients_result_on_screen(
         widget.status.value
     assert "simulated" in widget.status.value and "(partial: 4 of 8" in widget.volume.value
     assert not np.asarray(labels.data[4:]).any()
+
+
+def test_the_clean_up_saved_with_the_weights_becomes_the_default(widget, tmp_path):
+    """A checkpoint with spec.extra['postprocess'] (cv-mri --write) sets the clean-up
+    options when chosen; one without leaves them as they are."""
+    from training.tasks.nuclei_tune import write_checkpoint
+
+    plain = tiny_checkpoint(tmp_path, ("FLAIR",), 32)
+    tuned = write_checkpoint(plain, tmp_path / "tuned", {
+        "threshold": 0.5, "min_voxels": 200, "drop_single_slice": True}, {"how": "test"})
+    _choose_checkpoint(widget, tuned)
+    assert (widget.size_unit.value, widget.min_size.value, widget.single_slice.value) == (
+        "voxels", 200.0, True)
+    widget.min_size.value = 7.0
+    _choose_checkpoint(widget, plain)
+    assert (widget.min_size.value, widget.single_slice.value) == (7.0, True)

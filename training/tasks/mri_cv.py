@@ -9,14 +9,19 @@ last epoch, so no validation patient chose it) predicts every slice; then, per v
 - **no clean-up**: probability >= 0.5;
 - **clean-up**: the same, then 3-D components under :data:`DEFAULT_CLEANUP` voxels or on one
   slice are dropped;
-- **tuned**: the threshold and clean-up of :data:`THRESHOLDS` x :data:`CLEANUPS` with the best
-  mean volume Dice on the fold's *training* patients.
+- **tuned clean-up**: the clean-up of :data:`CLEANUPS` (at threshold 0.5, which the plugin
+  uses) with the best mean volume Dice on the fold's *training* patients.
 
 The **FLAIR baseline** scores each voxel by its FLAIR z-score within the volume's non-zero
 voxels and takes the z threshold (and, in its clean-up row, the clean-up) with the best
 training-patient volume Dice. Every validation patient is scored exactly once, by the fold
 that did not train on it; the table gives the mean over all patients and, in brackets, the
 spread of the fold means. ``--out`` writes ``cv.json`` and ``cv.md``.
+
+The clean-up to ship with a run's final model is chosen the same way on the out-of-fold
+predictions of all patients (each patient predicted by the fold that did not train on it):
+``recommended`` in ``cv.json``; ``--write NAME CKPT_IN CKPT_OUT`` copies a checkpoint with it
+as ``spec.extra["postprocess"]``, which the MRI widget applies by default.
 """
 
 from __future__ import annotations
@@ -39,10 +44,11 @@ from training.tasks.mri_split import mri_split
 from training.tasks.mri_volumes import PostProcess, Volume, patient_volumes, score_volumes
 
 HELP = "cross-validation table of mri runs (per-volume Dice) with a FLAIR-threshold baseline"
-#: Probability thresholds tried on the training patients.
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+#: Probability thresholds tried on the training patients (the plugin thresholds at 0.5).
+THRESHOLDS = (0.5,)
 #: Clean-ups tried on the training patients: (min_voxels, drop_single_slice).
-CLEANUPS = ((0, False), (0, True), (50, True), (200, True), (800, True))
+CLEANUPS = ((0, False), (0, True), (50, True), (100, True), (200, True), (400, True),
+            (800, True), (1600, True))
 #: The fixed clean-up of the "clean-up" rows.
 DEFAULT_CLEANUP = PostProcess(0.5, min_voxels=100, drop_single_slice=True)
 #: FLAIR z-score thresholds of the baseline.
@@ -93,10 +99,12 @@ def choose(volumes: Sequence[Volume], scores: Any, thresholds: Sequence[float],
 
 def fold_rows(data: Dataset, volumes: Sequence[Volume], fold_dir: Path, *,
               device: str = "cpu", batch_size: int = 16,
-              baseline: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, Any]]:
+              baseline: dict[str, np.ndarray] | None = None
+              ) -> tuple[dict[str, dict[str, Any]], dict[int, np.ndarray]]:
     """The rows of one fold run: its model (three settings) and, given the FLAIR z-scores of
     every volume, the baseline (two settings), each scored on the fold's validation
-    patients with the settings chosen on its training patients."""
+    patients with the settings chosen on its training patients; and the model's
+    probabilities on the validation patients' items."""
     config = json.loads((fold_dir / "config.json").read_text())
     split = mri_split(data, config.get("val_fraction", 0.2), config["seed"],
                       stratify_tumour=config.get("stratify_tumour", True),
@@ -108,7 +116,7 @@ def fold_rows(data: Dataset, volumes: Sequence[Volume], fold_dir: Path, *,
     probs = predict_items(checkpoint, data, device, batch_size)
     tuned, train_dice = choose(train, probs, THRESHOLDS, CLEANUPS)
     rows = {"no clean-up": (PostProcess(), None), "clean-up": (DEFAULT_CLEANUP, None),
-            "tuned": (tuned, train_dice)}
+            "tuned clean-up": (tuned, train_dice)}
     out = {name: _row(val, probs, post, dice) for name, (post, dice) in rows.items()}
     if baseline is not None:
         def z(volume: Volume) -> np.ndarray:
@@ -119,7 +127,7 @@ def fold_rows(data: Dataset, volumes: Sequence[Volume], fold_dir: Path, *,
             out[name] = _row(val, z, post, dice)
     for row in out.values():
         row.update(fold=config["fold"], val_patients=[v.patient for v in val])
-    return out
+    return out, {i: probs[i] for v in val for i in v.items}
 
 
 def _row(val: Sequence[Volume], scores: Any, post: PostProcess,
@@ -151,23 +159,34 @@ def pool(fold_results: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def cross_validate(data: Dataset, runs: dict[str, Path], *, baseline: bool = True,
                    device: str = "cpu", batch_size: int = 16,
-                   log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
-    """The pooled rows of every run (``"<name>, <setting>"``) and of the baseline."""
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+    """``{"rows": ..., "recommended": ...}``: the pooled rows of every run (``"<name>,
+    <setting>"``) and of the baseline, and per run the clean-up with the best volume Dice on
+    the out-of-fold predictions of all patients."""
     volumes = patient_volumes(data)
     zscores = ({v.patient: flair_zscores(data, v) for v in volumes} if baseline else None)
     rows: dict[str, list[dict[str, Any]]] = {}
+    recommended: dict[str, dict[str, Any]] = {}
     for n, (name, folder) in enumerate(runs.items()):
         folds = sorted(p for p in folder.iterdir() if p.name.startswith("fold") and p.is_dir())
         if not folds:
             raise FileNotFoundError(f"{folder}: no fold* run folders")
+        out_of_fold: dict[int, np.ndarray] = {}
         for fold_dir in folds:
             log(f"{name}: {fold_dir.name}")
-            result = fold_rows(data, volumes, fold_dir, device=device, batch_size=batch_size,
-                               baseline=zscores if n == 0 else None)
+            result, val_probs = fold_rows(data, volumes, fold_dir, device=device,
+                                          batch_size=batch_size,
+                                          baseline=zscores if n == 0 else None)
+            out_of_fold.update(val_probs)
             for setting, row in result.items():
                 key = setting if setting.startswith("baseline") else f"{name}, {setting}"
                 rows.setdefault(key, []).append(row)
-    return {key: pool(results) for key, results in rows.items()}
+        scored = [v for v in volumes if all(i in out_of_fold for i in v.items)]
+        post, dice = choose(scored, out_of_fold, THRESHOLDS, CLEANUPS)
+        recommended[name] = {"postprocess": post.as_dict(), "text": post.describe(),
+                             "out_of_fold_volume_dice": dice, "patients": len(scored)}
+    return {"rows": {key: pool(results) for key, results in rows.items()},
+            "recommended": recommended}
 
 
 def table(rows: dict[str, dict[str, Any]]) -> str:
@@ -194,6 +213,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", default=None, help="write cv.json and cv.md here")
+    parser.add_argument("--write", nargs=3, default=None, metavar=("NAME", "CKPT_IN", "CKPT_OUT"),
+                        help="copy CKPT_IN (e.g. the final model of run NAME) to CKPT_OUT with "
+                        "NAME's recommended clean-up as spec.extra['postprocess']")
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -206,13 +228,27 @@ def run_cli(args: argparse.Namespace) -> int:
         if not sep:
             raise SystemExit(f"--run {item!r}: expected NAME=FOLDER")
         runs[name] = Path(folder)
-    rows = cross_validate(Dataset.open(args.data), runs, baseline=not args.no_baseline,
-                          device=args.device, batch_size=args.batch_size)
-    text = table(rows)
+    if args.write and args.write[0] not in runs:
+        raise SystemExit(f"--write {args.write[0]}: not one of the --run names {sorted(runs)}")
+    result = cross_validate(Dataset.open(args.data), runs, baseline=not args.no_baseline,
+                            device=args.device, batch_size=args.batch_size)
+    text = table(result["rows"]) + "\n\nClean-up chosen on the out-of-fold predictions:\n" + \
+        "\n".join(f"- {name}: {r['text']} (volume Dice {r['out_of_fold_volume_dice']:.3f}, "
+                  f"{r['patients']} patients)" for name, r in result["recommended"].items())
     print(text, flush=True)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "cv.json", rows)
+        atomic_write_json(out / "cv.json", result)
         atomic_write_text(out / "cv.md", text + "\n")
+    if args.write:
+        from training.tasks.nuclei_tune import write_checkpoint
+
+        name, source, target = args.write
+        chosen = result["recommended"][name]
+        written = write_checkpoint(source, target, chosen["postprocess"], {
+            "how": f"cv-mri: the clean-up with the best mean volume Dice on the out-of-fold "
+                   f"predictions of {chosen['patients']} patients (run {name})",
+            "out_of_fold_volume_dice": chosen["out_of_fold_volume_dice"]})
+        print(f"wrote {written}", flush=True)
     return 0

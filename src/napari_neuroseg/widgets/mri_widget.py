@@ -184,6 +184,9 @@ class MRIWidget(Container):
         self.min_size.changed.connect(self.apply_cleanup)
         self.single_slice.changed.connect(self.apply_cleanup)
         self.size_unit.changed.connect(self._on_size_unit)
+        self.picker.model.changed.connect(self._cleanup_from_model)
+        self.picker.file.changed.connect(self._cleanup_from_model)
+        self._cleanup_from_model()
         self._closed = False
         self._disconnect = connect_events(
             self.native, [(viewer.layers.events.inserted, self._on_layers_changed),
@@ -379,6 +382,18 @@ class MRIWidget(Container):
         current = np.array(layer.data[:done], dtype=np.uint8, copy=True)
         self._edited[:done] |= current != written
         return current
+
+    def _cleanup_from_model(self, _value: Any = None) -> None:
+        """Take the clean-up saved with the chosen weights (``spec.extra["postprocess"]``,
+        chosen by cross-validation for the shipped ``mri-flair-unet``) as the options."""
+        try:
+            post = self.picker.source().spec().extra.get("postprocess") or {}
+        except (ValueError, OSError):
+            return  # no checkpoint chosen yet: keep the current options
+        if "min_voxels" in post or "drop_single_slice" in post:
+            self.size_unit.value = "voxels"
+            self.min_size.value = float(post.get("min_voxels", 0))
+            self.single_slice.value = bool(post.get("drop_single_slice", False))
 
     def apply_cleanup(self, *_: Any) -> None:
         """Re-apply the clean-up options to the current labels (in a worker).

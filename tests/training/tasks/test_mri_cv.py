@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from napari_neuroseg.dataset import Dataset, convert_kaggle_lgg
+from napari_neuroseg.models.checkpoint import load_checkpoint
 from napari_neuroseg.samples.mri import write_lgg_patient
 from training.cli import main
 from training.tasks.mri_cv import choose, flair_zscores, pool
@@ -33,11 +34,14 @@ def folds(tmp_path_factory):
 def test_every_patient_is_scored_once_by_the_fold_that_did_not_train_on_it(folds, tmp_path,
                                                                             capsys):
     data, runs = folds
+    shipped = tmp_path / "shipped"
     assert main(["cv-mri", "--data", str(data), "--run", f"tiny={runs}",
-                 "--out", str(tmp_path)]) == 0
-    rows = json.loads((tmp_path / "cv.json").read_text())
-    assert list(rows) == ["tiny, no clean-up", "tiny, clean-up", "tiny, tuned", "baseline",
-                          "baseline clean-up"]
+                 "--out", str(tmp_path), "--write", "tiny",
+                 str(runs / "fold0" / "checkpoints" / "last"), str(shipped)]) == 0
+    result = json.loads((tmp_path / "cv.json").read_text())
+    rows = result["rows"]
+    assert list(rows) == ["tiny, no clean-up", "tiny, clean-up", "tiny, tuned clean-up",
+                          "baseline", "baseline clean-up"]
     studies = {v.patient for v in patient_volumes(Dataset.open(data))}
     for row in rows.values():
         assert set(row["volume_dice_by_patient"]) == studies and row["patients"] == 4
@@ -47,7 +51,13 @@ def test_every_patient_is_scored_once_by_the_fold_that_did_not_train_on_it(folds
     assert rows["tiny, no clean-up"]["settings"] == [">= 0.5, no clean-up"] * 2
     assert all(s.endswith("no clean-up") for s in rows["baseline"]["settings"])
     printed = capsys.readouterr().out
-    assert "| tiny, tuned |" in printed
+    assert "| tiny, tuned clean-up |" in printed
+    recommended = result["recommended"]["tiny"]
+    assert recommended["patients"] == 4 and set(recommended["postprocess"]) == {
+        "threshold", "min_voxels", "drop_single_slice"}
+    loaded = load_checkpoint(shipped)  # the fold-0 weights with the chosen clean-up
+    assert loaded.spec.extra["postprocess"] == recommended["postprocess"]
+    assert "out-of-fold" in loaded.spec.extra["postprocess_selection"]["how"]
     assert (tmp_path / "cv.md").read_text().startswith("| model, post-processing |")
     # the synthetic lesions are the brightest FLAIR voxels: the tuned baseline finds them
     assert rows["baseline"]["volume_dice"] > 0.9
