@@ -190,3 +190,20 @@ def test_cosine_schedule_lowers_the_rate_each_epoch(dataset, tmp_path):
     with pytest.raises(ValueError, match="lr_schedule must be"):
         main(["mri", "--data", str(dataset), "--out", str(tmp_path / "bad"), "--epochs", "1",
               "--device", "cpu", "--set", "base_features=2", "--set", "lr_schedule=step"])
+
+
+def test_prior_bias_starts_the_background_at_the_abnormal_share():
+    """From bias 0 every pixel starts at p = 0.5; at the prior a 1 % share starts at 1 %."""
+    import torch
+
+    from napari_neuroseg.models.unet import UNet
+    from training.tasks.mri import prior_bias
+
+    model = UNet(3, 1, depth=2, base_features=2)
+    assert prior_bias(model, {0: 99, 1: 1}) == pytest.approx(np.log(0.01 / 0.99))
+    assert torch.sigmoid(model.head.bias).item() == pytest.approx(0.01)
+    assert prior_bias(model, {0: 10, 1: 0}) == pytest.approx(np.log(1e-4 / (1 - 1e-4)))
+    two_class = UNet(3, 2, depth=2, base_features=2)
+    before = two_class.head.bias.detach().clone()
+    assert prior_bias(two_class, {0: 99, 1: 1}) == 0.0  # not a binary head: left alone
+    assert torch.equal(two_class.head.bias, before)
