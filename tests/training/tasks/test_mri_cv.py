@@ -98,3 +98,26 @@ def test_pool_means_over_patients_not_folds():
     assert pooled["volume_dice"] == pytest.approx(0.5)          # (1 + 0 + 0.5) / 3
     assert (pooled["volume_dice_fold_min"], pooled["volume_dice_fold_max"]) == (0.25, 1.0)
     assert pooled["fp_empty_share"] == 0.25 and pooled["missed_tumour_slices"] == 2
+
+
+def test_choose_agrees_with_scoring_every_setting():
+    """The fast grid (components labelled once per threshold) gives the same Dice as
+    score_volumes setting by setting, on volumes with specks, single-slice blobs and gaps."""
+    from training.tasks.mri_cv import CLEANUPS
+    from training.tasks.mri_volumes import Volume
+
+    rng = np.random.default_rng(3)
+    volumes, scores = [], {}
+    for p in range(3):
+        truth = np.zeros((4, 24, 24), bool)
+        truth[1:3, 5:12, 5:12] = True
+        noisy = np.clip(truth * 0.7 + rng.random(truth.shape) * 0.45, 0, 1)
+        items = list(range(4 * p, 4 * p + 4))
+        volumes.append(Volume(f"p{p}", items, np.array([0, 1, 2, 5]), 6, truth))
+        scores.update({i: noisy[k] for k, i in enumerate(items)})
+    thresholds = (0.4, 0.5, 0.6)
+    post, dice = choose(volumes, scores, thresholds, CLEANUPS)
+    every = {(t, m, s): score_volumes(volumes, scores, PostProcess(t, m, s))["volume_dice"]
+             for t in thresholds for m, s in CLEANUPS}
+    assert dice == pytest.approx(max(every.values()))
+    assert every[(post.threshold, post.min_voxels, post.drop_single_slice)] == pytest.approx(dice)
