@@ -45,9 +45,16 @@ def viewer(make_napari_viewer):
     return make_napari_viewer()
 
 
+def no_cleanup(widget):
+    """Clean-up off (the shipped weights bring theirs as the default): raw results."""
+    widget.min_size.value = 0.0
+    widget.single_slice.value = False
+    return widget
+
+
 @pytest.fixture
 def widget(viewer):
-    w = MRIWidget(viewer)
+    w = no_cleanup(MRIWidget(viewer))
     viewer.window.add_dock_widget(w)
     return w
 
@@ -195,6 +202,8 @@ def tiny_checkpoint(folder, channels: tuple[str, ...], patch: int):
     base = registry.get("mri-flair-unet")
     spec = dataclasses.replace(
         base, name="tiny-flair",
+        extra={k: v for k, v in base.extra.items()  # not the shipped weights' provenance
+               if k not in ("postprocess", "postprocess_selection", "training_patients")},
         arch_kwargs={**base.arch_kwargs, "in_channels": len(channels), "depth": 2,
                      "base_features": 4},
         input=dataclasses.replace(base.input, channels=channels, patch_size=(patch, patch)))
@@ -244,7 +253,7 @@ def test_model_and_stack_mismatch_is_reported_and_widget_stays_usable(viewer, wi
 
 
 def test_layer_choices_follow_the_viewer_and_close_disconnects(viewer, qtbot):
-    widget = MRIWidget(viewer)
+    widget = no_cleanup(MRIWidget(viewer))
     assert widget.layer.value is None
     layer = viewer.add_image(np.zeros((3, 8, 8), np.float32), name="stack")
     assert widget.layer.value is layer
@@ -291,7 +300,7 @@ def test_cleanup_keeps_painted_corrections_and_is_one_undo_step(make_napari_view
     """Issue 12, items 6 and 7: paint on the segmentation, tick "Drop components on a single
     slice": the painted voxels stay, and Ctrl+Z / Ctrl+Shift+Z undo and redo the clean-up."""
     viewer = make_napari_viewer(show=True)
-    widget = MRIWidget(viewer)
+    widget = no_cleanup(MRIWidget(viewer))
     viewer.window.add_dock_widget(widget)
     path, truth, lesion = _stack_with_specks(tmp_path)
     layers = viewer.open(str(path), plugin=PLUGIN)
@@ -334,7 +343,7 @@ def test_cleanup_keeps_painted_corrections_and_is_one_undo_step(make_napari_view
 def test_loosening_cleanup_brings_back_the_model_voxels_but_not_erased_ones(
         make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer(show=True)
-    widget = MRIWidget(viewer)
+    widget = no_cleanup(MRIWidget(viewer))
     viewer.window.add_dock_widget(widget)
     path, truth, _lesion = _stack_with_specks(tmp_path)
     layers = viewer.open(str(path), plugin=PLUGIN)
@@ -440,3 +449,13 @@ def test_the_clean_up_saved_with_the_weights_becomes_the_default(widget, tmp_pat
     widget.min_size.value = 7.0
     _choose_checkpoint(widget, plain)
     assert (widget.min_size.value, widget.single_slice.value) == (7.0, True)
+
+
+def test_a_new_widget_starts_with_the_shipped_weights_clean_up(viewer):
+    """The shipped mri-flair-unet carries the clean-up its cross-validation chose."""
+    widget = MRIWidget(viewer)
+    post = widget.picker.source().spec().extra.get("postprocess")
+    if widget.picker.random_weights or not post:
+        pytest.skip("no shipped mri-flair-unet with a saved clean-up in this checkout")
+    assert (widget.size_unit.value, widget.min_size.value, widget.single_slice.value) == (
+        "voxels", float(post["min_voxels"]), post["drop_single_slice"])

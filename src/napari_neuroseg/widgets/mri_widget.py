@@ -186,12 +186,12 @@ class MRIWidget(Container):
         self.size_unit.changed.connect(self._on_size_unit)
         self.picker.model.changed.connect(self._cleanup_from_model)
         self.picker.file.changed.connect(self._cleanup_from_model)
-        self._cleanup_from_model()
         self._closed = False
         self._disconnect = connect_events(
             self.native, [(viewer.layers.events.inserted, self._on_layers_changed),
                           (viewer.layers.events.removed, self._on_layers_changed)],
             on_teardown=self._teardown)
+        self._cleanup_from_model()  # the shipped weights' clean-up is the first default
         fit_panel(self)
 
     # -- layers --------------------------------------------------------------------------
