@@ -42,7 +42,13 @@ from napari_neuroseg.dataset import Dataset
 from napari_neuroseg.models.checkpoint import load_checkpoint
 from training.tasks.mri import SliceData
 from training.tasks.mri_split import mri_split
-from training.tasks.mri_volumes import PostProcess, Volume, patient_volumes, score_volumes
+from training.tasks.mri_volumes import (
+    PostProcess,
+    Volume,
+    dice,
+    patient_volumes,
+    score_volumes,
+)
 
 HELP = "cross-validation table of mri runs (per-volume Dice) with a FLAIR-threshold baseline"
 #: Probability thresholds tried on the training patients (the plugin thresholds at 0.5).
@@ -55,8 +61,6 @@ DEFAULT_CLEANUP = PostProcess(0.5, min_voxels=100, drop_single_slice=True)
 #: FLAIR z-score thresholds of the baseline.
 BASELINE_Z = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5)
 FLAIR_CHANNEL = 1
-METRICS = ("volume_dice", "slice_dice_tumour", "missed_tumour_slices", "tumour_slices",
-           "fp_empty_slices", "empty_slices")
 
 
 def predict_items(checkpoint: str | Path, data: Dataset, device: str = "cpu",
@@ -93,7 +97,7 @@ def choose(volumes: Sequence[Volume], scores: Any, thresholds: Sequence[float],
     components are labelled once per threshold and every clean-up is a choice among them.
     """
     grid = list(itertools.product(thresholds, cleanups))
-    dice = np.zeros((len(grid), len(volumes)))
+    scores_grid = np.zeros((len(grid), len(volumes)))
     structure = ndimage.generate_binary_structure(3, 3)  # clean_labels' default, 26 neighbours
     for v, volume in enumerate(volumes):
         raw = scores(volume) if callable(scores) else np.stack([scores[i] for i in volume.items])
@@ -110,16 +114,11 @@ def choose(volumes: Sequence[Volume], scores: Any, thresholds: Sequence[float],
                 drop = (sizes < min_voxels) | ((z_extent == 1) & single)
                 drop[0] = False
                 kept = mask & ~drop[components] if drop.any() else mask
-                dice[g, v] = _dice(kept[volume.planes], volume.truth)
-    means = dice.mean(axis=1) if len(volumes) else np.zeros(len(grid))
+                scores_grid[g, v] = dice(kept[volume.planes], volume.truth)
+    means = scores_grid.mean(axis=1) if len(volumes) else np.zeros(len(grid))
     best = int(np.argmax(means))  # first of the ties
     t, (min_voxels, single) = grid[best]
     return PostProcess(t, min_voxels, single), float(means[best])
-
-
-def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    total = int(pred.sum()) + int(truth.sum())
-    return 1.0 if total == 0 else 2.0 * int((pred & truth).sum()) / total
 
 
 def fold_rows(data: Dataset, volumes: Sequence[Volume], fold_dir: Path, *,
@@ -142,14 +141,14 @@ def fold_rows(data: Dataset, volumes: Sequence[Volume], fold_dir: Path, *,
     tuned, train_dice = choose(train, probs, THRESHOLDS, CLEANUPS)
     rows = {"no clean-up": (PostProcess(), None), "clean-up": (DEFAULT_CLEANUP, None),
             "tuned clean-up": (tuned, train_dice)}
-    out = {name: _row(val, probs, post, dice) for name, (post, dice) in rows.items()}
+    out = {name: _row(val, probs, post, score) for name, (post, score) in rows.items()}
     if baseline is not None:
         def z(volume: Volume) -> np.ndarray:
             return baseline[volume.patient]
 
         for name, cleanups in (("baseline", CLEANUPS[:1]), ("baseline clean-up", CLEANUPS)):
-            post, dice = choose(train, z, BASELINE_Z, cleanups)
-            out[name] = _row(val, z, post, dice)
+            post, score = choose(train, z, BASELINE_Z, cleanups)
+            out[name] = _row(val, z, post, score)
     for row in out.values():
         row.update(fold=config["fold"], val_patients=[v.patient for v in val])
     return out, {i: probs[i] for v in val for i in v.items}
@@ -207,9 +206,9 @@ def cross_validate(data: Dataset, runs: dict[str, Path], *, baseline: bool = Tru
                 key = setting if setting.startswith("baseline") else f"{name}, {setting}"
                 rows.setdefault(key, []).append(row)
         scored = [v for v in volumes if all(i in out_of_fold for i in v.items)]
-        post, dice = choose(scored, out_of_fold, THRESHOLDS, CLEANUPS)
+        post, score = choose(scored, out_of_fold, THRESHOLDS, CLEANUPS)
         recommended[name] = {"postprocess": post.as_dict(), "text": post.describe(),
-                             "out_of_fold_volume_dice": dice, "patients": len(scored)}
+                             "out_of_fold_volume_dice": score, "patients": len(scored)}
     return {"rows": {key: pool(results) for key, results in rows.items()},
             "recommended": recommended}
 

@@ -31,7 +31,7 @@ import numpy as np
 from napari_neuroseg.analysis.cleanup import clean_labels
 from napari_neuroseg.dataset import Dataset
 
-__all__ = ["PostProcess", "Volume", "patient_volumes", "score_volumes", "volume_masks"]
+__all__ = ["PostProcess", "Volume", "dice", "patient_volumes", "score_volumes", "volume_masks"]
 
 
 @dataclass(frozen=True)
@@ -178,11 +178,11 @@ def score_volumes(volumes: Sequence[Volume],
         raw = (scores(volume) if callable(scores)
                else np.stack([scores[i] for i in volume.items]))
         pred, truth = volume_masks(volume, raw, post), volume.truth
-        by_patient[volume.patient] = _dice(pred, truth)
+        by_patient[volume.patient] = dice(pred, truth)
         t_any = truth.reshape(len(truth), -1).any(1)
         p_any = pred.reshape(len(pred), -1).any(1)
         hit = (pred & truth).reshape(len(pred), -1).any(1)
-        slice_dice.extend(_dice(pred[k], truth[k]) for k in np.flatnonzero(t_any))
+        slice_dice.extend(dice(pred[k], truth[k]) for k in np.flatnonzero(t_any))
         counts["tumour_slices"] += int(t_any.sum())
         counts["missed_tumour_slices"] += int((t_any & ~hit).sum())
         counts["empty_slices"] += int((~t_any).sum())
@@ -199,6 +199,7 @@ def score_volumes(volumes: Sequence[Volume],
     }
 
 
-def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two boolean masks; 1 when both are empty."""
     total = int(pred.sum()) + int(truth.sum())
     return 1.0 if total == 0 else 2.0 * int((pred & truth).sum()) / total
