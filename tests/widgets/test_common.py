@@ -6,7 +6,7 @@ import pytest
 from magicgui.widgets import Container
 
 from napari_neuroseg.models.checkpoint import save_checkpoint
-from napari_neuroseg.models.registry import ModelRegistry
+from napari_neuroseg.models.registry import PREFERRED_MODELS, ModelRegistry
 from napari_neuroseg.widgets._common import (
     FROM_FILE,
     PANEL_MAX_WIDTH,
@@ -238,6 +238,29 @@ def test_picker_starts_on_a_model_with_trained_weights(qtbot):
     if not trained:
         pytest.skip("no weights ship in this checkout")
     assert picker.model.value == trained[0] and not picker.random_weights
+
+
+def test_picker_starts_on_the_first_preferred_model_that_ships_weights(qtbot, bundled):
+    registry, _, _ = bundled  # trained: mri-flair-unet (first in menu order), nuclei-lenet
+    assert ModelPicker(TASKS, registry=registry, preferred=()).model.value == "mri-flair-unet"
+    picker = ModelPicker(TASKS, registry=registry, preferred=("lgg-tissue", "nuclei-lenet"))
+    assert picker.model.value == "nuclei-lenet"  # lgg-tissue is preferred but ships nothing
+    # the declared preference (mri-flair-transunet) ships nothing in this registry
+    assert ModelPicker(TASKS, registry=registry).model.value == "mri-flair-unet"
+
+
+def test_the_declared_preference_applies_only_to_the_pickers_that_offer_it(qtbot):
+    """mri-flair-transunet cross-validated best: the MRI models start on it; other pickers
+    keep the first model with trained weights."""
+    registry = ModelRegistry()
+    if any(registry.checkpoint(n) is None for n in ("mri-flair-transunet", "nuclei-lenet")):
+        pytest.skip("the FLAIR TransUNet or the nuclei LeNet ships no weights in this checkout")
+    assert PREFERRED_MODELS == ("mri-flair-transunet",)
+    mri = ModelPicker(("semantic_segmentation",), names=("mri-flair-unet", "mri-flair-transunet"))
+    assert mri.model.value == "mri-flair-transunet" and not mri.random_weights
+    slide = ModelPicker(("semantic_segmentation", "tile_classification"),
+                        names=("gbm-tissue-8", "lgg-tissue", "nuclei-lenet"))
+    assert slide.model.value == "nuclei-lenet"
 
 
 def test_a_runtime_error_in_a_worker_reaches_on_error(qtbot):

@@ -451,11 +451,20 @@ def test_the_clean_up_saved_with_the_weights_becomes_the_default(widget, tmp_pat
     assert (widget.min_size.value, widget.single_slice.value) == (7.0, True)
 
 
+def test_a_new_widget_starts_on_the_best_shipped_model(viewer):
+    """mri-flair-transunet cross-validated best of the FLAIR models (docs/models.md)."""
+    if ModelRegistry().checkpoint("mri-flair-transunet") is None:
+        pytest.skip("no shipped mri-flair-transunet in this checkout")
+    widget = MRIWidget(viewer)
+    assert widget.picker.model.value == "mri-flair-transunet"
+    assert widget.picker.warning == "" and "trained on real data" in widget.picker.provenance.value
+
+
 def test_a_new_widget_starts_with_the_shipped_weights_clean_up(viewer):
-    """The shipped mri-flair-unet carries the clean-up its cross-validation chose."""
+    """The shipped FLAIR model carries the clean-up its cross-validation chose."""
     widget = MRIWidget(viewer)
     post = widget.picker.source().spec().extra.get("postprocess")
     if widget.picker.random_weights or not post:
-        pytest.skip("no shipped mri-flair-unet with a saved clean-up in this checkout")
+        pytest.skip("no shipped FLAIR model with a saved clean-up in this checkout")
     assert (widget.size_unit.value, widget.min_size.value, widget.single_slice.value) == (
         "voxels", float(post["min_voxels"]), post["drop_single_slice"])

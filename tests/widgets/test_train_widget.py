@@ -272,7 +272,7 @@ def test_a_worse_model_is_not_handed_over_but_offered_with_both_numbers(
                                   "the model it started from")
     assert train.compared.value == ("validation slice_dice: new 0.100 vs start 0.600 "
                                     "(higher is better)")
-    assert received == [] and mri.picker.model.value == "mri-flair-unet"  # unchanged
+    assert received == [] and mri.picker.model.value == "mri-flair-transunet"  # unchanged
     assert train.init.value == start_ckpt  # the next run still starts from the better one
     assert train.use_button.visible and train.offered == best
     # the curves: two epochs, the starting model's values as dashed reference lines

@@ -6,12 +6,13 @@ when a model is built.
 
 from napari_neuroseg.models.checkpoint import load_checkpoint, save_checkpoint
 from napari_neuroseg.models.device import resolve_device
-from napari_neuroseg.models.registry import DEFAULT_SPECS, ModelRegistry
+from napari_neuroseg.models.registry import DEFAULT_SPECS, PREFERRED_MODELS, ModelRegistry
 from napari_neuroseg.models.runner import ModelRunner
 from napari_neuroseg.models.spec import InputSpec, ModelSpec, SpecError
 
 __all__ = [
     "DEFAULT_SPECS",
+    "PREFERRED_MODELS",
     "InputSpec",
     "ModelRegistry",
     "ModelRunner",

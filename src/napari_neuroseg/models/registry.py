@@ -23,7 +23,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from napari_neuroseg.models._default_specs import LEGACY_NO_WEIGHTS, default_specs
+from napari_neuroseg.models._default_specs import (
+    LEGACY_NO_WEIGHTS,
+    PREFERRED_MODELS,
+    default_specs,
+)
 from napari_neuroseg.models._registry_checks import (
     RegistryError,
     check_kwargs,
@@ -46,6 +50,7 @@ RegistryError.__module__ = __name__  # defined with the checks, raised and docum
 __all__ = [
     "ARCHITECTURES",
     "DEFAULT_SPECS",
+    "PREFERRED_MODELS",
     "ModelRegistry",
     "RegistryError",
     "default_specs",

@@ -20,7 +20,7 @@ from qtpy.QtWidgets import QApplication, QComboBox, QLabel, QMainWindow
 from napari_neuroseg.batch.tasks import ModelSource
 from napari_neuroseg.io import LazyImage
 from napari_neuroseg.models.bundled import SYNTHETIC_WEIGHTS, weights_provenance
-from napari_neuroseg.models.registry import ModelRegistry
+from napari_neuroseg.models.registry import PREFERRED_MODELS, ModelRegistry
 from napari_neuroseg.widgets._worker_errors import reporting_runtime_errors
 
 __all__ = [
@@ -140,8 +140,9 @@ def device_choices() -> list[str]:
 class ModelPicker(Container):
     """A registry model (filtered by task) or a checkpoint file, and the device to run it on.
 
-    The first model offered that ships trained weights is chosen at first (random weights
-    only when none does). A registry model runs the weights that ship with the package when
+    At first the picker chooses the first of ``preferred`` that is offered and ships trained
+    weights, else the first model offered that ships trained weights (random weights only
+    when none does). A registry model runs the weights that ship with the package when
     there are some, else random weights; ``provenance`` (a label under the model) says
     which, and ``warning`` says what the user must know (random or synthetic-data weights).
 
@@ -153,18 +154,24 @@ class ModelPicker(Container):
         Restrict to these registry names.
     registry : ModelRegistry, optional
         Where the models and their bundled checkpoints come from (default: a new one).
+    preferred : sequence of str, optional
+        Registry names to choose first, in order (default:
+        :data:`~napari_neuroseg.models.PREFERRED_MODELS`, the declared models that
+        cross-validated best).
     """
 
     def __init__(self, tasks: Sequence[str], names: Sequence[str] | None = None,
-                 registry: ModelRegistry | None = None) -> None:
+                 registry: ModelRegistry | None = None,
+                 preferred: Sequence[str] = PREFERRED_MODELS) -> None:
         super().__init__(labels=True)
         self.registry = registry if registry is not None else ModelRegistry()
         self.tasks = tuple(tasks)
         choices = [n for n in self.registry.names() if self.registry.get(n).task in tasks
                    and (names is None or n in names)]
         trained = [n for n in choices if self.registry.checkpoint(n) is not None]
+        first = [n for n in preferred if n in trained] + trained
         self.model = ComboBox(label="Model", choices=[*choices, FROM_FILE],
-                              value=(trained or choices or [FROM_FILE])[0])
+                              value=(first or choices or [FROM_FILE])[0])
         self.provenance = Label(label="Weights", value="")
         self.file = FileEdit(label="Checkpoint", mode="r", filter="*.safetensors", visible=False)
         self.device = ComboBox(label="Device", choices=device_choices(), value="auto")

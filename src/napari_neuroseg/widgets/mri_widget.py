@@ -385,7 +385,7 @@ class MRIWidget(Container):
 
     def _cleanup_from_model(self, _value: Any = None) -> None:
         """Take the clean-up saved with the chosen weights (``spec.extra["postprocess"]``,
-        chosen by cross-validation for the shipped ``mri-flair-unet``) as the options."""
+        chosen by cross-validation for each shipped FLAIR model) as the options."""
         try:
             post = self.picker.source().spec().extra.get("postprocess") or {}
         except (ValueError, OSError):
