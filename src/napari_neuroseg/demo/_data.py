@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-#: The demo's patient: a whole TCGA-LGG stack with a lesion. The shipped mri-flair-unet was
+#: The demo's patient: a whole TCGA-LGG stack with a lesion. The shipped FLAIR models were
 #: trained on all 40 patients of the Kaggle folder, this one included: its held-out score is
 #: the cross-validation's (docs/models.md), and the demo caption says so.
 DEMO_PATIENT = "TCGA_DU_8164"
