@@ -6,6 +6,7 @@ converters turn the layouts people already have into it. See ``docs/dataset-form
 
 from .convert_consep import convert_consep
 from .convert_ct import convert_ct_labels
+from .convert_ivygap import convert_ivygap
 from .convert_kaggle import convert_kaggle_lgg
 from .convert_monuseg import convert_monuseg
 from .convert_nuclei import convert_nuclei_tiles
@@ -24,6 +25,7 @@ __all__ = [
     "TaskRule",
     "convert_consep",
     "convert_ct_labels",
+    "convert_ivygap",
     "convert_kaggle_lgg",
     "convert_monuseg",
     "convert_nuclei_tiles",
