@@ -83,12 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--baseline-option", action="append", default=None,
                           metavar="KEY=VALUE", help="classical baseline option, e.g. "
                           "nucleus_radius_um=6 or mpp=0.5 (repeatable)")
+    from training import import_keras
     from training.tasks import mri_cv, nuclei_tune
 
     nuclei_tune.add_arguments(sub.add_parser("tune-nuclei", help=nuclei_tune.HELP,
                                              description=nuclei_tune.__doc__.split("\n")[0]))
     mri_cv.add_arguments(sub.add_parser("cv-mri", help=mri_cv.HELP,
                                         description=mri_cv.__doc__.split("\n")[0]))
+    import_keras.add_arguments(sub.add_parser("import-keras", help=import_keras.HELP,
+                                              description=import_keras.DESCRIPTION))
     return parser
 
 
@@ -258,4 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         from training.tasks.mri_cv import run_cli as run_cv
 
         return run_cv(args)
+    if args.task == "import-keras":
+        from training.import_keras import run_cli as run_import
+
+        return run_import(args)
     return run_task(args)
