@@ -11,9 +11,10 @@ Sources for the values, by seed write-up (``shared/seeds``):
   a 1x1 conv 8 -> 16 -> 4 mapping head. The seed does not name the 8 GBM classes; they are
   the IvyGAP anatomic-structure regions that GBM_WSSM segments, as listed in the project's
   issue (background plus seven regions; IvyGAP's "hyperplastic blood vessels" is not a class
-  of its own here). The seed gives no working resolution: ~1 µm/px (10x) is chosen because the
-  classes are tissue-architecture regions (cell density, infiltration front) that need a few
-  hundred µm of context per patch (256 px = 256 µm) while nuclei stay ~6-10 px wide.
+  of its own here). The network is GBM_WSSM's FC-DenseNet103 (shared/docs/gbm-wssm-facts.md).
+  The seed gives no working resolution; the GBM_WSSM images are whole IvyGAP sections
+  resized to 1024x1024, estimated at about 5 µm/px (docs/models.md says how), so the
+  declared specs work at 5 µm/px; a checkpoint records the resolution it was trained at.
 * 001 (FLAIR MRI): Kaggle LGG slices, 3 channels pre-contrast / FLAIR / post-contrast,
   256x256, one FLAIR-abnormality mask; U-Net model 1 = 5 floors, 32 base features, two convs
   per floor (7.77M parameters); TransUNet = 4-floor CNN + transformer bottleneck.
@@ -74,15 +75,19 @@ MRI_CHANNELS = ("pre-contrast", "FLAIR", "post-contrast")
 TO_UNIT = {"kind": "range", "scale": 255.0}
 
 
-def _he_tissue_input() -> InputSpec:
+#: Estimated µm/px of the GBM_WSSM training images (IvyGAP sections resized to 1024 px).
+IVYGAP_RESIZED_MPP = 5.0
+
+
+def _he_tissue_input(preprocessing: tuple[str, ...] = ("macenko", "tissue_mask")) -> InputSpec:
     return InputSpec(
         channels=RGB,
         normalization=dict(TO_UNIT),
         patch_size=(256, 256),
         halo=32,
-        resolution=1.0,
+        resolution=IVYGAP_RESIZED_MPP,
         resolution_unit="um",
-        preprocessing=("macenko", "tissue_mask"),
+        preprocessing=preprocessing,
     )
 
 
@@ -98,19 +103,22 @@ def _mri_input() -> InputSpec:
 
 
 def _tissue_specs() -> list[ModelSpec]:
-    tissue_kwargs: dict[str, Any] = {"in_channels": 3, "n_source_classes": 8, "base_features": 32}
+    tissue_kwargs: dict[str, Any] = {
+        "in_channels": 3, "n_source_classes": 8, "first_filters": 48, "growth_rate": 16,
+        "down_blocks": [4, 5, 7, 10, 12], "bottleneck_layers": 15}
     return [
         ModelSpec(
             name="gbm-tissue-8",
             task="semantic_segmentation",
             architecture="tissue",
             arch_kwargs={**tissue_kwargs, "mapping_head": False},
-            input=_he_tissue_input(),
+            input=_he_tissue_input(("tissue_mask",)),
             classes=GBM_CLASSES,
             colors=tuple(REGION_COLORS[c] for c in GBM_CLASSES),
             output="probabilities",
             description="8-class glioblastoma H&E region segmentation (IvyGAP anatomic "
-            "structures, after GBM_WSSM); the source model of lgg-tissue (seed 000).",
+            "structures) with the GBM_WSSM FC-DenseNet; the source model of lgg-tissue "
+            "(seed 000).",
             extra={"seed": "000", "source": "IvyGAP anatomic structures (GBM_WSSM)"},
         ),
         ModelSpec(

@@ -1,30 +1,28 @@
-"""LGG tissue segmenter: an 8-class GBM network plus the seed 000 class-mapping head.
+"""LGG tissue segmenter: the 8-class GBM network plus the seed 000 class-mapping head.
 
-The GBM network (``self.gbm``) is a :class:`~napari_neuroseg.models.unet.UNet` that gives
-``n_source_classes`` logits (the 8 GBM tissue classes). The mapping head (``self.mapping``)
-turns those logits into the LGG classes: 1x1 convolution to 16 channels + ReLU, 1x1
-convolution to ``n_target_classes`` (background, cellular tumour, leading edge, infiltrating
-tumour). An 8-class checkpoint therefore transfers unchanged
+The GBM network (``self.gbm``) is the GBM_WSSM FC-DenseNet
+(:class:`~napari_neuroseg.models.fcdensenet.FCDenseNet`, FC-DenseNet103 by default) that
+gives ``n_source_classes`` logits (the 8 IvyGAP region classes). The mapping head
+(``self.mapping``) turns those logits into the LGG classes: 1x1 convolution to 16 channels +
+ReLU, 1x1 convolution to ``n_target_classes`` (background, cellular tumour, leading edge,
+infiltrating tumour). An 8-class checkpoint therefore transfers unchanged
 (:meth:`TissueSegmenter.load_source_state_dict`), and progressive unfreezing can address the
 network by layer (:meth:`TissueSegmenter.set_trainable`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from napari_neuroseg.models._blocks import count_parameters, parameterised_leaves
-from napari_neuroseg.models.unet import UNet
-
-
-def _deep_floor_convs(depth: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Triple convolutions on the two floors above the bottleneck, encoder and decoder."""
-    deep = {max(1, depth - 2), depth - 1}
-    decoder = tuple(3 if floor in deep else 2 for floor in range(1, depth))
-    return (*decoder, 2), decoder
+from napari_neuroseg.models.fcdensenet import (
+    FCDENSENET103_BOTTLENECK,
+    FCDENSENET103_DOWN,
+    FCDenseNet,
+)
 
 
 def _mapping_head(n_source: int, hidden: int, n_target: int) -> nn.Sequential:
@@ -36,11 +34,13 @@ def _mapping_head(n_source: int, hidden: int, n_target: int) -> nn.Sequential:
 
 
 class TissueSegmenter(nn.Module):
-    """8-class GBM encoder-decoder with an optional 8 -> 4 class-mapping head (seed 000).
+    """8-class GBM FC-DenseNet with an optional 8 -> 4 class-mapping head (seed 000).
 
-    The GBM network is a 5-floor U-Net (32 ... 512 channels) whose two floors above the
-    bottleneck stack three convolutions in the encoder and in the decoder: 9,243,080
-    parameters, 9,243,292 with the mapping head (seed 000: "all 9.4M parameters").
+    With the defaults the GBM network is the authors' FC-DenseNet103: 9,321,320 trainable
+    parameters (9.4 M counting batch-norm statistics, as Keras does), 9,321,532 with the
+    mapping head. Narrower or shallower variants (``first_filters``, ``growth_rate``,
+    ``down_blocks``, ``bottleneck_layers``) train on a CPU; an imported ``GBM_WSSM.h5`` needs
+    the defaults.
 
     Parameters
     ----------
@@ -50,13 +50,16 @@ class TissueSegmenter(nn.Module):
         Classes of the GBM network (8).
     n_target_classes : int
         Classes out of the mapping head (4: background, CT, LE, IT).
-    base_features : int
-        Channels of the first U-Net floor.
     mapping_head : bool
         False gives the bare GBM model, whose output is the ``n_source_classes`` logits.
-    depth : int
-        U-Net floors, bottleneck included; input sides must be multiples of
-        ``2**(depth-1)``.
+    first_filters, growth_rate : int
+        Filters of the first convolution (48) and of every dense layer (16).
+    down_blocks : sequence of int
+        Dense layers per block on the way down (4, 5, 7, 10, 12); the way up mirrors them.
+    bottleneck_layers : int
+        Dense layers of the bottleneck block (15).
+    dropout : float
+        Dropout of the dense layers and transitions down (0.2).
     hidden_features : int
         Channels between the two 1x1 convolutions of the mapping head (16 in seed 000).
     """
@@ -66,23 +69,20 @@ class TissueSegmenter(nn.Module):
         in_channels: int = 3,
         n_source_classes: int = 8,
         n_target_classes: int = 4,
-        base_features: int = 32,
         mapping_head: bool = True,
-        depth: int = 5,
+        first_filters: int = 48,
+        growth_rate: int = 16,
+        down_blocks: Sequence[int] = FCDENSENET103_DOWN,
+        bottleneck_layers: int = FCDENSENET103_BOTTLENECK,
+        dropout: float = 0.2,
         hidden_features: int = 16,
     ) -> None:
         super().__init__()
-        encoder_convs, decoder_convs = _deep_floor_convs(depth)
         self.n_source_classes = n_source_classes
         self.hidden_features = hidden_features
-        self.gbm = UNet(
-            in_channels,
-            n_source_classes,
-            depth=depth,
-            base_features=base_features,
-            deep_convs=encoder_convs,
-            decoder_convs=decoder_convs,
-        )
+        self.gbm = FCDenseNet(in_channels, n_source_classes, first_filters=first_filters,
+                              growth_rate=growth_rate, down_blocks=down_blocks,
+                              bottleneck_layers=bottleneck_layers, dropout=dropout)
         self.mapping: nn.Sequential | None = None
         self.n_target_classes = n_source_classes
         if mapping_head:
@@ -132,7 +132,7 @@ class TissueSegmenter(nn.Module):
         Parameters
         ----------
         state_dict : mapping of str to torch.Tensor
-            State dict of a ``UNet`` built like :attr:`gbm`, or of a ``TissueSegmenter``
+            State dict of an ``FCDenseNet`` built like :attr:`gbm`, or of a ``TissueSegmenter``
             built with ``mapping_head=False`` (keys prefixed ``gbm.``), e.g. as read from a
             safetensors file.
 
@@ -159,11 +159,13 @@ class TissueSegmenter(nn.Module):
             self.gbm.load_state_dict(stripped, strict=True)
         except RuntimeError as err:
             raise ValueError(
-                f"source weights do not fit the GBM network (depth={self.gbm.depth}): {err}"
+                f"source weights do not fit the GBM network (down blocks "
+                f"{self.gbm.down_blocks}): {err}"
             ) from err
 
     def layer_groups(self) -> list[tuple[str, nn.Module]]:
-        """Named groups in forward order: ``gbm.enc1`` ... ``gbm.head``, ``mapping``.
+        """Named groups in forward order: ``gbm.first``, ``gbm.down.0`` ... ``gbm.head``,
+        ``mapping``.
 
         Returns
         -------
@@ -181,7 +183,7 @@ class TissueSegmenter(nn.Module):
         Returns
         -------
         list of (str, torch.nn.Module)
-            Qualified names (``gbm.dec1.convs.3``, ``mapping.2``...) and layers.
+            Qualified names (``gbm.up.4.block.layers.3.2``, ``mapping.2``...) and layers.
         """
         layers = parameterised_leaves(self.gbm, "gbm")
         if self.mapping is not None:
