@@ -5,10 +5,13 @@ from torch import nn
 from napari_neuroseg.models._blocks import count_parameters
 from napari_neuroseg.models.tissue import TissueSegmenter
 
+#: A narrow, shallow FC-DenseNet (size multiple 4) that runs in milliseconds on a CPU.
+SMALL = {"first_filters": 8, "growth_rate": 4, "down_blocks": (2, 2), "bottleneck_layers": 2}
+
 
 def _small(seed: int = 0, **kwargs) -> TissueSegmenter:
     torch.manual_seed(seed)
-    return TissueSegmenter(**{"base_features": 4, "depth": 4, **kwargs})
+    return TissueSegmenter(**{**SMALL, **kwargs})
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +23,9 @@ def default_model() -> TissueSegmenter:
 def test_default_size_is_the_seed_9_4m(default_model):
     n = count_parameters(default_model)
     assert 9_000_000 < n < 9_800_000  # seed 000: "all 9.4M parameters trainable"
-    assert n == 9_243_292
-    assert count_parameters(default_model.gbm) == 9_243_080
-    assert default_model.size_multiple == 16
+    assert n == 9_321_532  # FC-DenseNet103 + the 212-parameter mapping head
+    assert count_parameters(default_model.gbm) == 9_321_320
+    assert default_model.size_multiple == 32
 
 
 def test_mapping_head_is_8_to_16_relu_to_4(default_model):
@@ -76,7 +79,7 @@ def test_source_weights_that_do_not_fit_are_explained():
     with pytest.raises(ValueError, match="mapping head"):
         target.load_source_state_dict(_small().state_dict())
     with pytest.raises(ValueError, match="do not fit"):
-        target.load_source_state_dict(_small(depth=3, mapping_head=False).state_dict())
+        target.load_source_state_dict(_small(down_blocks=(2, 3), mapping_head=False).state_dict())
 
 
 def test_replace_head_keeps_the_gbm_network():
@@ -104,9 +107,11 @@ def test_layer_groups_and_trainable_layers_are_in_forward_order():
     model = _small().eval()
     groups = model.layer_groups()
     assert [name for name, _ in groups] == [
-        "gbm.enc1", "gbm.enc2", "gbm.enc3", "gbm.bottleneck",
-        "gbm.dec3", "gbm.dec2", "gbm.dec1", "gbm.head", "mapping",
+        "gbm.first", "gbm.down.0", "gbm.down.1", "gbm.bottleneck",
+        "gbm.up.0", "gbm.up.1", "gbm.head", "mapping",
     ]  # fmt: skip
+    for name, module in groups:
+        assert model.get_submodule(name) is module
     layers = model.trainable_layers()
     called = []
     for name, module in layers:
@@ -117,18 +122,35 @@ def test_layer_groups_and_trainable_layers_are_in_forward_order():
     assert sum(count_parameters(m) for _, m in layers) == count_parameters(model)
 
 
-def test_default_model_has_51_parameterised_layers(default_model):
-    names = [name for name, _ in default_model.trainable_layers()]
-    assert len(names) == 51
+def test_default_model_has_201_parameterised_layers(default_model):
+    layers = default_model.trainable_layers()
+    names = [name for name, _ in layers]
+    # first conv; 38 dense layers down, 38 up and 15 in the bottleneck (batch norm + conv
+    # each); 5 transitions down (batch norm + conv); 5 transposed convs; head; 2 mapping convs
+    assert len(names) == 1 + 2 * (38 + 38 + 15) + 2 * 5 + 5 + 1 + 2 == 201
+    kinds = [type(m) for _, m in layers]
+    assert (kinds.count(nn.Conv2d), kinds.count(nn.BatchNorm2d)) == (100, 96)
+    assert kinds.count(nn.ConvTranspose2d) == 5
+    assert names[0] == "gbm.first"
     assert names[-3:] == ["gbm.head", "mapping.0", "mapping.2"]
 
 
 def test_progressive_unfreezing_counts_increase(default_model):
     counts = [default_model.set_trainable(n) for n in (0, 10, 25, 50, None)]
     assert counts[0] == 212  # mapping head only
-    assert counts[0] < counts[1] < counts[2] < counts[3]
-    # 49 layers before the head: "last 50" is the whole network, as in seed 000 phase 4
-    assert counts[3] == counts[4] == count_parameters(default_model)
+    # last 10: gbm.head (256 * 8 + 8), the last up stage's transposed conv (80 -> 80, 3x3)
+    # and its 4 dense layers (batch norm + conv from 192, 208, 224, 240 channels)
+    assert counts[1] == 212 + 2_056 + 57_680 + 2 * 864 + 864 * 16 * 9 + 4 * 16 == 186_156
+    assert (counts[2], counts[3]) == (705_740, 2_067_116)
+    assert counts[0] < counts[1] < counts[2] < counts[3] < counts[4]
+    assert counts[4] == count_parameters(default_model)
+    # 199 layers before the mapping head: seed 000's "last 50" leaves most of the
+    # FC-DenseNet frozen; only the last phase (None) trains all of it
+    assert default_model.set_trainable(199) == counts[4]
+    first = default_model.gbm.first
+    assert default_model.set_trainable(198) == counts[4] - count_parameters(first)
+    assert not first.weight.requires_grad
+    default_model.set_trainable(None)
 
 
 def test_set_trainable_unfreezes_exactly_the_last_n_layers():
@@ -146,8 +168,8 @@ def test_frozen_layers_get_no_gradient_and_frozen_norms_keep_statistics():
     model = _small()
     model.set_trainable(4)
     model.train()
-    frozen_bn = model.gbm.enc1[1]
-    live_bn = model.gbm.dec1.convs[4]
+    frozen_bn = model.gbm.down[0].block.layers[0][1]  # ReLU, batch norm, conv, dropout
+    live_bn = model.gbm.up[1].block.layers[1][1]  # among the last 4 before the head
     assert isinstance(frozen_bn, nn.BatchNorm2d) and isinstance(live_bn, nn.BatchNorm2d)
     assert not frozen_bn.training and live_bn.training
     stats_before = frozen_bn.running_mean.clone()
