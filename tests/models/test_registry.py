@@ -78,7 +78,13 @@ def test_default_spec_values_follow_the_seeds():
     assert lgg.classes == ("background", "cellular tumour", "leading edge", "infiltrating tumour")
     assert lgg.arch_kwargs["mapping_head"] is True and lgg.arch_kwargs["n_target_classes"] == 4
     assert lgg.input.preprocessing == ("macenko", "tissue_mask")
-    assert (lgg.input.patch_size, lgg.input.halo, lgg.input.resolution) == ((256, 256), 32, 1.0)
+    assert gbm.input.preprocessing == ("tissue_mask",)  # GBM_WSSM was trained without Macenko
+    assert (lgg.input.patch_size, lgg.input.halo, lgg.input.resolution) == ((256, 256), 32, 5.0)
+    assert gbm.input.resolution == lgg.input.resolution
+    for spec in (gbm, lgg):  # the GBM_WSSM FC-DenseNet103
+        assert list(spec.arch_kwargs["down_blocks"]) == [4, 5, 7, 10, 12]
+        assert spec.arch_kwargs["bottleneck_layers"] == 15
+        assert (spec.arch_kwargs["first_filters"], spec.arch_kwargs["growth_rate"]) == (48, 16)
     # shared region classes have the same colour in both tissue models
     for cls, color in zip(lgg.classes, lgg.colors, strict=True):
         assert gbm.colors[gbm.classes.index(cls)] == color
@@ -104,11 +110,11 @@ def test_default_spec_values_follow_the_seeds():
 
 def test_each_registry_owns_fresh_copies():
     first, second = ModelRegistry(), ModelRegistry()
-    first.get("lgg-tissue").arch_kwargs["base_features"] = 999  # a copy: no effect
-    assert first.get("lgg-tissue").arch_kwargs["base_features"] == 32
+    first.get("lgg-tissue").arch_kwargs["growth_rate"] = 999  # a copy: no effect
+    assert first.get("lgg-tissue").arch_kwargs["growth_rate"] == 16
     first.register(ModelSpec.from_dict({**DEFAULT_SPECS["lgg-tissue"].to_dict(), "name": "mine"}))
     assert "mine" in first and "mine" not in second
-    assert DEFAULT_SPECS["lgg-tissue"].arch_kwargs["base_features"] == 32
+    assert DEFAULT_SPECS["lgg-tissue"].arch_kwargs["growth_rate"] == 16
     assert default_specs()[1] == DEFAULT_SPECS["lgg-tissue"]
     assert default_specs()[1].arch_kwargs is not DEFAULT_SPECS["lgg-tissue"].arch_kwargs
 
