@@ -1,5 +1,6 @@
 """The tile-sparse label store: commit, reopen, pyramid, seeding, crash repair, big slides."""
 
+import dataclasses
 import json
 import os
 
@@ -211,11 +212,15 @@ def test_slide_grid_matches_the_analysis_plan(tmp_path):
     path = write_synthetic_slide(tmp_path / "s.tif", size=(512, 768), tile=256, mpp=0.5,
                                  layout="pages", compression="zlib", levels=2)
     image = open_image(path)[0]
-    spec = ModelRegistry().get("lgg-tissue")  # 1 µm/px: level 1
-    plan = plan_slide(image, spec, stain_normalization=False, tissue_only=False)
-    grid = slide_grid(image, 1.0)
-    assert grid.shape == plan.working_shape and grid.level == 1 and grid.mpp == 1.0
-    assert grid.scale == plan.scale and grid.translate == plan.translate
+    lgg = ModelRegistry().get("lgg-tissue")  # 5 µm/px: level 1 (1 µm/px) resampled 5x
+    at_level_1 = dataclasses.replace(lgg, input=dataclasses.replace(lgg.input, resolution=1.0))
+    for spec, shape in [(lgg, (51, 77)), (at_level_1, (256, 384))]:
+        mpp = spec.input.resolution
+        plan = plan_slide(image, spec, stain_normalization=False, tissue_only=False)
+        grid = slide_grid(image, mpp)
+        assert grid.shape == plan.working_shape == shape
+        assert grid.level == plan.choice.level == 1 and grid.mpp == mpp
+        assert grid.scale == plan.scale and grid.translate == plan.translate
     assert slide_grid(image).shape == (512, 768)
 
 
