@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -333,7 +334,9 @@ def make_loaders(train: TorchDataset, val: TorchDataset | None, config: TrainCon
 def optimizer_factory(config: TrainConfig, kind: str = "adam"
                       ) -> Callable[[nn.Module], torch.optim.Optimizer]:
     """``model -> optimiser`` over the trainable parameters with the config's lr and decay."""
-    classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+    classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
+               # Keras' RMSprop defaults (rho 0.9, epsilon 1e-7), as GBM_WSSM used it
+               "rmsprop": partial(torch.optim.RMSprop, alpha=0.9, eps=1e-7)}
     if kind not in classes:
         raise ValueError(f"optimizer must be one of {sorted(classes)}, not {kind!r}")
 

@@ -46,6 +46,26 @@ def canonical_class_name(name: str) -> str:
     return _ALIASES.get(text, text)
 
 
+def fold_lookup(source: Sequence[str], target: Sequence[str], rest: str) -> np.ndarray:
+    """Class-id lookup from ``source`` names to ``target`` ones; other classes go to ``rest``.
+
+    Names are compared by :func:`canonical_class_name`. Seed 000's LGG classes from the 8
+    GBM regions: background, leading edge and infiltrating tumour keep their class, the four
+    other tumour regions (perinecrotic zone, pseudopalisading cells, microvascular
+    proliferation, necrosis) become cellular tumour.
+    """
+    wanted = [canonical_class_name(n) for n in target]
+    fallback = wanted.index(canonical_class_name(rest))
+    return np.array([wanted.index(n) if n in wanted else fallback
+                     for n in (canonical_class_name(m) for m in source)], dtype=np.int64)
+
+
+def same_classes(class_map: dict[int, str], expected: Sequence[str]) -> bool:
+    """Whether ``class_map`` is ``expected`` (ids 0..n-1 in order, names up to aliases)."""
+    return ({i: canonical_class_name(n) for i, n in class_map.items()}
+            == {i: canonical_class_name(n) for i, n in enumerate(expected)})
+
+
 def check_class_map(class_map: dict[int, str], expected: Sequence[str], where: str) -> None:
     """Refuse a class map that is not ``expected`` (ids 0..n-1 in order, names up to aliases).
 
@@ -54,11 +74,9 @@ def check_class_map(class_map: dict[int, str], expected: Sequence[str], where: s
     DataError
         Names the classes that differ and the expected map.
     """
-    want = {i: canonical_class_name(n) for i, n in enumerate(expected)}
-    have = {i: canonical_class_name(n) for i, n in class_map.items()}
-    if have != want:
+    if not same_classes(class_map, expected):
         shown = ", ".join(f"{i}: {n}" for i, n in enumerate(expected))
-        raise DataError(f"{where}: class map {class_map} does not match the LGG tissue classes "
+        raise DataError(f"{where}: class map {class_map} does not match the tissue classes "
                         f"{{{shown}}} (abbreviations CT, LE, IT are accepted; ids must match)")
 
 
@@ -111,6 +129,9 @@ class TilePrep:
     normalizers : dict
         Slide group -> fitted normaliser (None where the slide's stains could not be
         estimated: its tiles stay as they are).
+    fold : numpy.ndarray or None
+        Lookup from the dataset's class ids to the trained classes (e.g. the 8 GBM regions
+        folded into the 4 LGG classes, :func:`fold_lookup`); None: the ids as stored.
     """
 
     data: Dataset
@@ -119,6 +140,7 @@ class TilePrep:
     target: MacenkoNormalizer | None = None
     stain_fit: str = "slide"
     normalizers: dict[Hashable, MacenkoNormalizer | None] = field(default_factory=dict)
+    fold: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in TISSUE_MASK_MODES:
@@ -168,11 +190,15 @@ class TilePrep:
         """Read item ``index``: the stain-normalised uint8 tile and its (tissue-aware) mask."""
         item = self.data.items[index]
         image = _as_rgb(self.data.read_image(item), item.id)
-        mask = np.asarray(self.data.read_mask(item)).astype(np.int64)
+        mask = self._mask(item)
         tissue = self.tissue(image) if self.mode != "off" or self.stain_fit == "tile" else None
         if self.mode != "off":
             mask[~tissue] = 0 if self.mode == "relabel" else IGNORE_INDEX
         return self._normalise(image, tissue, self._groups[index]), mask
+
+    def _mask(self, item: Any) -> np.ndarray:
+        mask = np.asarray(self.data.read_mask(item)).astype(np.int64)
+        return mask if self.fold is None else self.fold[mask]
 
     def _normalise(self, image: np.ndarray, tissue: np.ndarray | None,
                    group: Hashable) -> np.ndarray:
@@ -191,7 +217,7 @@ class TilePrep:
         rows = []
         for i in indices:
             item = self.data.items[int(i)]
-            mask = np.asarray(self.data.read_mask(item)).astype(np.int64)
+            mask = self._mask(item)
             if self.mode != "off":
                 tissue = self.tissue(_as_rgb(self.data.read_image(item), item.id))
                 mask = mask[tissue] if self.mode == "ignore" else np.where(tissue, mask, 0)

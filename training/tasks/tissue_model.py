@@ -32,19 +32,22 @@ BASE_MODEL = "lgg-tissue"
 
 
 def lgg_spec(base: ModelSpec, data: Dataset, *, extra: dict[str, Any],
-             stain_normalization: bool) -> ModelSpec:
+             stain_normalization: bool, folded: bool = False, downscale: int = 1) -> ModelSpec:
     """The trained model's spec: ``base`` with the dataset's class names and resolution.
+
+    With ``folded`` the dataset's classes were folded into ``base``'s, whose names are kept.
+    ``downscale`` multiplies the dataset's µm/px (sections shrunk before training).
 
     The input's preprocessing lists ``macenko`` only when the tiles were stain-normalised;
     the working resolution is the median µm/px of the dataset's tiles when they record one.
     ``extra`` (tissue-mask handling, Macenko target...) is added to the spec's extra, with
     the training data's name and, for a known public set such as IvyGAP, its licence.
     """
-    names = tuple(data.class_map[i] for i in sorted(data.class_map))
+    names = base.classes if folded else tuple(data.class_map[i] for i in sorted(data.class_map))
     steps = ("macenko", "tissue_mask") if stain_normalization else ("tissue_mask",)
     mpps = [float(item.region["mpp"]) for item in data.items
             if isinstance(item.region, dict) and item.region.get("mpp")]
-    resolution = statistics.median(mpps) if mpps else base.input.resolution
+    resolution = statistics.median(mpps) * downscale if mpps else base.input.resolution
     return replace(base, classes=names, colors=base.colors[:len(names)],
                    input=replace(base.input, preprocessing=steps, resolution=resolution),
                    extra={**base.extra, **extra, **training_data_extra(data)})
@@ -68,8 +71,9 @@ def build_model(spec: ModelSpec, init: str | None, *, log=print) -> tuple[nn.Mod
     """
     n = spec.n_classes
     if not init:
-        log(f"warning: no --init: {spec.name} starts from random weights, no GBM weights are "
-            "used (seed 000 transfers from the 8-class GBM model gbm-tissue-8)")
+        if spec.arch_kwargs.get("mapping_head", True):
+            log(f"warning: no --init: {spec.name} starts from random weights, no GBM weights "
+                "are used (seed 000 transfers from the 8-class GBM model gbm-tissue-8)")
         return ModelRegistry().build(spec), spec
     source = read_spec(init)
     if source.architecture != "tissue":

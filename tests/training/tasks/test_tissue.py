@@ -17,6 +17,9 @@ from training.tasks.tissue_data import stain_target
 CLASSES = {0: "background", 1: "CT", 2: "LE", 3: "IT"}
 HEMATOXYLIN, EOSIN = np.array([0.65, 0.70, 0.29]), np.array([0.07, 0.99, 0.11])
 SIZE = 32
+#: A small FC-DenseNet (size multiple 4) for fresh networks.
+NET = {"first_filters": 8, "growth_rate": 4, "down_blocks": [2, 2], "bottleneck_layers": 2}
+NET_YAML = "first_filters: 8\ngrowth_rate: 4\ndown_blocks: [2, 2]\nbottleneck_layers: 2\n"
 SMALL = "batch_size: 8\nphase_layers: [0, 10]\nphase_epochs: [1, 1]\n"
 
 
@@ -56,7 +59,7 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gbm_checkpoint(tmp_path_factory):
-    spec = build_spec("gbm-tissue-8", {"base_features": 4, "depth": 3})
+    spec = build_spec("gbm-tissue-8", NET)
     path = tmp_path_factory.mktemp("gbm") / "gbm"
     save_checkpoint(path, ModelRegistry().build(spec), spec)
     return path
@@ -76,7 +79,7 @@ def transfer_run(dataset, gbm_checkpoint, tmp_path_factory):
 def test_gbm_transfer_gives_a_four_class_model_the_plugin_runs(transfer_run, gbm_checkpoint):
     loaded = load_checkpoint(transfer_run / "checkpoints" / "best")
     assert loaded.spec.name == "lgg-tissue" and loaded.spec.classes == tuple(CLASSES.values())
-    assert loaded.spec.arch_kwargs["base_features"] == 4 and loaded.model.out_channels == 4
+    assert loaded.spec.arch_kwargs["growth_rate"] == 4 and loaded.model.out_channels == 4
     assert loaded.spec.input.preprocessing == ("macenko", "tissue_mask")
     assert loaded.spec.extra["macenko_target"]["target_stain_matrix"] is not None
     assert loaded.spec.extra["training_data"].endswith("HE items)")  # what it learnt from
@@ -84,7 +87,7 @@ def test_gbm_transfer_gives_a_four_class_model_the_plugin_runs(transfer_run, gbm
     # head is among the last 10 layers that trained in the second epoch
     gbm = load_checkpoint(gbm_checkpoint).model.state_dict()
     trained = load_checkpoint(transfer_run / "checkpoints" / "last").model.state_dict()
-    assert np.array_equal(trained["gbm.enc1.0.weight"], gbm["gbm.enc1.0.weight"])
+    assert np.array_equal(trained["gbm.first.weight"], gbm["gbm.first.weight"])
     assert not np.array_equal(trained["gbm.head.weight"], gbm["gbm.head.weight"])
     probs = ModelRunner(loaded.model, loaded.spec, device="cpu")(
         np.random.default_rng(0).random((1, 3, SIZE, SIZE), dtype=np.float32) * 255)
@@ -154,7 +157,7 @@ def test_a_four_class_init_loads_as_is(transfer_run, dataset, tmp_path, capsys):
 
 
 def test_without_init_it_warns_that_no_gbm_weights_are_used(dataset, tmp_path, capsys):
-    (tmp_path / "c.yaml").write_text("base_features: 4\ndepth: 3\nbatch_size: 6\n"
+    (tmp_path / "c.yaml").write_text(NET_YAML + "batch_size: 6\n"
                                      "stain_normalization: false\naugment: false\n"
                                      "oversampling: none\n")
     main(["tissue", "--data", str(dataset), "--epochs", "1", "--device", "cpu",
@@ -190,7 +193,7 @@ def test_a_training_split_without_infiltrating_tumour_is_refused(tmp_path):
 def test_a_class_map_that_is_not_lgg_is_refused(tmp_path):
     data = write_dataset(tmp_path / "tiles", class_map={0: "background", 1: "CT", 2: "IT",
                                                          3: "LE"})
-    with pytest.raises(DataError, match="does not match the LGG tissue classes"):
+    with pytest.raises(DataError, match="does not match the tissue classes"):
         main(["tissue", "--data", str(data), "--epochs", "1", "--device", "cpu"])
 
 
@@ -198,3 +201,102 @@ def test_unknown_option_values_are_refused_before_the_data_is_read(tmp_path):
     (tmp_path / "c.yaml").write_text("tissue_mask: sometimes\n")
     with pytest.raises(ValueError, match="tissue_mask must be one of relabel, ignore, off"):
         main(["tissue", "--data", str(tmp_path / "missing"), "--config", str(tmp_path / "c.yaml")])
+
+
+GBM_NAMES = ModelRegistry(bundled=False).get("gbm-tissue-8").classes
+
+
+def write_sections(root, size=128):
+    """Four 'sections' of the 8 GBM regions in vertical stripes; IT only on slides B and D."""
+    rng = np.random.default_rng(1)
+    with DatasetWriter(root, "tissue", "HE", dict(enumerate(GBM_NAMES))) as writer:
+        for slide in "ABCD":
+            mask = (np.arange(size)[None, :].repeat(size, 0) * 8 // size).astype(np.uint8)
+            if slide in "AC":
+                mask[mask == 2] = 3
+            writer.add(rng.integers(40, 220, (size, size, 3), dtype=np.uint8), mask,
+                       item_id=f"W9-1-1-{slide}.01", patient_id="W9", slide_id=f"W9-{slide}",
+                       mpp=5.0)
+    return root
+
+
+CROPS = (NET_YAML + "crop_size: 32\ncrop_stride: 16\ndownscale: 2\nbatch_size: 8\n"
+         "tissue_mask: \"off\"\nval_slides: [W9-D]\noptimizer: rmsprop\npresence_share: 0.02\n")
+
+
+@pytest.fixture(scope="module")
+def gbm_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gbm8")
+    data = write_sections(root / "sections")
+    (root / "c.yaml").write_text(CROPS + "classes: gbm\nstain_normalization: false\n"
+                                 "phase_layers: [null]\nphase_epochs: [1]\n")
+    code = main(["tissue", "--data", str(data), "--out", str(root / "out"), "--epochs", "1",
+                 "--device", "cpu", "--config", str(root / "c.yaml")])
+    assert code == 0
+    return root
+
+
+def test_gbm_mode_trains_the_8_class_model_on_section_crops(gbm_run):
+    out = gbm_run / "out"
+    loaded = load_checkpoint(out / "checkpoints" / "last")
+    assert loaded.spec.name == "gbm-tissue-8" and loaded.spec.classes == GBM_NAMES
+    assert loaded.model.mapping is None and loaded.model.out_channels == 8
+    assert loaded.spec.input.resolution == 10.0  # 5 µm/px sections halved
+    assert loaded.spec.input.preprocessing == ("tissue_mask",)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["val_groups"] == ["W9-D"] and metrics["val_tiles"] == 1
+    # the validation section is scored whole (128 px halved), every pixel once
+    assert np.array(metrics["confusion_matrix"]).sum() == 64 * 64
+    # crops whose IT covers >= 2 % are drawn 20x: IT's share of the draws grows
+    shares = metrics["class_frequencies"]
+    assert shares["expected_oversampled"]["infiltrating tumour"] > \
+        1.5 * shares["dataset"]["infiltrating tumour"]
+    report = (out / "report.md").read_text()
+    assert "Majority baseline" in report and "held out: W9-D" in report
+
+
+def test_the_majority_baseline_scores_the_most_frequent_training_class(gbm_run):
+    metrics = json.loads((gbm_run / "out" / "metrics.json").read_text())
+    baseline = metrics["majority_baseline"]
+    # stripes: IT became CT on slides A and C, so CT is the majority of the training pixels
+    assert baseline["class"] == "cellular tumour"
+    assert baseline["recall"]["cellular tumour"] == 1.0
+    assert baseline["dice"]["necrosis"] == 0.0 and baseline["recall"]["necrosis"] == 0.0
+    assert baseline["accuracy"] == pytest.approx(1 / 8, abs=0.02)
+
+
+def test_lgg_mode_folds_the_gbm_regions_and_transfers(gbm_run, tmp_path):
+    (tmp_path / "c.yaml").write_text(CROPS + "phase_layers: [0, 10]\nphase_epochs: [1, 1]\n")
+    code = main(["tissue", "--data", str(gbm_run / "sections"), "--out", str(tmp_path / "out"),
+                 "--init", str(gbm_run / "out" / "checkpoints" / "last"), "--epochs", "2",
+                 "--device", "cpu", "--config", str(tmp_path / "c.yaml")])
+    assert code == 0
+    loaded = load_checkpoint(tmp_path / "out" / "checkpoints" / "last")
+    assert loaded.spec.name == "lgg-tissue" and loaded.model.out_channels == 4
+    assert loaded.spec.classes == ModelRegistry(bundled=False).get("lgg-tissue").classes
+    assert loaded.spec.extra["classes_folded_from"] == list(GBM_NAMES)
+    assert "macenko" in loaded.spec.input.preprocessing
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert set(metrics["dice"]) == set(loaded.spec.classes)
+    # perinecrotic zone ... necrosis (4 of 8 stripes) count as cellular tumour, as does the
+    # CT stripe: 5/8 of the validation section
+    matrix = np.array(metrics["confusion_matrix"])
+    ct = loaded.spec.classes.index("cellular tumour")
+    assert matrix[ct].sum() == pytest.approx(5 / 8 * 64 * 64, abs=64)
+
+
+def test_fold_lookup_keeps_le_it_and_background_and_folds_the_rest():
+    from training.tasks.tissue_data import fold_lookup
+
+    lgg = ModelRegistry(bundled=False).get("lgg-tissue").classes
+    lookup = fold_lookup(GBM_NAMES, lgg, rest="cellular tumour")
+    assert [lgg[i] for i in lookup] == ["background", "leading edge", "infiltrating tumour"] + \
+        ["cellular tumour"] * 5
+
+
+def test_unknown_held_out_slides_are_named(tmp_path):
+    data = write_sections(tmp_path / "s", size=64)
+    (tmp_path / "c.yaml").write_text("classes: gbm\nval_slides: [W9-Z]\n")
+    with pytest.raises(DataError, match=r"val_slides \['W9-Z'\] are not slide ids"):
+        main(["tissue", "--data", str(data), "--config", str(tmp_path / "c.yaml"),
+              "--device", "cpu"])
