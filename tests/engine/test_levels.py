@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import dask.array as da
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from napari_neuroseg.engine.errors import EngineError
-from napari_neuroseg.engine.levels import ResampledArray, choose_level
+from napari_neuroseg.engine.levels import ResampledArray, choose_level, pyramid_shapes
 from napari_neuroseg.engine.tiling import Region
 
 MPPS = [0.25, 0.5, 1.0, 4.0]
@@ -114,3 +116,20 @@ def test_resampled_array_rejects_bad_input():
         ResampledArray(np.zeros((2, 4, 4, 3)), 2)
     with pytest.raises(EngineError, match="plain slices"):
         ResampledArray(np.zeros((8, 8)), 2)[0:4:2, 0:4]
+
+
+@pytest.mark.parametrize("shape, chunk, min_side, expected", [
+    ((102, 154), 256, 512, [(102, 154), (51, 77)]),  # one chunk: still two levels
+    ((1, 1), 256, 512, [(2, 2), (1, 1)]),
+    ((101, 153), 256, 512, [(102, 154), (51, 77)]),  # padded so level 1 is exactly half
+    ((1024, 1536), 256, 512, [(1024, 1536), (512, 768), (256, 384)]),
+    ((1000, 700), 64, 100, [(1008, 704), (504, 352), (252, 176), (126, 88), (63, 44)]),
+])
+def test_pyramid_shapes_halve_exactly_with_at_least_two_levels(shape, chunk, min_side,
+                                                                expected):
+    shapes = pyramid_shapes(shape, chunk, min_side)
+    assert shapes == expected
+    assert all(a == 2 * b for s0, s1 in itertools.pairwise(shapes)
+               for a, b in zip(s0, s1, strict=True))
+    # halving stops at the first level within max(min_side, chunk), unless at level 1
+    assert len(shapes) == 2 or max(shapes[-2]) > max(min_side, chunk) >= max(shapes[-1])

@@ -48,6 +48,19 @@ def test_write_then_read_every_level():
         assert np.asarray(lab[0][:32]).max() == 0  # never written: 0
 
 
+def test_a_grid_within_one_chunk_still_has_two_levels():
+    """A 1024 x 1536 µm slide at 10 µm/px: napari cannot show a one-level multiscale labels
+    layer, nor switch a live layer to one, so the store keeps a second level."""
+    with ResultStore((102, 154), 4) as store:
+        assert store.level_shapes == [(102, 154), (51, 77)]
+        probs = _probs(102, 154, k=4)
+        labels = probs.argmax(axis=0).astype(np.uint8)
+        store.write(Region(0, 0, 102, 154), probs, labels)
+        lab = store.labels_views()
+        assert [v.shape for v in lab] == store.level_shapes
+        np.testing.assert_array_equal(lab[1][0:51, 0:77], labels[::2, ::2])
+
+
 def test_unwritten_chunks_cost_nothing():
     with ResultStore((100_000, 100_000), 8, chunk=256) as store:
         before = store.nbytes_stored

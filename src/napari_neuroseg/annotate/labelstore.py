@@ -20,7 +20,6 @@ in :attr:`LabelStore.interrupted`.
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from napari_neuroseg.annotate.slidegrid import (
 )
 from napari_neuroseg.dataset.manifest import now_iso
 from napari_neuroseg.engine import Region
+from napari_neuroseg.engine.levels import pyramid_shapes
 from napari_neuroseg.io._atomic import atomic_directory, atomic_path
 
 __all__ = [
@@ -93,16 +93,6 @@ class CommittedRegion:
         """Inverse of :meth:`to_json`."""
         return cls(Region(*(int(v) for v in data["region"])), str(data["committed"]),
                    bool(data.get("corrected_by_person", True)), int(data.get("commits", 1)))
-
-
-def _pyramid_shapes(shape: tuple[int, int], chunk: int, min_side: int) -> list[tuple[int, int]]:
-    """Level shapes, each exactly half the one below (level 0 padded to make that so)."""
-    n = 1
-    while max(shape) / 2 ** (n - 1) > max(min_side, chunk):
-        n += 1
-    f = 2 ** (n - 1)
-    h, w = math.ceil(shape[0] / f) * f, math.ceil(shape[1] / f) * f
-    return [(h // 2**i, w // 2**i) for i in range(n)]
 
 
 def _box(region: Region) -> list[int]:
@@ -205,7 +195,8 @@ class LabelStore:
         source : dict, optional
             ``{"path": ..., "identity": ..., "sha256": ...}`` of the slide.
         min_side : int
-            Levels are halved until the longest side is at most ``max(min_side, chunk)``.
+            Levels are halved until the longest side is at most ``max(min_side, chunk)``
+            (at least two levels: :func:`~napari_neuroseg.engine.levels.pyramid_shapes`).
         """
         directory = Path(directory)
         if directory.exists():
@@ -213,7 +204,7 @@ class LabelStore:
         if len(shape) != 2 or min(shape) < 1:
             raise ValueError(f"a label store needs a 2-D (height, width) shape, got {shape}")
         h, w = int(shape[0]), int(shape[1])
-        level_shapes = _pyramid_shapes((h, w), int(chunk), min_side)
+        level_shapes = pyramid_shapes((h, w), int(chunk), min_side)
         header = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "shape": [h, w],
             "chunk": int(chunk), "dtype": class_map.dtype, "class_map": class_map.to_dict(),

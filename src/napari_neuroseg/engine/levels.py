@@ -179,3 +179,33 @@ class ResampledArray:
 
     def __repr__(self) -> str:
         return f"ResampledArray(shape={self.shape}, factor={self.factor:g})"
+
+
+def pyramid_shapes(shape: tuple[int, int], chunk: int, min_side: int) -> list[tuple[int, int]]:
+    """Shapes of a result pyramid, each exactly half the one below (level 0 padded to make
+    that so): the levels of a live result store and of a label store.
+
+    Levels are halved until the longest side is at most ``max(min_side, chunk)``, and there
+    are always at least two: napari cannot show a one-level multiscale labels layer (its
+    ``guess_multiscale`` unwraps a one-element list, and the layer fails to build), nor switch
+    a multiscale layer's data to one level, which a small grid (a slide analysed at a coarse
+    working resolution) would otherwise need.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        (height, width) of level 0 before padding.
+    chunk, min_side : int
+        The chunk edge and the longest side at which halving may stop.
+
+    Returns
+    -------
+    list of (int, int)
+        The shapes, finest first.
+    """
+    n = 2
+    while max(shape) / 2 ** (n - 1) > max(min_side, chunk):
+        n += 1
+    f = 2 ** (n - 1)
+    h, w = math.ceil(shape[0] / f) * f, math.ceil(shape[1] / f) * f
+    return [(h // 2**i, w // 2**i) for i in range(n)]

@@ -11,7 +11,6 @@ layers. zarr replaces chunk files atomically, so a reader never sees a chunk hal
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 import threading
@@ -25,21 +24,12 @@ import numpy as np
 import zarr
 
 from napari_neuroseg.engine import Region
+from napari_neuroseg.engine.levels import pyramid_shapes
 from napari_neuroseg.live.mirror import ChunkMirror
 
 __all__ = ["LevelView", "ResultStore"]
 
 DTYPES = ("uint8", "float16", "float32")
-
-
-def _pyramid_shapes(shape: tuple[int, int], chunk: int, min_side: int) -> list[tuple[int, int]]:
-    """Level shapes, each exactly half the one below (level 0 padded to make that so)."""
-    n = 1
-    while max(shape) / 2 ** (n - 1) > max(min_side, chunk):
-        n += 1
-    f = 2 ** (n - 1)
-    h, w = math.ceil(shape[0] / f) * f, math.ceil(shape[1] / f) * f
-    return [(h // 2**i, w // 2**i) for i in range(n)]
 
 
 class LevelView:
@@ -137,7 +127,9 @@ class ResultStore:
     directory : str or Path, optional
         Where the zarr group goes; a temporary directory (deleted by :meth:`close`) when None.
     min_side : int
-        Levels are halved until the longest side is at most ``max(min_side, chunk)``.
+        Levels are halved until the longest side is at most ``max(min_side, chunk)``
+        (at least two levels:
+        :func:`~napari_neuroseg.engine.levels.pyramid_shapes`).
     mirror_bytes : int
         Memory for decoded copies of recently written chunks (what napari reads on the GUI
         thread; :class:`~napari_neuroseg.live.mirror.ChunkMirror`).
@@ -174,7 +166,7 @@ class ResultStore:
         self._cleanup = (weakref.finalize(self, shutil.rmtree, str(self.directory), True)
                          if self._owns_directory else None)
         self.lock = threading.RLock()
-        self.level_shapes = _pyramid_shapes(self.shape, self.chunk, min_side)
+        self.level_shapes = pyramid_shapes(self.shape, self.chunk, min_side)
         group = zarr.open_group(str(self.directory / "results.zarr"), mode="w")
         self._probs: list[zarr.Array] = []
         self._labels: list[zarr.Array] = []

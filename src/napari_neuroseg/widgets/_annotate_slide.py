@@ -309,8 +309,11 @@ class SlideEditor(Container):
             return None
         if self.store_layer is not None and self.store_layer in self._viewer.layers:
             return self.store_layer
+        levels = store.labels_levels()
+        if len(levels) == 1:  # saved before stores kept two levels: napari needs two
+            levels.append(levels[0][::2, ::2])
         layer = self._viewer.add_labels(
-            store.labels_levels(), multiscale=True, cache=False, scale=store.scale,
+            levels, multiscale=True, cache=False, scale=store.scale,
             translate=store.translate, opacity=0.5, name=f"{store.directory.name} corrections",
             **self._geometry_units(),
             metadata={"neuroseg": {"label_store": str(store.directory),
