@@ -472,11 +472,23 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
     return metrics
 
 
+def _working_factor(spec: ModelSpec, data: Dataset) -> int:
+    """How many times coarser the checkpoint works than the dataset's items (1 if unknown)."""
+    mpps = [float(item.region["mpp"]) for item in data.items
+            if isinstance(item.region, dict) and item.region.get("mpp")]
+    if not mpps or not spec.input.resolution:
+        return 1
+    return max(1, round(float(spec.input.resolution) / float(np.median(mpps))))
+
+
 def evaluate(loaded: LoadedModel, data: Dataset, device: torch.device,
              batch_size: int = 8) -> dict[str, Any]:
     """Per-class Dice, recall, precision, confusion matrix and rare-class maxima on ``data``.
 
     The tiles get the stain normalisation and tissue-mask handling the checkpoint recorded.
+    A dataset of the 8 GBM regions is folded into the classes of a checkpoint trained on them
+    folded (``extra["classes_folded_from"]``); items finer than the checkpoint's working
+    resolution are shrunk to it and scored whole.
 
     Raises
     ------
@@ -484,16 +496,27 @@ def evaluate(loaded: LoadedModel, data: Dataset, device: torch.device,
         The dataset's class map differs from the checkpoint's classes, or bad tiles.
     """
     spec = loaded.spec
-    if len(data.class_map) != spec.n_classes or any(
-            canonical_class_name(data.class_map.get(i, "")) != canonical_class_name(name)
-            for i, name in enumerate(spec.classes)):
+    folded_from = (spec.extra or {}).get("classes_folded_from")
+    fold = None
+    if folded_from and same_classes(data.class_map, folded_from) \
+            and not same_classes(data.class_map, spec.classes):
+        fold = fold_lookup(folded_from, spec.classes, rest="cellular tumour")
+    elif not same_classes(data.class_map, spec.classes):
         raise DataError(f"{data.path}: class map {data.class_map} does not agree with the "
                         f"classes of checkpoint {loaded.path} {list(spec.classes)}")
     everything = np.arange(len(data.items))
-    check_tiles(data, everything, getattr(loaded.model, "size_multiple", 1))
+    multiple = getattr(loaded.model, "size_multiple", 1)
+    factor = _working_factor(spec, data)
+    check_tiles(data, everything, multiple if factor == 1 else 1)
     prep = prep_for_spec(spec, data)
+    prep.fold = fold
     prep.fit_slides(everything)
-    loader = DataLoader(TileData(prep, everything, spec, False), batch_size=batch_size)
+    if factor == 1:
+        samples: TorchDataset = TileData(prep, everything, spec, False)
+    else:
+        samples, batch_size = SectionCrops(prep, everything, spec, factor=factor,
+                                           size_multiple=multiple), 1
+    loader = DataLoader(samples, batch_size=batch_size)
     model = loaded.model.to(device)
     return evaluate_segmentation(model, loader, device, spec.classes, _rare(spec.classes),
                                  len(loader)).summary

@@ -300,3 +300,23 @@ def test_unknown_held_out_slides_are_named(tmp_path):
     with pytest.raises(DataError, match=r"val_slides \['W9-Z'\] are not slide ids"):
         main(["tissue", "--data", str(data), "--config", str(tmp_path / "c.yaml"),
               "--device", "cpu"])
+
+
+def test_evaluate_folds_gbm_sections_and_shrinks_them_to_the_checkpoints_resolution(gbm_run):
+    data = Dataset.open(gbm_run / "sections")
+    gbm = load_checkpoint(gbm_run / "out" / "checkpoints" / "last")
+    summary = tissue.evaluate(gbm, data, "cpu")
+    assert np.array(summary["confusion_matrix"]).sum() == 4 * 64 * 64  # 4 sections, halved
+    lgg_spec = build_spec("lgg-tissue", NET)
+    lgg = load_checkpoint(gbm_run / "out" / "checkpoints" / "last")
+    lgg.model.replace_head(4)
+    from dataclasses import replace
+
+    lgg.spec = replace(lgg_spec, input=replace(lgg_spec.input, preprocessing=("tissue_mask",),
+                                               resolution=10.0),
+                       extra={**lgg_spec.extra, "classes_folded_from": list(GBM_NAMES)})
+    folded = tissue.evaluate(lgg, data, "cpu")
+    matrix = np.array(folded["confusion_matrix"])
+    assert matrix.shape == (4, 4) and matrix.sum() == 4 * 64 * 64
+    assert matrix[lgg.spec.classes.index("cellular tumour")].sum() == pytest.approx(
+        (5 * 4 + 2) / 8 * 64 * 64, abs=4 * 64)  # CT + 4 folded stripes; IT->CT on A and C
