@@ -96,6 +96,14 @@ def test_provenance_lines():
     assert SYNTHETIC_WEIGHTS == "trained on SYNTHETIC data - not clinically meaningful"
 
 
+def test_a_training_note_follows_the_data_and_precedes_the_licence():
+    noted = dataclasses.replace(SPEC, extra={**SPEC.extra, "training_data": "ivygap (35 items)",
+                                             "training_note": "LGG classes from GBM maps"})
+    assert weights_provenance(noted, "x.safetensors", bundled=True) == (
+        "trained on real data (ivygap (35 items), see docs/models.md); LGG classes from GBM maps"
+    )
+
+
 def test_training_data_text_accepts_a_dict():
     as_dict = dataclasses.replace(SPEC, extra={"training_data": {"name": "nuclei-lgg"}})
     assert training_data_text(as_dict) == "nuclei-lgg"

@@ -336,6 +336,8 @@ def _prepare(config: Config, data: Dataset, split: PatientSplit, base: ModelSpec
         extra["macenko_target"] = target_record(target)
     if fold is not None:
         extra["classes_folded_from"] = [data.class_map[i] for i in sorted(data.class_map)]
+        extra["training_note"] = ("LGG classes learnt from GBM region maps (no labelled LGG "
+                                  "data): other GBM regions counted as cellular tumour")
     spec = lgg_spec(base, data, extra=extra, stain_normalization=target is not None,
                     folded=fold is not None, downscale=config.downscale)
     model, spec = build_model(spec, config.init, log=log)

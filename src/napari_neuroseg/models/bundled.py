@@ -119,9 +119,11 @@ def weights_provenance(
         clinically meaningful"``, ``"trained on real data (<dataset>, see docs/models.md)"``
         for a bundled checkpoint, or ``"trained on real data (<dataset>)"`` /
         ``"trained weights from <file> (training data not recorded)"`` for another one.
-        When the sidecar records the training data's licence, ``"; data licence: <licence>"``
-        follows (with ``", non-commercial use only"`` for a non-commercial set such as the
-        Kaggle LGG MRI, MoNuSeg or IvyGAP), see :mod:`.data_licences`.
+        A sidecar's ``extra["training_note"]`` (e.g. that LGG classes were learnt from GBM
+        region maps) follows after ``"; "``. When the sidecar records the training data's
+        licence, ``"; data licence: <licence>"`` follows (with ``", non-commercial use
+        only"`` for a non-commercial set such as the Kaggle LGG MRI, MoNuSeg or IvyGAP), see
+        :mod:`.data_licences`.
     """
     if checkpoint is None or spec is None:
         return RANDOM_WEIGHTS
@@ -134,5 +136,8 @@ def weights_provenance(
         line = f"trained on real data ({data})"
     else:
         line = f"trained weights from {Path(checkpoint).name} (training data not recorded)"
+    note = (spec.extra or {}).get("training_note")
+    if note:
+        line = f"{line}; {note}"
     licence = licence_text(spec.extra)
     return f"{line}; {licence}" if licence else line

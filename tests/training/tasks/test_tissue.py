@@ -275,6 +275,7 @@ def test_lgg_mode_folds_the_gbm_regions_and_transfers(gbm_run, tmp_path):
     assert loaded.spec.name == "lgg-tissue" and loaded.model.out_channels == 4
     assert loaded.spec.classes == ModelRegistry(bundled=False).get("lgg-tissue").classes
     assert loaded.spec.extra["classes_folded_from"] == list(GBM_NAMES)
+    assert "no labelled LGG data" in loaded.spec.extra["training_note"]
     assert "macenko" in loaded.spec.input.preprocessing
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert set(metrics["dice"]) == set(loaded.spec.classes)
