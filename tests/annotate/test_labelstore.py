@@ -16,7 +16,7 @@ from napari_neuroseg.annotate.labelstore import (
     slide_grid,
     slide_identity,
 )
-from napari_neuroseg.annotate.palette import STANDARD_CLASS_MAPS, ClassMap
+from napari_neuroseg.annotate.palette import STANDARD_CLASS_MAPS, ClassMap, standard_class_map
 from napari_neuroseg.engine import Region
 
 LGG = STANDARD_CLASS_MAPS["LGG tissue (4 classes)"]
@@ -250,14 +250,34 @@ def test_class_map_round_trip_and_napari_tables():
 
 
 def test_standard_class_maps_are_the_models():
+    """Each standard map is its declared model (a trained checkpoint's own resolution is the
+    Annotate widget's ``model: <name>`` map): classes, colours, kind and working µm/px."""
     from napari_neuroseg.models.registry import ModelRegistry
 
-    registry = ModelRegistry()
+    registry = ModelRegistry(bundled=False)
     for title, model in [("LGG tissue (4 classes)", "lgg-tissue"),
                          ("MRI FLAIR abnormality", "mri-flair-unet"),
-                         ("nuclei (instances)", "nuclei-hovernet")]:
+                         ("nuclei (instances)", "nuclei-hovernet"),
+                         ("CT metastasis", "ct-metastasis")]:
         spec = ClassMap.from_spec(registry.get(model))
         standard = STANDARD_CLASS_MAPS[title]
         assert (standard.names, standard.colors, standard.kind) == (
             spec.names, spec.colors, spec.kind)
         assert standard.resolution == spec.resolution
+        assert standard.title == title and standard_class_map(title) == standard
+    assert list(STANDARD_CLASS_MAPS) == [
+        "LGG tissue (4 classes)", "MRI FLAIR abnormality", "nuclei (instances)", "CT metastasis"]
+    assert LGG.resolution == registry.get("lgg-tissue").input.resolution  # 5 µm/px, not 1
+    with pytest.raises(ValueError, match="choose from LGG tissue"):
+        standard_class_map("GBM")
+
+
+def test_a_small_grid_still_has_two_levels(tmp_path):
+    """102 x 154 (a 0.5 µm/px test slide at 5 µm/px) fits one chunk, yet the store keeps a
+    second level: napari cannot show a one-level multiscale labels layer."""
+    store = LabelStore.create(tmp_path / "small", (102, 154), LGG, mpp=5.0)
+    assert store.level_shapes == [(102, 154), (51, 77)]
+    store.commit(Region(0, 0, 4, 4), np.full((4, 4), 2, np.uint8))
+    levels = LabelStore.open(tmp_path / "small").labels_levels()
+    assert [lv.shape for lv in levels] == [(102, 154), (51, 77)]
+    assert (np.asarray(levels[1][:2, :2]) == 2).all()

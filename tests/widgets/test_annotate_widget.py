@@ -4,7 +4,10 @@ and nuclei tools."""
 import numpy as np
 import pytest
 
+from napari_neuroseg.annotate import labelstore
 from napari_neuroseg.annotate.labelstore import LabelStore
+from napari_neuroseg.annotate.palette import STANDARD_CLASS_MAPS
+from napari_neuroseg.engine import Region
 from napari_neuroseg.io import open_image
 from napari_neuroseg.io._types import layer_kwargs
 from napari_neuroseg.live.viewport import Box, box_to_pixels
@@ -13,13 +16,20 @@ from napari_neuroseg.widgets import _annotate_slide
 from napari_neuroseg.widgets.annotate_widget import AnnotateWidget
 
 pytestmark = pytest.mark.gui
-LGG = "LGG tissue (4 classes)"  # 1 µm/px: level 1 of a 0.5 µm/px slide
+LGG = "LGG tissue (4 classes)"
+WORK = STANDARD_CLASS_MAPS[LGG].resolution  # its µm/px: the declared lgg-tissue model's
+SLIDE_MPP = WORK / 2  # the slide's level 1 is the working grid, read as it is (no resampling)
+
+
+def _um(*pixels):
+    """Lengths of working pixels in µm (the slide's world units)."""
+    return tuple(WORK * p for p in pixels)
 
 
 @pytest.fixture(scope="module")
 def slide_path(tmp_path_factory):
     return write_synthetic_slide(tmp_path_factory.mktemp("annot") / "s.tif", size=(1024, 1536),
-                                 tile=256, mpp=0.5, layout="pages", compression="zlib",
+                                 tile=256, mpp=SLIDE_MPP, layout="pages", compression="zlib",
                                  levels=3)
 
 
@@ -55,11 +65,11 @@ def _open_region(qtbot, widget, seed=True):
 
 def test_edit_paint_commit_close(make_napari_viewer, qtbot, slide_path, tmp_path):
     viewer, widget = _slide_widget(make_napari_viewer, slide_path, tmp_path / "store")
-    _rectangle(viewer, 100.0, 200.0, 300.0, 500.0)  # µm on the slide
+    _rectangle(viewer, *_um(100.0, 200.0, 300.0, 500.0))
     layer = _open_region(qtbot, widget)
     store = widget.slide.store
-    assert store.shape == (512, 768) and store.mpp == 1.0 and store.level == 1
-    region = box_to_pixels(Box(100.0, 200.0, 300.0, 500.0), store.scale, store.translate,
+    assert store.shape == (512, 768) and store.mpp == WORK and store.level == 1
+    region = box_to_pixels(Box(*_um(100.0, 200.0, 300.0, 500.0)), store.scale, store.translate,
                            store.shape)
     assert layer.data.shape == region.shape and not layer.data.any()
     # painting: a 20 x 30 block of "leading edge", as a brush stroke records it
@@ -112,12 +122,12 @@ def test_edit_paint_commit_close(make_napari_viewer, qtbot, slide_path, tmp_path
 def test_autosave_after_painting_and_on_viewer_close(make_napari_viewer, qtbot, slide_path,
                                                      tmp_path, fast_autosave):
     viewer, widget = _slide_widget(make_napari_viewer, slide_path, tmp_path / "store")
-    camera = viewer.scene.camera  # the view: 200 µm across, centred at (250, 600) µm
-    camera.zoom = viewer.canvas.size[1] / 200.0
-    camera.center = (0.0, 250.0, 600.0) if len(camera.center) == 3 else (250.0, 600.0)
+    camera = viewer.scene.camera  # the view: 200 working px across, centred at (250, 600)
+    camera.zoom = viewer.canvas.size[1] / _um(200.0)[0]
+    camera.center = (0.0, *_um(250.0, 600.0)) if len(camera.center) == 3 else _um(250.0, 600.0)
     layer = _open_region(qtbot, widget)
     region = widget.slide.saver.edit.region
-    assert abs(region.shape[1] - 200) <= 2  # 200 µm at 1 µm/px
+    assert abs(region.shape[1] - 200) <= 2
     assert abs((region.y0 + region.y1) / 2 - 250) <= 2
     data = layer.data.copy()
     data[:10, :10] = 1
@@ -127,7 +137,7 @@ def test_autosave_after_painting_and_on_viewer_close(make_napari_viewer, qtbot, 
     # opening another region commits the first one's last strokes (in a worker)
     layer.data_setitem((np.array([15]), np.array([15])), 2)
     widget.slide.autosave.value = False
-    _rectangle(viewer, 10.0, 10.0, 50.0, 50.0)
+    _rectangle(viewer, *_um(10.0, 10.0, 50.0, 50.0))
     second = _open_region(qtbot, widget)
     assert second is not layer and layer not in viewer.layers
     qtbot.waitUntil(lambda: widget.slide.commits == 2, timeout=10000)
@@ -141,18 +151,19 @@ def test_autosave_after_painting_and_on_viewer_close(make_napari_viewer, qtbot, 
 def test_edit_region_seeded_from_a_result_layer(make_napari_viewer, qtbot, slide_path,
                                                 tmp_path):
     viewer, widget = _slide_widget(make_napari_viewer, slide_path, tmp_path / "store")
-    result = np.zeros((1024, 1536), np.uint8)  # a result on the level-0 grid (0.5 µm/px)
+    result = np.zeros((1024, 1536), np.uint8)  # a result on the level-0 grid
     result[200:600, 400:1000] = 1
-    seed = viewer.add_labels(result, scale=(0.5, 0.5), name="model labels", units="um")
+    seed = viewer.add_labels(result, scale=(SLIDE_MPP, SLIDE_MPP), name="model labels",
+                             units="um")
     widget.slide.seed.value = seed
-    _rectangle(viewer, 50.0, 150.0, 350.0, 550.0)
+    _rectangle(viewer, *_um(50.0, 150.0, 350.0, 550.0))
     layer = _open_region(qtbot, widget)
     store, region = widget.slide.store, widget.slide.saver.edit.region
-    # a working pixel (1 µm) is labelled as the level-0 pixel under its centre
+    # a working pixel is labelled as the level-0 pixel under its centre
     centres_y = store.translate[0] + np.arange(region.y0, region.y1) * store.scale[0]
     centres_x = store.translate[1] + np.arange(region.x0, region.x1) * store.scale[1]
-    expected = result[np.floor(centres_y / 0.5 + 0.5).astype(int)[:, None],
-                      np.floor(centres_x / 0.5 + 0.5).astype(int)[None, :]]
+    expected = result[np.floor(centres_y / SLIDE_MPP + 0.5).astype(int)[:, None],
+                      np.floor(centres_x / SLIDE_MPP + 0.5).astype(int)[None, :]]
     np.testing.assert_array_equal(layer.data, expected)
     assert layer.data.any() and not layer.data.all()
 
@@ -220,16 +231,31 @@ def test_nuclei_tools(make_napari_viewer, qtbot):
 def test_new_layer_on_a_slide_is_an_edit_region(make_napari_viewer, qtbot, slide_path,
                                                 tmp_path):
     viewer, widget = _slide_widget(make_napari_viewer, slide_path, tmp_path / "store")
-    _rectangle(viewer, 0.0, 0.0, 64.0, 64.0)
+    _rectangle(viewer, *_um(0.0, 0.0, 64.0, 64.0))
     widget.new_button.clicked()
     qtbot.waitUntil(lambda: widget.slide.edit_layer is not None, timeout=20000)
     assert widget.slide.edit_layer.data.shape[0] in (64, 65)
 
 
+def test_a_one_level_store_from_before_is_shown(make_napari_viewer, qtbot, slide_path,
+                                                 tmp_path, monkeypatch):
+    """A store saved with a single level (a small grid, before stores kept two): napari cannot
+    build a one-level multiscale labels layer, so the layer gets a strided second level."""
+    monkeypatch.setattr(labelstore, "pyramid_shapes", lambda shape, chunk, min_side: [shape])
+    _viewer, widget = _slide_widget(make_napari_viewer, slide_path, tmp_path / "store")
+    widget.slide.show_button.clicked()
+    qtbot.waitUntil(lambda: widget.slide.store_layer is not None, timeout=10000)
+    store, shown = widget.slide.store, widget.slide.store_layer
+    assert store.n_levels == 1 and shown.multiscale and len(shown.data) == 2
+    assert shown.data[0].shape == store.shape == (512, 768) and shown.data[1].shape == (256, 384)
+    store.commit(Region(0, 0, 4, 4), np.full((4, 4), 2, np.uint8))
+    assert np.asarray(shown.data[1][:2, :2]).tolist() == [[2, 2], [2, 2]]
+
+
 def _autosaved_stroke(make_napari_viewer, qtbot, slide_path, store):
     """An edit region with one stroke (5, 6) = 2, autosaved: ``(widget, layer, region)``."""
     viewer, widget = _slide_widget(make_napari_viewer, slide_path, store)
-    _rectangle(viewer, 0.0, 0.0, 40.0, 40.0)
+    _rectangle(viewer, *_um(0.0, 0.0, 40.0, 40.0))
     layer = _open_region(qtbot, widget)
     region = widget.slide.saver.edit.region
     layer.data_setitem((np.array([5]), np.array([6])), 2)
@@ -309,7 +335,7 @@ def test_nuclei_tools_in_an_edit_region_are_undoable_and_autosaved(
         make_napari_viewer, qtbot, slide_path, tmp_path, fast_autosave):
     viewer, widget = _slide_widget(make_napari_viewer, slide_path, tmp_path / "store")
     widget.class_map.value = "nuclei (instances)"
-    _rectangle(viewer, 0.0, 0.0, 40.0, 40.0)
+    _rectangle(viewer, *_um(0.0, 0.0, 40.0, 40.0))
     layer = _open_region(qtbot, widget)
     region = widget.slide.saver.edit.region
     widget.labels.value = layer
@@ -399,7 +425,7 @@ def test_keys_pick_classes_and_commit_while_the_widget_is_open(make_napari_viewe
     viewer, widget = _slide_widget(make_napari_viewer, slide_path, tmp_path / "store")
     assert "1-9" in widget.keys.value and "Shift-C" in widget.keys.value
     assert "1-9" in widget.paint_class.tooltip
-    _rectangle(viewer, 0.0, 0.0, 40.0, 40.0)
+    _rectangle(viewer, *_um(0.0, 0.0, 40.0, 40.0))
     layer = _open_region(qtbot, widget)
     assert viewer.layers.selection.active is layer
     layer.mode = "pan_zoom"

@@ -10,12 +10,16 @@ Plain data in, plain data out: the widgets read the metadata dict off the layer.
 from collections.abc import Mapping
 from typing import Any
 
-from napari_neuroseg.annotate.palette import STANDARD_CLASS_MAPS, ClassMap
+from napari_neuroseg.annotate.palette import ClassMap, standard_class_map
 
-__all__ = ["NUCLEI_MAP", "class_map_of_metadata", "export_task_of_metadata", "model_spec"]
+__all__ = [
+    "NUCLEI_MAP",  # noqa: F822 (made on first use by __getattr__: it loads the model registry)
+    "class_map_of_metadata",
+    "export_task_of_metadata",
+    "model_spec",
+]
 
-#: The class map of instance labels (nuclei): one object class, any id > 0 is one nucleus.
-NUCLEI_MAP = STANDARD_CLASS_MAPS["nuclei (instances)"]
+NUCLEI_TITLE = "nuclei (instances)"  # the standard map of instance labels (nuclei)
 NUCLEI_WIDGET = "Nuclei"  # ``result_of`` of the Nuclei widget's result layers
 
 # The export task of each model task (a semantic model exports by its resolution unit).
@@ -70,7 +74,7 @@ def class_map_of_metadata(meta: Mapping[str, Any]) -> ClassMap | None:
     if _is_instances(meta, spec) and (spec is not None or meta.get("result_of")):
         if spec is not None and spec.task == "instance_segmentation":
             return ClassMap.from_spec(spec)
-        return NUCLEI_MAP
+        return standard_class_map(NUCLEI_TITLE)
     if spec is not None and spec.task == "semantic_segmentation":
         return ClassMap.from_spec(spec)
     return None
@@ -94,3 +98,11 @@ def export_task_of_metadata(meta: Mapping[str, Any]) -> str | None:
     if spec.task == "semantic_segmentation":
         return "mri" if getattr(spec.input, "resolution_unit", "") == "mm" else "tissue"
     return None
+
+
+def __getattr__(name: str) -> Any:
+    """``NUCLEI_MAP``: the class map of instance labels (one object class, any id > 0 is one
+    nucleus), the standard map of ``nuclei-hovernet``, made on first use."""
+    if name == "NUCLEI_MAP":
+        return standard_class_map(NUCLEI_TITLE)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,11 +10,13 @@ value in napari's status bar; the widget builds the napari objects from these.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Any
 
-__all__ = ["STANDARD_CLASS_MAPS", "ClassMap", "standard_class_map"]
+__all__ = ["STANDARD_CLASS_MAPS", "STANDARD_MAP_MODELS", "ClassMap", "standard_class_map",
+           "standard_class_maps"]
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 KINDS = ("semantic", "instance")
@@ -147,27 +149,64 @@ class ClassMap:
         return self.names[value] if 0 <= value < self.n_classes else f"unknown {value}"
 
 
-# The values of the declared models (models/_default_specs.py): the LGG tissue classes and
-# colours, the FLAIR abnormality colour of the MRI models, HoVer-Net's nucleus colour.
-STANDARD_CLASS_MAPS: dict[str, ClassMap] = {
-    m.title: m for m in (
-        ClassMap(("background", "cellular tumour", "leading edge", "infiltrating tumour"),
-                 ("#000000", "#2ca02c", "#17becf", "#9467bd"), title="LGG tissue (4 classes)",
-                 resolution=1.0),
-        ClassMap(("background", "FLAIR abnormality"), ("#000000", "#ffd700"),
-                 title="MRI FLAIR abnormality"),
-        ClassMap(("background", "nucleus"), ("#000000", "#ffff00"), title="nuclei (instances)",
-                 kind="instance", resolution=0.5),
-        ClassMap(("no metastasis", "metastasis"), ("#000000", "#ff00ff"),
-                 title="CT metastasis"),
-    )
-}
+#: The standard maps by title, and the declared model (``models/_default_specs.py``) each one
+#: is: its classes, colours, kind and working resolution, so that a map cannot drift from its
+#: model (the LGG tissue map annotates at the tissue models' working µm/px). A trained
+#: checkpoint's own map (its recorded resolution) is the ``model: <name>`` choice of the
+#: Annotate widget.
+STANDARD_MAP_MODELS: Mapping[str, str] = MappingProxyType({
+    "LGG tissue (4 classes)": "lgg-tissue",
+    "MRI FLAIR abnormality": "mri-flair-unet",
+    "nuclei (instances)": "nuclei-hovernet",
+    "CT metastasis": "ct-metastasis",
+})
+
+
+def standard_class_maps() -> Mapping[str, ClassMap]:
+    """The standard class maps by title, made from the declared specs of their models.
+
+    The model registry loads torch, so it is imported on the first call, not with this
+    module (a label store or an export plan needs no model). :data:`STANDARD_CLASS_MAPS`
+    gives the same maps, made on look-up.
+
+    Returns
+    -------
+    Mapping of str to ClassMap
+        Read-only, in :data:`STANDARD_MAP_MODELS` order.
+    """
+    from napari_neuroseg.models.registry import DEFAULT_SPECS
+
+    return MappingProxyType({
+        title: replace(ClassMap.from_spec(DEFAULT_SPECS[model]), title=title)
+        for title, model in STANDARD_MAP_MODELS.items()})
 
 
 def standard_class_map(title: str) -> ClassMap:
-    """One of :data:`STANDARD_CLASS_MAPS` by title (ValueError listing them otherwise)."""
+    """One of the standard class maps by title (ValueError listing them otherwise)."""
+    maps = standard_class_maps()
     try:
-        return STANDARD_CLASS_MAPS[title]
+        return maps[title]
     except KeyError:
         raise ValueError(f"no standard class map {title!r} "
-                         f"(choose from {', '.join(STANDARD_CLASS_MAPS)})") from None
+                         f"(choose from {', '.join(maps)})") from None
+
+
+class _StandardClassMaps(Mapping[str, ClassMap]):
+    """:func:`standard_class_maps` as a mapping that imports the model registry on use."""
+
+    def __getitem__(self, title: str) -> ClassMap:
+        return standard_class_maps()[title]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(STANDARD_MAP_MODELS)
+
+    def __len__(self) -> int:
+        return len(STANDARD_MAP_MODELS)
+
+    def __repr__(self) -> str:
+        return f"STANDARD_CLASS_MAPS({list(STANDARD_MAP_MODELS)})"
+
+
+STANDARD_CLASS_MAPS: Mapping[str, ClassMap] = _StandardClassMaps()
+"""The standard class maps by title (:func:`standard_class_maps`, made on look-up: the model
+registry is imported on the first one)."""
