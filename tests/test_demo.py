@@ -2,6 +2,7 @@
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import imageio.v3 as iio
 import numpy as np
@@ -10,7 +11,9 @@ import tifffile
 
 from napari_neuroseg.demo._data import DEMO_PATIENT, lgg_patient_folder, lgg_patients
 from napari_neuroseg.demo._main import REAL_FILES, plan, summary_line
-from napari_neuroseg.demo._scenes import SceneResult
+from napari_neuroseg.demo._scenes import SceneResult, _live_caption, view_class_shares
+from napari_neuroseg.engine import LevelChoice, Region
+from napari_neuroseg.live.store import ResultStore
 
 LINE = re.compile(r"^demo: (?P<stem>[\w-]+)\.png (?P<numbers>.*) \([\d.]+ s\) \| (?P<weights>.+)$")
 
@@ -38,6 +41,62 @@ def test_plan_adds_real_scenes_only_for_files_present(tmp_path, capsys):
     live = plan(tmp_path, {}, only=["slide-live", "ct"])
     assert [(stem, key) for stem, key, _ in live] == [
         ("slide-live", "slide-live"), ("ct", "ct"), ("ct-real", "ct")]
+
+
+def test_plan_runs_gbm_live_only_on_the_real_tcga_slide(tmp_path, capsys):
+    """gbm-live is a default scene, but only with --data's TCGA slide (no synthetic run)."""
+    assert [s[0] for s in plan(tmp_path, {})] == ["slide", "ct", "mri"]
+    assert "no gbm-live-real scene" in capsys.readouterr().out
+    tcga = tmp_path / REAL_FILES["gbm-live"]
+    tcga.parent.mkdir()
+    tcga.touch()
+    scenes = plan(tmp_path, {"slide": "own.svs"})
+    assert [(stem, key) for stem, key, _ in scenes] == [
+        ("slide", "slide"), ("ct", "ct"), ("mri", "mri"), ("gbm-live-real", "gbm-live")]
+    assert scenes[-1][2] == tcga and tcga.name == "tcga-cr-7395-01a-01-ts1.svs"
+    assert plan(None, {}, only=["gbm-live"]) == []
+
+
+def _fake_viewer(center, zoom, canvas):
+    return SimpleNamespace(scene=SimpleNamespace(camera=SimpleNamespace(center=center,
+                                                                        zoom=zoom)),
+                           canvas=SimpleNamespace(size=canvas))
+
+
+def test_view_class_shares_count_only_computed_pixels(tmp_path):
+    """Shares of the analysed pixels on screen: a skipped tile (all-zero probabilities)
+    counts for nothing, whatever its label 0 says."""
+    store = ResultStore((20, 20), 3, scale=(5.0, 5.0), directory=tmp_path / "store")
+    probs = np.zeros((3, 10, 20), np.float32)
+    probs[1, :, :5] = 1.0  # 50 px of class 1
+    probs[2, :, 5:] = 1.0  # 150 px of class 2
+    store.write(Region(0, 0, 10, 20), probs, probs.argmax(axis=0))
+    boxes = []
+    session = SimpleNamespace(
+        working_region=lambda box: boxes.append(box) or Region(0, 0, 20, 20), store=store,
+        plan=SimpleNamespace(spec=SimpleNamespace(classes=("background", "a", "b")),
+                             choice=SimpleNamespace(working_mpp=5.0)))
+    shares, area = view_class_shares(session, _fake_viewer((50.0, 50.0), 2.0, (200, 100)))
+    assert shares == {"background": 0.0, "a": 0.25, "b": 0.75}
+    assert area == pytest.approx(200 * 0.005**2)
+    assert tuple(boxes[0]) == (0.0, 25.0, 100.0, 75.0)  # the canvas, no margin
+
+
+def test_live_caption_names_the_level_read_and_the_working_resolution():
+    choice = LevelChoice(level=2, level_mpp=4.0, base_mpp=1.0, target_mpp=5.0, factor=1.25)
+    image = SimpleNamespace(metadata={"native_levels": 2, "mpp_known": False}, levels=[0] * 3)
+    widget = SimpleNamespace(
+        session=SimpleNamespace(plan=SimpleNamespace(choice=choice, image=image)),
+        counts={"computed": 18, "cached": 0, "skipped": 2},
+        picker=SimpleNamespace(model=SimpleNamespace(value="gbm-tissue-8")),
+        heat_class=SimpleNamespace(value="cellular tumour"))
+    text, numbers = _live_caption(widget, "tcga.svs", {"background": 0.1,
+                                                       "cellular tumour": 0.9}, 14.6)
+    assert ("engine read level 2 (4 µm/px, computed from the file's level 1), resampled to "
+            "5 µm/px working") in text
+    assert "1 µm/px assumed" in text and "18 tiles computed, 2 skipped" in text
+    assert "14.60 mm² analysed: cellular tumour 90%, background 10%" in text
+    assert numbers["level"] == "2" and numbers["share:cellular_tumour"] == "0.900"
 
 
 def test_summary_line_parses_back():
@@ -138,3 +197,29 @@ def test_wait_until_names_the_step_on_timeout_and_failure(qapp):
     calls = []
     wait_until(lambda: calls.append(1) or len(calls) > 2, what="x", timeout=5)
     assert len(calls) == 3
+
+
+@pytest.mark.gui
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_gbm_live_on_the_tcga_slide_says_not_a_gbm_and_names_the_level(qapp, tmp_path,
+                                                                        shared_data):
+    """gbm-tissue-8 live on the whole TCGA section (about 2 min on 2 busy CPU cores)."""
+    from napari_neuroseg.demo._main import run_scenes
+
+    scenes = plan(shared_data, {}, only=["gbm-live"])
+    assert [s[0] for s in scenes] == ["gbm-live-real"]
+    result = run_scenes(scenes, tmp_path, timeout=600)["gbm-live-real"]
+    text, numbers = result.caption, result.numbers
+    assert "not a GBM" in text and "TCGA-HNSC" in text
+    # the file's levels are 1 and 2 µm/px (assumed) and the reader adds 4: a model at 5 or
+    # 10 µm/px reads that computed level, resampled
+    assert int(numbers["level"]) == 2 and float(numbers["level_mpp"]) == pytest.approx(4, 0.01)
+    assert f"engine read level 2 (4 µm/px, computed from the file's level 1), resampled " \
+           f"to {numbers['working_mpp']} µm/px working" in text
+    assert float(numbers["working_mpp"]) >= 5
+    assert int(numbers["tiles_computed"]) > 0 and float(numbers["area_mm2"]) > 5  # mm of it
+    shares = [float(v) for k, v in numbers.items() if k.startswith("share:")]
+    assert len(shares) == 8 and sum(shares) == pytest.approx(1, abs=0.01)
+    assert ("RANDOM weights" in result.weights) != ("trained on" in result.weights)
+    assert (tmp_path / "gbm-live-real.png").stat().st_size > 20_000

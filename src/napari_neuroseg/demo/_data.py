@@ -1,5 +1,6 @@
 """Real sample files for the demo: one patient out of a folder of Kaggle LGG slices, or one
-patient folder out of a ``kaggle_3m`` folder (``../shared/data/lgg_mri_kaggle3m``)."""
+patient folder out of a ``kaggle_3m`` folder (``../shared/data/lgg_mri_kaggle3m``); what a
+caption must say about a real slide."""
 
 import atexit
 import re
@@ -14,6 +15,16 @@ import tifffile
 #: trained on all 40 patients of the Kaggle folder, this one included: its held-out score is
 #: the cross-validation's (docs/models.md), and the demo caption says so.
 DEMO_PATIENT = "TCGA_DU_8164"
+#: Slide file name -> what its captions must say about it. The TCGA slide is the only real
+#: whole-slide pyramid in ``../shared/data/wsi``; the GBM tissue model runs on it for its
+#: pipeline and level choice (TCGA-CR-7395 is listed among the TCGA-HNSC cases, and its nests
+#: of squamous epithelium agree).
+SLIDE_NOTES = {
+    "tcga-cr-7395-01a-01-ts1.svs": (
+        "not a GBM: TCGA-CR-7395 is a head-and-neck squamous cell carcinoma (TCGA-HNSC), "
+        "so its regions mean nothing;\nthe scene shows the live pipeline and the pyramid "
+        "level it reads"),
+}
 _SLICE = re.compile(r"^(?P<patient>.+)_(?P<n>\d+)$")
 
 

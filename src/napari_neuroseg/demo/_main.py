@@ -3,6 +3,7 @@
 import argparse
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import napari
@@ -18,21 +19,26 @@ from napari_neuroseg.demo._viewer import DemoError, new_viewer, save_small, scre
 
 SceneFunction = Callable[[napari.Viewer, Path | None, float], SceneResult]
 
-SCENES: dict[str, SceneFunction] = {"slide": slide_scene, "slide-live": live_scene,
-                                     "ct": ct_scene, "mri": mri_scene}
+SCENES: dict[str, SceneFunction] = {
+    "slide": slide_scene, "slide-live": live_scene, "ct": ct_scene, "mri": mri_scene,
+    "gbm-live": partial(live_scene, model="gbm-tissue-8")}
 """Scene -> the function that opens, analyses and captions it."""
 
-DEFAULT_SCENES = ("slide", "ct", "mri")
-"""Run unless ``--only`` says otherwise. ``slide-live`` (the Analyse widget live on the view,
-the slowest scene on CPU with the tissue models) is added by ``--live``."""
+DEFAULT_SCENES = ("slide", "ct", "mri", "gbm-live")
+"""Run unless ``--only`` says otherwise. ``slide-live`` (the Analyse widget live on a 0.6 mm
+view of CMU-1) is added by ``--live``."""
+
+REAL_ONLY = ("gbm-live",)
+"""Scenes that run on their real file alone (no synthetic sample, no ``--slide``):
+``gbm-live`` is the 8-class GBM tissue model live on a whole TCGA section."""
 
 REAL_FILES = {"slide": "wsi/cmu-1-small-region.svs",
               "slide-live": "wsi/cmu-1-small-region.svs", "ct": "ct_head_ge",
-              "mri": "lgg_mri_kaggle3m"}
-"""Modality -> the real sample under ``--data`` (the layout of ``../shared/data``)."""
+              "mri": "lgg_mri_kaggle3m", "gbm-live": "wsi/tcga-cr-7395-01a-01-ts1.svs"}
+"""Scene -> the real sample under ``--data`` (the layout of ``../shared/data``)."""
 
 TITLES = {"slide": "slide (Nuclei)", "slide-live": "slide (Analyse, live)", "ct": "head CT",
-          "mri": "brain MRI"}
+          "mri": "brain MRI", "gbm-live": "slide (Analyse live, gbm-tissue-8)"}
 
 
 def plan(data: Path | None, own: dict[str, str | None],
@@ -40,11 +46,13 @@ def plan(data: Path | None, own: dict[str, str | None],
     """The scenes to run: ``(screenshot stem, modality, file or None for the sample)``.
 
     A modality's own file (``--slide`` ...) replaces its sample; ``data`` adds a ``-real``
-    scene for every real sample found there.
+    scene for every real sample found there (the only run of a :data:`REAL_ONLY` scene).
     """
     modalities = [key for key in SCENES if key in (DEFAULT_SCENES if only is None else only)]
     scenes: list[tuple[str, str, Path | None]] = []
     for key in modalities:
+        if key in REAL_ONLY:
+            continue
         path = own.get(key)
         scenes.append((key, key, Path(path) if path else None))
     if data is not None:
@@ -141,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.data is not None and not args.data.is_dir():
         parser.error(f"--data {args.data}: no such folder")
-    own = {key: getattr(args, key.split("-")[0]) for key in SCENES}
+    own = {key: getattr(args, key.split("-")[0]) for key in SCENES if key not in REAL_ONLY}
     only = args.only or ([*DEFAULT_SCENES, "slide-live"] if args.live else None)
     scenes = plan(args.data, own, only)
     try:

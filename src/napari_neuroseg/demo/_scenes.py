@@ -15,7 +15,7 @@ import napari
 import numpy as np
 
 from napari_neuroseg.analysis.cleanup import volume_ml
-from napari_neuroseg.demo._data import lgg_patient_folder
+from napari_neuroseg.demo._data import SLIDE_NOTES, lgg_patient_folder
 from napari_neuroseg.demo._viewer import (
     caption,
     dock,
@@ -25,9 +25,12 @@ from napari_neuroseg.demo._viewer import (
     settle,
     wait_until,
 )
+from napari_neuroseg.live import visible_box
 
 SLIDE_VIEW_UM = 320.0  # the short side of the slide region the Nuclei widget analyses
-LIVE_VIEW_UM = 600.0  # the same for the Analyse widget's live view (zoomed in if too large)
+LIVE_VIEW_PX = 1200  # working pixels across the Analyse widget's live view: 0.6 mm for a
+# model at 0.5 µm/px, 6 mm (a whole section) at 5 µm/px; zoomed in if it has too many tiles
+CAPTION_ROOM = 0.25  # of the slide's height, left free above a whole slide for the caption
 _TOO_MANY_TILES = re.compile(r"(\d+) tiles are visible; live mode computes at most (\d+)")
 
 
@@ -96,16 +99,29 @@ def slide_scene(viewer: napari.Viewer, path: Path | None, timeout: float) -> Sce
     return SceneResult(numbers, weights, text)
 
 
-def live_scene(viewer: napari.Viewer, path: Path | None, timeout: float) -> SceneResult:
-    """The Analyse widget live on a ~0.6 mm view: labels and a per-class heatmap of the tiles
-    on screen (a model with trained weights when one ships, else random weights, said so)."""
+def live_scene(viewer: napari.Viewer, path: Path | None, timeout: float,
+               model: str | None = None) -> SceneResult:
+    """The Analyse widget live on the view: labels and a per-class heatmap (of the class the
+    view has most of) of the tiles on screen, captioned with the pyramid level read, the
+    tiles and the classes' area shares.
+
+    The view spans :data:`LIVE_VIEW_PX` of the model's working pixels (the whole slide when
+    that is larger), so a nuclei-scale model shows a fraction of a millimetre and a
+    tissue-region model several millimetres.
+
+    Parameters
+    ----------
+    model : str, optional
+        A registry name (random weights when it ships none: the caption says so); None: the
+        first model the widget offers with trained weights.
+    """
     slide, widget = _slide_with_widget(viewer, path, "Analyse slide")
-    registry = widget.picker.registry
-    trained = [name for name in widget.picker.model.choices
-               if name in registry.names() and registry.checkpoint(name) is not None]
-    if trained:
-        widget.picker.model.value = trained[0]
-    frame(viewer, _slide_view_center(slide), (LIVE_VIEW_UM, LIVE_VIEW_UM), margin=1.0)
+    widget.picker.model.value = model or _first_trained(widget.picker)
+    widget.ensure_session()  # the plan gives the working µm/px, hence the view's size
+    wait_until(lambda: widget.session is not None,
+               what=f"Analyse: loading {widget.picker.model.value}", timeout=timeout,
+               failed=lambda: _failed(widget), status=lambda: str(widget.status.value))
+    _frame_live_view(viewer, slide, LIVE_VIEW_PX * widget.session.plan.choice.working_mpp)
     settle(0.2)
     widget.live.value = True
 
@@ -125,13 +141,87 @@ def live_scene(viewer: napari.Viewer, path: Path | None, timeout: float) -> Scen
                failed=lambda: _failed(widget), status=lambda: str(widget.status.value))
     widget.live.value = False  # the screenshot's view stays as computed
     weights = weights_text(widget.picker)
-    counts = widget.counts
-    heat = widget.heat_class.value
-    text = (f"{_source(path, 'synthetic slide')}: live analysis of the view, heatmap of "
-            f"'{heat}'\nmodel {weights}")
+    shares, area_mm2 = view_class_shares(widget.session, viewer)
+    found = sorted(list(shares)[1:], key=lambda name: -shares[name])  # class 0: background
+    if found and shares[found[0]] > 0:  # the heatmap of what the view has most of
+        widget.heat_class.value = found[0]
+    text, numbers = _live_caption(widget, _source(path, "synthetic slide"), shares, area_mm2)
+    text += f"\nmodel {weights}"
+    note = SLIDE_NOTES.get(path.name) if path is not None else None
+    if note:
+        text += f"\n{note}"
     caption(viewer, text)
-    return SceneResult({"tiles_computed": str(counts["computed"]),
-                        "tiles_skipped": str(counts["skipped"])}, weights, text)
+    return SceneResult(numbers, weights, text)
+
+
+def _frame_live_view(viewer: napari.Viewer, slide: Any, side: float) -> None:
+    """A ``side`` (µm) square of tissue, or the whole slide (room above it for the caption)
+    when it is smaller than ``side``."""
+    extent = np.asarray(slide.extent.world, dtype=float)[:, -2:]
+    size = extent[1] - extent[0]
+    if side < float(np.max(size)):
+        frame(viewer, _slide_view_center(slide), (side, side), margin=1.0)
+    else:
+        room = np.array([CAPTION_ROOM * size[0], 0.0])
+        frame(viewer, (extent[0] + extent[1] - room) / 2, size + room)
+
+
+def _first_trained(picker: Any) -> str:
+    """The first model the picker offers with trained weights (else its current choice)."""
+    registry = picker.registry
+    trained = [name for name in picker.model.choices
+               if name in registry.names() and registry.checkpoint(name) is not None]
+    return trained[0] if trained else picker.model.value
+
+
+def view_class_shares(session: Any, viewer: napari.Viewer) -> tuple[dict[str, float], float]:
+    """Each class's share of the analysed pixels on screen, and their area in mm².
+
+    Analysed pixels are those of computed tiles (skipped tiles, off the tissue, keep all-zero
+    probabilities and are left out).
+    """
+    camera = viewer.scene.camera
+    region = session.working_region(visible_box(camera.center, camera.zoom,
+                                                viewer.canvas.size))
+    classes = list(session.plan.spec.classes)
+    if region is None:
+        return dict.fromkeys(classes, 0.0), 0.0
+    probabilities, labels = session.store.read(region)
+    analysed = probabilities.max(axis=0) > 0
+    n = int(analysed.sum())
+    counts = np.bincount(labels[analysed].ravel(), minlength=len(classes))[: len(classes)]
+    area_mm2 = n * (session.plan.choice.working_mpp / 1000.0) ** 2
+    return {name: float(c) / n if n else 0.0 for name, c in zip(classes, counts, strict=True)}, \
+        area_mm2
+
+
+def _live_caption(widget: Any, source: str, shares: dict[str, float],
+                  area_mm2: float) -> tuple[str, dict[str, str]]:
+    """The caption's analysis lines (view, level, tiles, shares) and the summary numbers."""
+    plan, counts = widget.session.plan, widget.counts
+    choice = plan.choice
+    meta = plan.image.metadata
+    native = int(meta.get("native_levels", len(plan.image.levels)))
+    read = (f"engine read level {choice.level} ({choice.level_mpp:.3g} µm/px"
+            + (f", computed from the file's level {native - 1}" if choice.level >= native
+               else "") + ")"
+            + (f", resampled to {choice.working_mpp:.3g} µm/px working" if choice.resample
+               else f" as it is ({choice.working_mpp:.3g} µm/px working)"))
+    assumed = ("" if meta.get("mpp_known", True)
+               else f"the file records no µm/px: {choice.base_mpp:.3g} µm/px assumed; ")
+    top = sorted(shares.items(), key=lambda item: -item[1])
+    listed = ", ".join(f"{name} {100 * share:.0f}%" for name, share in top if share >= 0.005)
+    text = (f"{source}: {widget.picker.model.value} live on the view, heatmap of "
+            f"'{widget.heat_class.value}'\n{read}\n{assumed}{counts['computed']} tiles "
+            f"computed, {counts['skipped']} skipped (no tissue)"
+            f"\nclasses of the {area_mm2:.2f} mm² analysed: {listed or 'none'}")
+    numbers = {"level": str(choice.level), "level_mpp": f"{choice.level_mpp:.3g}",
+               "working_mpp": f"{choice.working_mpp:.3g}",
+               "tiles_computed": str(counts["computed"]),
+               "tiles_skipped": str(counts["skipped"]), "area_mm2": f"{area_mm2:.3f}"}
+    numbers.update({f"share:{name.replace(' ', '_')}": f"{share:.3f}"
+                    for name, share in shares.items()})
+    return text, numbers
 
 
 def _slide_view_center(layer: Any) -> tuple[float, float]:
