@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from napari_neuroseg.dataset import Dataset
-from napari_neuroseg.models.checkpoint import LoadedModel
+from napari_neuroseg.models.checkpoint import LoadedModel, save_checkpoint
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.spec import ModelSpec
 from training.config import TrainConfig
@@ -36,6 +36,7 @@ from training.ddp import DistInfo
 from training.loop import Trainer
 from training.losses import class_weights_from_frequencies, make_loss
 from training.metrics import ConfusionMatrix
+from training.precise_bn import recalibrate_batchnorm
 from training.runfolder import RunFolder
 from training.samplers import (
     LGG_IT,
@@ -181,6 +182,11 @@ class Config(TrainConfig):
         Flips, 90 degree turns, small affine and HED stain jitter on training tiles.
     optimizer : str
         ``adam`` (the seed's Keras default), ``adamw``, ``sgd`` or ``rmsprop`` (GBM_WSSM's).
+    precise_bn : bool
+        After the last epoch, recompute the batch norms' running statistics over one pass of
+        the training samples (no augmentation, no dropout) and save them in the ``last``
+        checkpoint, which the final metrics score (:mod:`training.precise_bn`). On
+        ``--resume`` of a finished run this is all that runs.
     """
 
     classes: str = "lgg"
@@ -213,6 +219,7 @@ class Config(TrainConfig):
     mask_kernel: int = 5
     augment: bool = True
     optimizer: str = "adam"
+    precise_bn: bool = False
     epochs: int = 25
     lr: float = 1e-4
     monitor: str = "mean_dice"
@@ -367,6 +374,22 @@ def _datasets(config: Config, prep: TilePrep, split: PatientSplit, spec: ModelSp
     return train, val, train.class_counts(n)
 
 
+def _precise_bn(config: Config, trainer: Trainer, train_set: TorchDataset, spec: ModelSpec,
+                history: dict[str, Any], log: Callable[..., None]) -> None:
+    """Recalibrate the batch norms on the un-augmented training samples; save as ``last``."""
+    augment, train_set.augment = train_set.augment, None
+    try:
+        loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=False)
+        used = recalibrate_batchnorm(trainer.model, loader, trainer.device)
+    finally:
+        train_set.augment = augment
+    log(f"precise batch norm: running statistics recomputed over {used} batches of "
+        "training samples")
+    if config.out and trainer.dist.is_main:
+        save_checkpoint(RunFolder(Path(config.out)).last, trainer.model, spec,
+                        history=history, metrics={"precise_bn_batches": used})
+
+
 def majority_baseline(val: TorchDataset, counts: np.ndarray, names: tuple[str, ...]
                       ) -> dict[str, Any]:
     """Scores of the map that gives every pixel the training split's most frequent class.
@@ -440,6 +463,8 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
                                  FrequencyLogger(counts, names, sampler, log=log)],
                       evaluate_fn=evaluate_fn, **trainer_options(config, dist))
     history = trainer.fit(resume=config.resume)
+    if config.precise_bn:
+        _precise_bn(config, trainer, train_set, spec, history, log)
     final = evaluate_segmentation(trainer.model, val, trainer.device, names, rare, len(val),
                                   config.seed)
     baseline = majority_baseline(val_set, counts, names)
@@ -462,7 +487,9 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
              f"{len(split.val_patients)} validation {unit} "
              f"({train_idx.size} / {val_idx.size} items; held out: "
              f"{', '.join(map(str, split.val_patients))}).",
-             "Final metrics: the last epoch's model on the validation items; "
+             "Final metrics: the last epoch's model"
+             f"{' (batch norms recomputed on the training samples)' if config.precise_bn else ''}"
+             " on the validation items; "
              f"{'GBM transfer from ' + config.init if config.init else 'no GBM weights'}.",
              f"Majority baseline ({baseline['class']} everywhere): mean Dice "
              f"{baseline['mean_dice']:.3f}, pixel accuracy {baseline['accuracy']:.3f}."]

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from napari_neuroseg.dataset import Dataset, DatasetWriter
 from napari_neuroseg.models.checkpoint import load_checkpoint, save_checkpoint
@@ -229,7 +230,7 @@ def gbm_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("gbm8")
     data = write_sections(root / "sections")
     (root / "c.yaml").write_text(CROPS + "classes: gbm\nstain_normalization: false\n"
-                                 "phase_layers: [null]\nphase_epochs: [1]\n")
+                                 "phase_layers: [null]\nphase_epochs: [1]\nprecise_bn: true\n")
     code = main(["tissue", "--data", str(data), "--out", str(root / "out"), "--epochs", "1",
                  "--device", "cpu", "--config", str(root / "c.yaml")])
     assert code == 0
@@ -253,6 +254,13 @@ def test_gbm_mode_trains_the_8_class_model_on_section_crops(gbm_run):
         1.5 * shares["dataset"]["infiltrating tumour"]
     report = (out / "report.md").read_text()
     assert "Majority baseline" in report and "held out: W9-D" in report
+    # the last checkpoint holds batch-norm statistics recomputed over the 3 training sections'
+    # crops (3 x 9 crops, batches of 8), which the final metrics scored
+    assert "batch norms recomputed" in report
+    sidecar = json.loads((out / "checkpoints" / "last.json").read_text())
+    assert sidecar["metrics"]["precise_bn_batches"] == 4
+    norm = next(m for m in loaded.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert int(norm.num_batches_tracked) == 4
 
 
 def test_the_majority_baseline_scores_the_most_frequent_training_class(gbm_run):
