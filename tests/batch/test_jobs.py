@@ -125,10 +125,10 @@ def test_napari_ome_zarr_opens_the_slide_output_with_its_labels(inputs, tmp_path
 
 def test_registry_model_without_weights_needs_random_weights():
     with pytest.raises(BatchError, match="no trained weights"):
-        ModelSource("lgg-tissue").spec()
+        ModelSource("ct-metastasis").spec()  # ships no weights
     with pytest.raises(BatchError, match="unknown model"):
         ModelSource("no-such-model").spec()
-    assert ModelSource("lgg-tissue", random_weights=True).spec().name == "lgg-tissue"
+    assert ModelSource("ct-metastasis", random_weights=True).spec().name == "ct-metastasis"
 
 
 @pytest.fixture

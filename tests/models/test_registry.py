@@ -109,7 +109,7 @@ def test_default_spec_values_follow_the_seeds():
 
 
 def test_each_registry_owns_fresh_copies():
-    first, second = ModelRegistry(), ModelRegistry()
+    first, second = ModelRegistry(bundled=False), ModelRegistry(bundled=False)
     first.get("lgg-tissue").arch_kwargs["growth_rate"] = 999  # a copy: no effect
     assert first.get("lgg-tissue").arch_kwargs["growth_rate"] == 16
     first.register(ModelSpec.from_dict({**DEFAULT_SPECS["lgg-tissue"].to_dict(), "name": "mine"}))
