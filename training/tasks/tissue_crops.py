@@ -17,11 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from napari_neuroseg.models.runner import normalize
 from napari_neuroseg.models.spec import ModelSpec
 from training.augment import histology_augment
 from training.tasks._common import DataError
-from training.tasks.tissue_data import IGNORE_INDEX, TilePrep
+from training.tasks.tissue_data import IGNORE_INDEX, TilePrep, tile_sample
 
 
 def downscale(image: np.ndarray, mask: np.ndarray, factor: int
@@ -137,11 +136,5 @@ class SectionCrops(TorchDataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         k, y, x = self.samples[i]
         y, x = self._shifted(k, y, x)
-        image = self._window(self.images[k], y, x)
-        mask = self._window(self.masks[k], y, x)
-        if self.augment is not None:  # seeded from torch, which the trainer seeds per epoch
-            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))
-            image, mask = self.augment(image, mask, rng)
-        x_t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0), np.float32))
-        x_t = normalize(x_t[None], self.spec.input.normalization)[0]
-        return x_t, torch.from_numpy(np.ascontiguousarray(mask, np.int64))
+        return tile_sample(self._window(self.images[k], y, x),
+                           self._window(self.masks[k], y, x), self.spec, self.augment)

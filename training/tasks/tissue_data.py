@@ -299,10 +299,17 @@ class TileData(TorchDataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.prep(self.indices[i])
-        if self.augment is not None:  # seeded from torch, which the trainer seeds per epoch
-            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))
-            image, mask = self.augment(image, mask, rng)
-        x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0), np.float32))
-        x = normalize(x[None], self.spec.input.normalization)[0]
-        return x, torch.from_numpy(np.ascontiguousarray(mask, np.int64))
+        return tile_sample(*self.prep(self.indices[i]), self.spec, self.augment)
+
+
+def tile_sample(image: np.ndarray, mask: np.ndarray, spec: ModelSpec,
+                augment: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A prepared uint8 RGB tile and its mask as a normalised ``(3, H, W)`` float tensor and an
+    int64 ``(H, W)`` mask, augmented first when ``augment`` is given (seeded from torch, which
+    the trainer seeds per epoch)."""
+    if augment is not None:
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))
+        image, mask = augment(image, mask, rng)
+    x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0), np.float32))
+    x = normalize(x[None], spec.input.normalization)[0]
+    return x, torch.from_numpy(np.ascontiguousarray(mask, np.int64))

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from napari_neuroseg.dataset.convert_ivygap import GBM_REGION_CLASSES, IVYGAP_MPP
 from napari_neuroseg.models.spec import InputSpec, ModelSpec
 
 __all__ = ["LEGACY_NO_WEIGHTS", "PREFERRED_MODELS", "default_specs"]
@@ -49,16 +50,7 @@ LEGACY_NO_WEIGHTS = (
 """The sentence older declared specs ended with; checkpoints written from them still carry it
 in their sidecar's description, and the registry removes it (a checkpoint has weights)."""
 
-GBM_CLASSES = (
-    "background",
-    "leading edge",
-    "infiltrating tumour",
-    "cellular tumour",
-    "perinecrotic zone",
-    "pseudopalisading cells around necrosis",
-    "microvascular proliferation",
-    "necrosis",
-)
+GBM_CLASSES = GBM_REGION_CLASSES  # the IvyGAP regions, as the converter writes them
 REGION_COLORS = {
     "background": "#000000",
     "leading edge": "#17becf",
@@ -75,8 +67,6 @@ MRI_CHANNELS = ("pre-contrast", "FLAIR", "post-contrast")
 TO_UNIT = {"kind": "range", "scale": 255.0}
 
 
-#: Estimated µm/px of the GBM_WSSM training images (IvyGAP sections resized to 1024 px).
-IVYGAP_RESIZED_MPP = 5.0
 
 
 def _he_tissue_input(preprocessing: tuple[str, ...] = ("macenko", "tissue_mask")) -> InputSpec:
@@ -85,7 +75,7 @@ def _he_tissue_input(preprocessing: tuple[str, ...] = ("macenko", "tissue_mask")
         normalization=dict(TO_UNIT),
         patch_size=(256, 256),
         halo=32,
-        resolution=IVYGAP_RESIZED_MPP,
+        resolution=IVYGAP_MPP,
         resolution_unit="um",
         preprocessing=preprocessing,
     )
