@@ -252,8 +252,8 @@ def _class_setup(config: Config, data: Dataset) -> tuple[str, np.ndarray | None]
         raise ValueError(f"classes must be one of {', '.join(CLASS_SETS)}, not "
                          f"{config.classes!r}")
     name = CLASS_SETS[config.classes]
-    wanted = ModelRegistry(bundled=False).get(name).classes
-    gbm = ModelRegistry(bundled=False).get(CLASS_SETS["gbm"]).classes
+    declared = ModelRegistry(bundled=False)
+    wanted, gbm = declared.get(name).classes, declared.get(CLASS_SETS["gbm"]).classes
     if config.classes == "lgg" and not same_classes(data.class_map, wanted) \
             and same_classes(data.class_map, gbm):
         return name, fold_lookup(gbm, wanted, rest="cellular tumour")
