@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import dask
 import numpy as np
 
+from napari_neuroseg.engine.direct import Box, load_boxes
 from napari_neuroseg.engine.errors import EngineError
 
 
@@ -256,16 +256,20 @@ def reflect_indices(start: int, stop: int, size: int) -> np.ndarray:
     return np.where(idx > size - 1, period - idx, idx)
 
 
-def _lazy_box(array: Any, read: Region) -> tuple[Any, np.ndarray | None, np.ndarray | None]:
+def _box(shape: Sequence[int], read: Region) -> tuple[Box, np.ndarray | None, np.ndarray | None]:
     """The in-image box to load for ``read`` and the index maps that reflect it into place."""
-    h, w = array.shape[0], array.shape[1]
+    h, w = int(shape[0]), int(shape[1])
     if read.y0 >= 0 and read.x0 >= 0 and read.y1 <= h and read.x1 <= w:
-        return array[read.y0 : read.y1, read.x0 : read.x1], None, None
+        return read.slices, None, None
     iy = reflect_indices(read.y0, read.y1, h)
     ix = reflect_indices(read.x0, read.x1, w)
     y_lo, x_lo = int(iy.min()), int(ix.min())
-    box = array[y_lo : int(iy.max()) + 1, x_lo : int(ix.max()) + 1]
+    box = (slice(y_lo, int(iy.max()) + 1), slice(x_lo, int(ix.max()) + 1))
     return box, iy - y_lo, ix - x_lo
+
+
+def _reflect(data: np.ndarray, iy: np.ndarray | None, ix: np.ndarray | None) -> np.ndarray:
+    return data if iy is None else data[iy[:, None], ix[None, :]]
 
 
 def read_patches(array: Any, tiles: Sequence[Tile]) -> list[np.ndarray]:
@@ -275,28 +279,32 @@ def read_patches(array: Any, tiles: Sequence[Tile]) -> list[np.ndarray]:
     ----------
     array : array-like
         Dask or numpy array with axes ``"yx"`` or ``"yxc"``; any object with ``shape`` and
-        basic slicing that returns an array works. Only the tiles' boxes are computed (all
-        in one ``dask.compute`` call, so dask reads them in parallel).
+        basic slicing that returns an array works. Only the tiles' boxes are read: straight
+        from the reader behind a slide level (one call per box, no dask graph, see
+        :mod:`napari_neuroseg.engine.direct`), else all in one ``dask.compute`` call for
+        other dask arrays, else by slicing.
     tiles : sequence of Tile
 
     Returns
     -------
     list of numpy.ndarray
         One ``(patch_h, patch_w[, c])`` array per tile, in the array's dtype.
+
+    Notes
+    -----
+    Safe to call from a second thread (a prefetching reader) while napari reads the same
+    slide, as long as the array's reader is: the slide readers are.
     """
-    boxes = [_lazy_box(array, t.read) for t in tiles]
-    loaded = dask.compute(*[b[0] for b in boxes])
-    out = []
-    for data, (_, iy, ix) in zip(loaded, boxes, strict=True):
-        data = np.asarray(data)
-        if iy is not None:
-            data = data[iy[:, None], ix[None, :]]
-        out.append(data)
-    return out
+    boxes = [_box(array.shape, t.read) for t in tiles]
+    loaded = load_boxes(array, [b[0] for b in boxes])
+    return [_reflect(data, iy, ix) for data, (_, iy, ix) in zip(loaded, boxes, strict=True)]
 
 
 def read_window(array: Any, window: Region) -> np.ndarray:
-    """Read one window of a ``"yx"`` / ``"yxc"`` array, reflecting where it leaves the image."""
-    box, iy, ix = _lazy_box(array, window)
-    data = np.asarray(box)
-    return data if iy is None else data[iy[:, None], ix[None, :]]
+    """Read one window of a ``"yx"`` / ``"yxc"`` array, reflecting where it leaves the image.
+
+    The window is read like a tile of :func:`read_patches` (directly from a slide level's
+    reader when there is one).
+    """
+    box, iy, ix = _box(array.shape, window)
+    return _reflect(load_boxes(array, [box])[0], iy, ix)

@@ -15,6 +15,9 @@ from dask.base import tokenize
 #: Pixel sizes outside this range (um/px) are not believable for a slide: a TIFF written by an
 #: ordinary image program often says 72 dpi (353 um/px), which is a default, not a measurement.
 PLAUSIBLE_MPP = (0.01, 50.0)
+#: Attribute naming the reader behind a level's dask array, for consumers that read tiles
+#: without dask (the tile engine's ``engine.direct.DIRECT_READER_ATTR`` spells the same name).
+DIRECT_READER_ATTR = "neuroseg_direct_reader"
 
 
 class RegionReader(Protocol):
@@ -61,9 +64,12 @@ def wrap_reader(reader: Any, chunks: tuple[int, int], name: str) -> da.Array:
 
     Chunks are ``chunks`` along y and x (clamped to the shape) and whole along any further
     axes; the graph is inlined so that reading one chunk does not walk the whole level.
+    The array names ``reader`` in its ``DIRECT_READER_ATTR`` attribute, so that the tile
+    engine reads tiles from it without dask's per-compute cost; ``reader`` must therefore
+    be safe to call from several threads at once (napari's and the engine's).
     """
     full = (min(chunks[0], reader.shape[0]), min(chunks[1], reader.shape[1]), *reader.shape[2:])
-    return da.from_array(
+    array = da.from_array(
         reader,
         chunks=full,
         name=name,
@@ -73,6 +79,8 @@ def wrap_reader(reader: Any, chunks: tuple[int, int], name: str) -> da.Array:
         inline_array=True,
         meta=np.empty((0,) * len(reader.shape), dtype=reader.dtype),
     )
+    setattr(array, DIRECT_READER_ATTR, reader)
+    return array
 
 
 def file_key(path: Path) -> tuple[str, int, int]:
