@@ -3,6 +3,12 @@
 Each level is a dask array whose chunks are openslide's tile size for that level; a chunk is
 one ``read_region`` call, alpha-composited on white. OpenSlide objects are thread-safe, so
 chunks can be read from several threads.
+
+A level whose downsample is not a whole number (2.0005 in many Aperio files) starts each read
+at a level-0 position that falls between its pixels, so openslide shifts the result by a
+fraction of a pixel that depends on where the read starts. Such levels are therefore always
+read chunk by chunk on their chunk grid and cropped: a pixel has the same value whichever
+region asks for it (the tile engine's direct reads and napari's chunks agree).
 """
 
 from __future__ import annotations
@@ -29,9 +35,14 @@ class OpenSlideLevelReader:
         The open slide; kept alive by this reader.
     level : int
         Level number in openslide's pyramid.
+    chunk_shape : (int, int), optional
+        The chunk grid (y, x) of the level's dask array. A level with a fractional downsample
+        is read on this grid (see the module notes); without it, as asked.
     """
 
-    def __init__(self, path: Path, slide: Any, level: int) -> None:
+    def __init__(
+        self, path: Path, slide: Any, level: int, chunk_shape: tuple[int, int] | None = None
+    ) -> None:
         self.path = path
         self.level = level
         self._slide = slide
@@ -40,31 +51,51 @@ class OpenSlideLevelReader:
         self.shape = (int(height), int(width), 3)
         self.dtype = np.dtype(np.uint8)
         self.ndim = 3
+        self.chunk_shape = chunk_shape
+        whole = self._downsample == round(self._downsample)
+        self._grid = None if whole or chunk_shape is None else chunk_shape
 
-    def __reduce__(self) -> tuple[Any, tuple[Path, int]]:
+    def __reduce__(self) -> tuple[Any, tuple[Path, int, tuple[int, int] | None]]:
         """Pickle as (path, level) and reopen the slide on unpickling (for process workers)."""
-        return reopen_openslide_level, (self.path, self.level)
+        return reopen_openslide_level, (self.path, self.level, self.chunk_shape)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         """Read the region ``key`` (slices along y and x) of this level as RGB on white."""
         y0, y1, x0, x1, channels = slice_bounds(key, self.shape)
         if y1 <= y0 or x1 <= x0:
             return np.empty((y1 - y0, x1 - x0, 3), dtype=self.dtype)[:, :, channels]
+        if self._grid is None:
+            return self._read(y0, x0, y1 - y0, x1 - x0)[:, :, channels]
+        out = np.empty((y1 - y0, x1 - x0, 3), dtype=self.dtype)
+        (th, tw), (height, width) = self._grid, self.shape[:2]
+        for top in range(y0 // th * th, y1, th):
+            for left in range(x0 // tw * tw, x1, tw):
+                chunk = self._read(top, left, min(th, height - top), min(tw, width - left))
+                ya, yb = max(y0, top), min(y1, top + th)
+                xa, xb = max(x0, left), min(x1, left + tw)
+                out[ya - y0 : yb - y0, xa - x0 : xb - x0] = chunk[
+                    ya - top : yb - top, xa - left : xb - left
+                ]
+        return out[:, :, channels]
+
+    def _read(self, y0: int, x0: int, height: int, width: int) -> np.ndarray:
         location = (round(x0 * self._downsample), round(y0 * self._downsample))
         try:
-            region = self._slide.read_region(location, self.level, (x1 - x0, y1 - y0))
+            region = self._slide.read_region(location, self.level, (width, height))
         except Exception as exc:
             raise ReaderError(
                 self.path, f"openslide cannot read level {self.level} at {location}: {exc}"
             ) from exc
-        return composite_on_white(np.asarray(region))[:, :, channels]
+        return composite_on_white(np.asarray(region))
 
 
-def reopen_openslide_level(path: Path, level: int) -> OpenSlideLevelReader:
+def reopen_openslide_level(
+    path: Path, level: int, chunk_shape: tuple[int, int] | None = None
+) -> OpenSlideLevelReader:
     """Open ``path`` again with openslide and return the reader of ``level``."""
     import openslide
 
-    return OpenSlideLevelReader(path, openslide.OpenSlide(str(path)), level)
+    return OpenSlideLevelReader(path, openslide.OpenSlide(str(path)), level, chunk_shape)
 
 
 def composite_on_white(rgba: np.ndarray) -> np.ndarray:
@@ -98,7 +129,7 @@ def open_with_openslide(path: Path) -> OpenedSlide:
     for level in range(slide.level_count):
         tile = _tile_size(props, level)
         tiles.append(tile)
-        readers.append(OpenSlideLevelReader(path, slide, level))
+        readers.append(OpenSlideLevelReader(path, slide, level, tile))
         levels.append(level_array(readers[-1], tile, (*key, "openslide", level)))
     mpp = _property_mpp(props)
     vendor = props.get("openslide.vendor", "unknown")
