@@ -8,6 +8,12 @@ queues the rest nearest to the centre first. A worker thread iterates
 :meth:`LiveSession.serve`, which computes batches, writes each finished tile core into the
 store and yields a :class:`LiveUpdate` the GUI uses to refresh its layers.
 
+With ``preview`` on, a request whose view needs more than ``preview_min_tiles`` cores first
+queues a coarse pass (:class:`~napari_neuroseg.live.preview.CoarsePass`: the model on a
+coarser grid, a few tiles for the whole view), served before any working tile; its values
+are written only into cores of the current request that are still pending, so they never
+overwrite a refined core, and the refined cores replace them one by one.
+
 A tile's core is final once every tile whose window overlaps it is known (only the tile
 itself when the model's windows do not overlap); cores are blended from those outputs exactly
 as :func:`napari_neuroseg.analysis.predict_slide` stitches them.
@@ -35,6 +41,7 @@ from napari_neuroseg.engine import (
     labels_from_probabilities,
 )
 from napari_neuroseg.engine.stitch import contribution
+from napari_neuroseg.live.preview import CoarseGrid, CoarsePass
 from napari_neuroseg.live.store import ResultStore
 from napari_neuroseg.live.viewport import Box, box_to_pixels
 
@@ -67,6 +74,10 @@ class LiveUpdate:
         The request this step served.
     error : str or None
         A failed batch (its tiles are dropped; the session goes on).
+    preview : bool
+        This step wrote the coarse pass (``tiles`` counts the cores it painted).
+    preview_mpp : float or None
+        Pixel size the coarse pass ran at (slide units), with ``preview``.
     """
 
     tiles: int = 0
@@ -78,6 +89,8 @@ class LiveUpdate:
     requested: int = 0
     generation: int = 0
     error: str | None = None
+    preview: bool = False
+    preview_mpp: float | None = None
 
     @property
     def done(self) -> bool:
@@ -114,11 +127,21 @@ class LiveSession:
         Most tile cores one :meth:`request` may queue (:class:`ViewTooLarge` beyond).
     margin_tiles : int
         Whole tiles added around the requested box.
+    preview : bool
+        Paint a coarse pass over the view before its working tiles (dense models only; may
+        be switched at any time, it applies from the next request).
+    preview_min_tiles : int
+        A view needing at most this many cores gets no coarse pass (its tiles come about as
+        fast); None: ``batch_size``.
+    preview_tiles : int
+        Most coarse tiles of one view (the coarsening factor grows until they fit).
     """
 
     def __init__(self, plan: SlidePlan, predictor: Callable[[np.ndarray], Any], model_key: str,
                  cache: TileCache | None = None, store: ResultStore | None = None,
-                 batch_size: int = 8, max_tiles: int = 600, margin_tiles: int = 0) -> None:
+                 batch_size: int = 8, max_tiles: int = 600, margin_tiles: int = 0,
+                 preview: bool = False, preview_min_tiles: int | None = None,
+                 preview_tiles: int = 4) -> None:
         self.plan = plan
         self.predictor = predictor
         self.model_key = model_key
@@ -143,6 +166,13 @@ class LiveSession:
         self._requested = 0
         self._ready: list[Tile] = []
         self._weights: dict[tuple[int, int], np.ndarray] = {}
+        self.preview = bool(preview)
+        self.preview_min_tiles = self.batch_size if preview_min_tiles is None \
+            else int(preview_min_tiles)
+        self.coarse = CoarsePass(plan, predictor, model_key, self.cache, preview_tiles)
+        self._coarse: tuple[int, CoarseGrid, list[Tile]] | None = None  # (generation, ...)
+        self.previewed: set[Key] = set()
+        """Cores that show coarse values now (refined ones leave the set)."""
 
     # -- GUI side -----------------------------------------------------------------------------
     def working_region(self, box: Box) -> Region | None:
@@ -210,9 +240,23 @@ class LiveSession:
             for core in cores:
                 for tile in self._contributors(core):
                     needed.setdefault(tile.key, tile)
+            generation = self.queue.generation
+            self._coarse = self._plan_coarse(generation, cores) if focus is not None else None
             self.queue.set_focus(focus)
             self.queue.put(needed.values())
             return len(cores)
+
+    def _plan_coarse(self, generation: int,
+                     cores: list[Tile]) -> tuple[int, CoarseGrid, list[Tile]] | None:
+        """The coarse tiles of a view, when a preview is on, fits and is worth it."""
+        if not self.preview or self.mode != "dense" or len(cores) <= self.preview_min_tiles:
+            return None
+        keep = self.computer.tile_filter
+        kept = [c for c in cores if keep is None or keep(c)]
+        if len(kept) <= self.preview_min_tiles:
+            return None
+        found = self.coarse.tiles_for(_bounding([self._clip(c.core) for c in kept]))
+        return None if found is None else (generation, *found)
 
     @property
     def pending(self) -> int:
@@ -241,12 +285,20 @@ class LiveSession:
         update with ``error`` and its tiles are dropped; later requests are served as usual.
         """
         while not (should_stop is not None and should_stop()):
+            coarse = self._take_coarse()
+            if coarse is not None:
+                yield self._serve_coarse(*coarse)
+                continue
             batch = self.queue.get_batch(self.batch_size, timeout=poll_interval)
             if not batch:
                 if self.queue.closed:
                     return
                 continue
             generation = batch[0].generation
+            if self._coarse is not None and generation == self._coarse[0]:
+                # the request came while this worker waited: its coarse pass goes first
+                self.queue.put([req.tile for req in batch], generation=generation)
+                continue
             tiles = [req.tile for req in batch]
             try:
                 outputs = self.computer.compute(tiles)
@@ -254,6 +306,46 @@ class LiveSession:
                 yield self._failed(tiles, err, generation)
                 continue
             yield self._finish(outputs, generation)
+
+    def _take_coarse(self) -> tuple[int, CoarseGrid, list[Tile]] | None:
+        with self._lock:
+            coarse, self._coarse = self._coarse, None
+        if coarse is None or coarse[0] != self.queue.generation:
+            return None  # none, or a pan since
+        return coarse
+
+    def _serve_coarse(self, generation: int, coarse: CoarseGrid,
+                      tiles: list[Tile]) -> LiveUpdate:
+        """Compute the coarse pass and paint it into the still-pending cores."""
+        try:
+            outputs = coarse.computer.compute(tiles)
+        except Exception as err:  # the working tiles follow all the same
+            with self._lock:
+                pending, requested = len(self._pending), self._requested
+            return LiveUpdate(pending=pending, requested=requested, generation=generation,
+                              error=f"preview: {type(err).__name__}: {err}")
+        keep = self.computer.tile_filter
+        with self._lock:  # only this worker finishes cores: pending ones stay unrefined
+            targets = {key: self._clip(core.core) for key, core in self._pending.items()
+                       if keep is None or keep(core)}
+        written: list[Region] = []
+        painted: set[Key] = set()
+        for out in outputs:
+            for key, target in targets.items():
+                for part, values in self.coarse.upsample(coarse, out, [target]):
+                    labels = labels_from_probabilities(values, self.threshold)
+                    self.store.write(part, values, labels, update_pyramid=False)
+                    written.append(part)
+                    painted.add(key)
+        bounds = _bounding(written)
+        if bounds is not None:
+            self.store.update_pyramid(bounds)
+        with self._lock:
+            self.previewed |= painted - self._done
+            pending, requested = len(self._pending), self._requested
+        return LiveUpdate(tiles=len(painted), region=bounds, pending=pending,
+                          requested=requested, generation=generation,
+                          computed=0, preview=True, preview_mpp=coarse.mpp)
 
     def _failed(self, tiles: list[Tile], err: Exception, generation: int) -> LiveUpdate:
         failed = {t.key for t in tiles}
@@ -327,4 +419,5 @@ class LiveSession:
         with self._lock:
             self._done.add(core.key)
             self._pending.pop(core.key, None)
+            self.previewed.discard(core.key)
         return wrote
