@@ -5,6 +5,9 @@ fit, tissue mask) and the session are built in a worker; one long-lived generato
 ``session.serve`` and every update refreshes the result layers. In live mode the camera's
 centre and zoom (and the canvas size) are debounced, turned into the visible world box and
 handed to ``session.request``, which queues only tiles not computed yet, nearest first.
+With "Coarse preview first" on, a view that needs many tiles is first painted by the model on
+a coarser grid (a few tiles for the whole view; the status says it is a preview and at what
+µm/px), then refined tile by tile from the centre outwards.
 """
 
 import time
@@ -55,12 +58,12 @@ ESTIMATE_AFTER = 4  # tiles done before a whole-image run shows its time left
 
 
 def build_session(image: LazyImage, source: ModelSource, stain: bool, tissue: bool,
-                  cache: TileCache) -> LiveSession:
+                  cache: TileCache, preview: bool = True) -> LiveSession:
     """Load the model and plan the slide (runs in a worker: model loading, Macenko, mask)."""
     spec = source.spec()
     runner = source.runner()
     plan = plan_slide(image, spec, stain_normalization=stain, tissue_only=tissue)
-    return LiveSession(plan, runner, source.key(), cache=cache, batch_size=4)
+    return LiveSession(plan, runner, source.key(), cache=cache, batch_size=4, preview=preview)
 
 
 class WholeClock:
@@ -97,6 +100,7 @@ class AnalyseWidget(Container):
         self.stain = CheckBox(text="Stain normalisation (Macenko)", value=True)
         self.tissue = CheckBox(text="Tissue only", value=True)
         self.live = CheckBox(text="Live: analyse what is on screen", value=False)
+        self.preview = CheckBox(text="Coarse preview first", value=True)
         self.whole_button = PushButton(text="Whole image / all tissue")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="Progress", min=0, max=100, value=0)
@@ -106,8 +110,8 @@ class AnalyseWidget(Container):
         self.opacity = FloatSlider(label="Opacity", min=0.0, max=1.0, value=0.5)
         self.status = Label(value="Choose a slide and a model.")
         self.extend([self.layer, self.mpp, self.picker, self.stain, self.tissue, self.live,
-                     self.whole_button, self.cancel_button, self.progress, self.heat_class,
-                     self.colormap, self.opacity, self.status])
+                     self.preview, self.whole_button, self.cancel_button, self.progress,
+                     self.heat_class, self.colormap, self.opacity, self.status])
         self.cache = TileCache(max_bytes=256 * 2**20)
         self.session: LiveSession | None = None
         self.session_config: tuple[Any, ...] | None = None
@@ -135,6 +139,7 @@ class AnalyseWidget(Container):
         self.mpp.value_box.changed.connect(self._on_config_changed)  # after the rescale
         self._follow_layer()
         self.live.changed.connect(self._on_live)
+        self.preview.changed.connect(self._on_preview)
         self.whole_button.changed.connect(self.run_whole)
         self.cancel_button.changed.connect(self.cancel)
         self.heat_class.changed.connect(self._on_heat_class)
@@ -205,6 +210,7 @@ class AnalyseWidget(Container):
         self.status.value = f"Loading {source.model} and planning the slide ..."
         self._build_worker = start_worker(
             build_session, image, source, self.stain.value, self.tissue.value, self.cache,
+            bool(self.preview.value),
             on_done=lambda session: self._install(session, config, source),
             on_error=self._fail,
             on_finish=self._build_finished)
@@ -273,6 +279,10 @@ class AnalyseWidget(Container):
             if self.session is not None and not self._whole:
                 self.session.cancel()
 
+    def _on_preview(self, value: bool) -> None:
+        if self.session is not None:
+            self.session.preview = bool(value)  # from the next view on
+
     def _on_camera(self, _event: Any = None) -> None:
         if self.live.value and not self._whole:
             self._debounce.start()
@@ -336,6 +346,12 @@ class AnalyseWidget(Container):
             return
         for key in self.counts:
             self.counts[key] += getattr(update, key)
+        if update.preview:  # painted at once: the preview is the first thing to show
+            self._refresh.stop()
+            self._refresh_layers()
+            self.status.value = (f"Preview (the model at {update.preview_mpp:.3g} µm/px) of "
+                                 f"the whole view; refining {update.pending} tile(s) ...")
+            return
         if update.tiles and not self._refresh.isActive():
             self._refresh.start()
         left = ""
@@ -343,8 +359,10 @@ class AnalyseWidget(Container):
             self.progress.value = round(100 * (1 - update.pending / update.requested))
             left = self._whole_clock.left(update.requested - update.pending, update.pending)
         c = self.counts
-        counts = (f"{update.pending} tile(s) pending{left}; computed {c['computed']}, "
-                  f"cached {c['cached']}, skipped {c['skipped']}")
+        preview = (f" ({len(self.session.previewed)} still a preview)"
+                   if self.session.previewed and update.pending else "")
+        counts = (f"{update.pending} tile(s) pending{preview}{left}; computed "
+                  f"{c['computed']}, cached {c['cached']}, skipped {c['skipped']}")
         self.status.value = f"{self._note}: {counts}" if self._note else counts
         if self._whole and update.done:
             self._set_whole(False)
