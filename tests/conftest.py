@@ -35,3 +35,9 @@ def tiny_lgg_dataset(tmp_path_factory) -> Path:
         write_lgg_patient(root / "kaggle", patient_id=f"TCGA_XX_{n:04d}_20000101", n_slices=3,
                           size=32, seed=n)
     return convert_kaggle_lgg(root / "kaggle", root / "dataset").path
+
+
+# Runners use torch unless a test asks for another backend: the exported backends
+# (tests/models/test_backends.py) export every new network once, which would add minutes
+# to a suite that builds hundreds of random-weight models.
+os.environ.setdefault("NAPARI_NEUROSEG_BACKEND", "torch")

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--backend", default="auto",
+                   help="inference backend: auto (OpenVINO on the CPU when installed, torch "
+                   "on GPUs), torch, channels-last, bf16, compile, onnxruntime, openvino")
     p.add_argument("--scheduler", default=None,
                    help="dask.distributed scheduler address (a task per slide region)")
     p.add_argument("--workers", type=int, default=1, help="local threads without --scheduler")
@@ -73,9 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from napari_neuroseg.batch import ModelSource, predict_inputs
     from napari_neuroseg.batch.tasks import BatchError
+    from napari_neuroseg.models.backends import BackendError, resolve_backend
+    from napari_neuroseg.models.device import DeviceError, resolve_device
 
+    try:
+        resolve_backend(args.backend, resolve_device(args.device))
+    except (BackendError, DeviceError, ValueError) as err:
+        parser.error(str(err))
     source = ModelSource(args.model, device=args.device, random_weights=args.random_weights,
-                         batch_size=args.batch_size)
+                         batch_size=args.batch_size, backend=args.backend)
     try:
         rows = predict_inputs(
             args.inputs, source, args.out, scheduler=args.scheduler, workers=args.workers,

@@ -188,8 +188,11 @@ def _unused_loss(*_: Any) -> torch.Tensor:
 
 
 def _runners(model: CycleGAN, spec: ModelSpec, device: torch.device, batch_size: int):
-    return (ModelRunner(model.g_ab, spec, device=device, batch_size=batch_size),
-            ModelRunner(model.g_ba, spec, device=device, batch_size=batch_size))
+    # torch: the weights change between epochs, an exported copy would go stale
+    return (ModelRunner(model.g_ab, spec, device=device, batch_size=batch_size,
+                        backend="torch"),
+            ModelRunner(model.g_ba, spec, device=device, batch_size=batch_size,
+                        backend="torch"))
 
 
 def _items(data: Dataset, indices: np.ndarray) -> list[Item]:

@@ -44,12 +44,16 @@ class ModelSource:
         Allow a registry model without shipped weights to run with random weights (for
         trying the pipeline; its outputs mean nothing and the summary says so).
     batch_size : int
+    backend : str
+        Inference backend (``"auto"``, ``"torch"``, ``"onnxruntime"``, ``"openvino"``...;
+        see :mod:`napari_neuroseg.models.backends`).
     """
 
     model: str
     device: str = "auto"
     random_weights: bool = False
     batch_size: int = 8
+    backend: str = "auto"
 
     @property
     def checkpoint(self) -> Path | None:
@@ -98,9 +102,10 @@ class ModelSource:
         """Load the model (in the process that runs the task)."""
         if self.checkpoint is not None:
             return ModelRunner.from_checkpoint(self.checkpoint, device=self.device,
-                                               batch_size=self.batch_size)
+                                               batch_size=self.batch_size,
+                                               backend=self.backend)
         return ModelRunner.from_spec(self.spec(), device=self.device,
-                                     batch_size=self.batch_size)
+                                     batch_size=self.batch_size, backend=self.backend)
 
 
 def slide_regions(plan: SlidePlan, size: int) -> list[Region]:

@@ -3,8 +3,9 @@
 A :class:`ModelRunner` is a callable ``runner(batch) -> np.ndarray`` (the engine's predictor
 contract). ``batch`` is float32 NCHW, already preprocessed by the engine but **not
 normalised**: the runner applies the spec's normalisation on the device, runs the network
-in chunks of ``batch_size`` under :func:`torch.inference_mode` (plus autocast and
-channels-last on CUDA) and returns float32 outputs in one convention per task:
+in chunks of ``batch_size`` through its inference backend (:mod:`.backends`: ONNX Runtime,
+OpenVINO or torch; autocast and channels-last on CUDA) and returns float32 outputs in one
+convention per task:
 
 ==========================  ==========================================================
 task                        output
@@ -29,12 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_neuroseg.models.device import (
-    amp_dtype,
-    autocast,
-    prepare_for_inference,
-    resolve_device,
-)
+from napari_neuroseg.models.backends import Network, make_network
+from napari_neuroseg.models.device import amp_dtype, prepare_for_inference, resolve_device
 from napari_neuroseg.models.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -137,6 +134,9 @@ class ModelRunner:
         Use mixed precision where the device supports it (never on the CPU).
     batch_size : int
         Largest chunk sent to the network at once.
+    backend : str
+        ``"auto"`` (the measured CPU default, or torch with mixed precision on GPUs) or one of
+        :data:`~napari_neuroseg.models.backends.BACKENDS`; see :mod:`.backends`.
 
     Examples
     --------
@@ -152,6 +152,7 @@ class ModelRunner:
         device: str | torch.device = "auto",
         amp: bool = True,
         batch_size: int = 8,
+        backend: str = "auto",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -161,12 +162,19 @@ class ModelRunner:
         self.amp = bool(amp) and amp_dtype(self.device) is not None
         self.batch_size = int(batch_size)
         self.model = prepare_for_inference(model, self.device)
+        self.network: Network = make_network(self.model, backend, self.device, amp=self.amp,
+                                              architecture=spec.architecture)
 
     def __repr__(self) -> str:
         return (
             f"ModelRunner({self.spec.name!r}, device={self.device}, amp={self.amp}, "
-            f"batch_size={self.batch_size})"
+            f"batch_size={self.batch_size}, backend={self.backend!r})"
         )
+
+    @property
+    def backend(self) -> str:
+        """The backend that runs the network (``"torch"`` after a fallback)."""
+        return self.network.backend
 
     @property
     def input_channels(self) -> int:
@@ -197,12 +205,14 @@ class ModelRunner:
         amp: bool = True,
         batch_size: int = 8,
         registry: ModelRegistry | None = None,
+        backend: str = "auto",
     ) -> ModelRunner:
         """A runner for a checkpoint (see :func:`~.checkpoint.load_checkpoint`)."""
         from napari_neuroseg.models.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(path, device="cpu", registry=registry)
-        return cls(loaded.model, loaded.spec, device=device, amp=amp, batch_size=batch_size)
+        return cls(loaded.model, loaded.spec, device=device, amp=amp, batch_size=batch_size,
+                   backend=backend)
 
     @classmethod
     def from_spec(
@@ -214,6 +224,7 @@ class ModelRunner:
         amp: bool = True,
         batch_size: int = 8,
         seed: int = 0,
+        backend: str = "auto",
     ) -> ModelRunner:
         """A runner with random weights (seeded; the global RNG is left as it was).
 
@@ -226,7 +237,7 @@ class ModelRunner:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = registry.build(spec)
-        return cls(model, spec, device=device, amp=amp, batch_size=batch_size)
+        return cls(model, spec, device=device, amp=amp, batch_size=batch_size, backend=backend)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Predict a batch.
@@ -282,13 +293,13 @@ class ModelRunner:
         return data
 
     def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.array(chunk, dtype=np.float32, order="C"))
+        # no copy when the batch is already C-ordered float32; normalize makes a new tensor
+        data = np.ascontiguousarray(chunk, dtype=np.float32)
+        x = torch.from_numpy(data if data.flags.writeable else data.copy())
         x = x.to(self.device, non_blocking=True)
-        x = normalize(x, self.spec.input.normalization)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), autocast(self.device, enabled=self.amp):
-            raw = self.model(x)
+        with torch.inference_mode():
+            x = normalize(x, self.spec.input.normalization)
+        raw = self.network(x)
         out = self._convert(raw)
         self._check_output(out, chunk.shape)
         return out.float().cpu().numpy()
