@@ -116,3 +116,15 @@ def test_zarr_buffer_eviction_gives_the_memory_result(tmp_path):
         assert sum(t.nbytes + w.nbytes for t, w in zarr_agg._buffer.values()) <= 4 * 4 * 1024
     np.testing.assert_allclose(zarr_agg.finalize()[...], memory.finalize(), rtol=1e-5)
     np.testing.assert_array_equal(zarr_agg.covered.compute(), memory.covered)
+
+
+@pytest.mark.parametrize("k", [2, 3, 8])
+def test_labels_equal_numpy_argmax_with_ties_to_the_first_class(k):
+    rng = np.random.default_rng(k)
+    probs = rng.integers(0, 4, (k, 40, 50)).astype(np.float32)  # many ties
+    probs[:, :3, :3] = 0  # uncovered pixels
+    labels = labels_from_probabilities(probs)
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, probs.argmax(axis=0))
+    np.testing.assert_array_equal(labels_from_probabilities(da.from_array(probs)).compute(),
+                                  labels)

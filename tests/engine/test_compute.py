@@ -192,3 +192,57 @@ def test_skipped_tiles_take_no_place_in_a_batch():
     assert result.counts.skipped == 32 and result.counts.computed == 32
     assert sizes == [4] * 8  # full batches although every other tile is skipped
     assert progress[-1] == (64, 64) and len(progress) == len(set(progress))
+
+
+def test_prefetch_reads_the_next_batch_on_another_thread_with_equal_outputs():
+    import threading
+
+    image = np.random.default_rng(1).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    grid = TileGrid((96, 96), 32, halo=4)
+    tiles = grid.tiles_in(Region(0, 0, 96, 96), blended=False)
+    where: dict[str, set] = {"read": set(), "predict": set()}
+
+    def step(patch):
+        where["read"].add(threading.get_ident())
+        return patch
+
+    def predictor(batch):
+        where["predict"].add(threading.get_ident())
+        return batch[:, :2] * 0.5
+
+    results = {}
+    for prefetch in (True, False):
+        computer = TileComputer(image, predictor, grid, preprocess=[step])
+        results[prefetch] = list(iter_outputs(computer, tiles, batch_size=4, prefetch=prefetch))
+    assert where["predict"] == {threading.get_ident()}  # the predictor stays on the caller
+    assert len(where["read"] - {threading.get_ident()}) >= 1  # reads went to a reader thread
+    for a, b in zip(results[True], results[False], strict=True):
+        assert a.tile == b.tile
+        np.testing.assert_array_equal(a.values, b.values)
+    names = {t.name for t in threading.enumerate()}
+    assert not any(n.startswith("neuroseg-read") for n in names)  # the reader is shut down
+
+
+def test_prefetch_errors_name_the_tile_and_stopping_leaves_no_thread():
+    import threading
+
+    img = np.zeros((64, 64), np.float32)
+    img[40, 50] = np.nan
+    grid = TileGrid((64, 64), 16)
+    tiles = grid.tiles_in(Region(0, 0, 64, 64), blended=False)
+    with pytest.raises(TileError, match="NaN"):
+        list(iter_outputs(TileComputer(img, Recorder(), grid), tiles, batch_size=2))
+    gen = iter_outputs(TileComputer(np.ones((64, 64)), Recorder(), grid), tiles, batch_size=2)
+    next(gen)
+    gen.close()  # a consumer that stops early
+    assert not any(t.name.startswith("neuroseg-read") for t in threading.enumerate())
+
+
+def test_integer_tiles_need_no_finite_check_but_float_ones_get_it():
+    grid = TileGrid((16, 16), 16)
+    ints = np.full((16, 16), 7, np.uint16)
+    [out] = TileComputer(ints, Recorder(), grid).compute([grid.tile(0, 0)])
+    assert out.values.dtype == np.float32 and (out.values == 7).all()
+    floats = np.full((16, 16), np.inf, np.float32)
+    with pytest.raises(TileError, match="NaN or infinite"):
+        TileComputer(floats, Recorder(), grid).compute([grid.tile(0, 0)])

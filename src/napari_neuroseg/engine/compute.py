@@ -11,6 +11,7 @@ Outputs are checked and cropped to the tile window (the halo removed) before cac
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -120,8 +121,27 @@ class TileComputer:
 
     def predict(self, tiles: Sequence[Tile]) -> list[TileOutput]:
         """Predict ``tiles`` as one batch (no filter, no cache lookup) and cache the results."""
+        return self.run(tiles, self.load(tiles))
+
+    def load(self, tiles: Sequence[Tile]) -> np.ndarray:
+        """Read and preprocess ``tiles`` into one float32 ``(N, C, H, W)`` batch.
+
+        Touches neither the predictor nor the cache, so it may run on another thread while
+        the predictor works on the previous batch (see :func:`iter_outputs`).
+        """
+        batch: np.ndarray | None = None
+        for i, (tile, patch) in enumerate(zip(tiles, self._read(tiles), strict=True)):
+            chw = self._prepare(tile, patch)
+            if batch is None:
+                batch = np.empty((len(tiles), *chw.shape), np.float32)
+            batch[i] = chw
+        assert batch is not None, "load needs at least one tile"
+        return batch
+
+    def run(self, tiles: Sequence[Tile], batch: np.ndarray) -> list[TileOutput]:
+        """Predict a batch made by :meth:`load` from ``tiles`` and cache the results."""
         outputs = []
-        for tile, v in zip(tiles, self._predict(tiles), strict=True):
+        for tile, v in zip(tiles, self._predict(tiles, batch), strict=True):
             if self.cache is not None:
                 self.cache.put(self._key(tile), v)
             outputs.append(TileOutput(tile, v, "computed"))
@@ -158,17 +178,14 @@ class TileComputer:
                 name = getattr(step, "__name__", repr(step))
                 raise TileError(tile, f"preprocessing step {name} failed: {err}") from err
         chw = patch[None] if patch.ndim == 2 else np.moveaxis(patch, -1, 0)
-        chw = np.ascontiguousarray(chw, dtype=np.float32)
-        if not np.isfinite(chw).all():
+        # integers cannot hold NaN or infinity: only floating input needs the check
+        if chw.dtype.kind in "fc" and not np.isfinite(chw).all():
             raise TileError(
                 tile, "input contains NaN or infinite values (check the image and preprocessing)"
             )
         return chw
 
-    def _predict(self, tiles: Sequence[Tile]) -> list[np.ndarray]:
-        batch = np.stack(
-            [self._prepare(t, p) for t, p in zip(tiles, self._read(tiles), strict=True)]
-        )
+    def _predict(self, tiles: Sequence[Tile], batch: np.ndarray) -> list[np.ndarray]:
         try:
             out = self.predictor(batch)
         except Exception as err:
@@ -211,6 +228,25 @@ class TileComputer:
         return values[:, halo:-halo, halo:-halo]
 
 
+def _batches(
+    computer: TileComputer, tiles: Sequence[Tile], batch_size: int
+) -> Iterator[tuple[list[TileOutput], list[Tile]]]:
+    """(outputs known without predicting, next batch to predict), in tile order."""
+    known: list[TileOutput] = []
+    pending: list[Tile] = []
+    for tile in tiles:
+        out = computer.triage(tile)
+        if out is not None:
+            known.append(out)
+        else:
+            pending.append(tile)
+        if len(pending) == batch_size:
+            yield known, pending
+            known, pending = [], []
+    if known or pending:
+        yield known, pending
+
+
 def iter_outputs(
     computer: TileComputer,
     tiles: Sequence[Tile],
@@ -218,33 +254,55 @@ def iter_outputs(
     batch_size: int,
     should_stop: Callable[[], bool] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    prefetch: bool = True,
 ) -> Iterator[TileOutput]:
     """Compute ``tiles`` batch by batch, yielding each output as soon as it is known.
 
-    Skipped and cached tiles are yielded at once and take no place in a batch, so every
-    predictor call gets ``batch_size`` tiles to compute (but the last). ``should_stop()`` is
-    checked before every batch (the generator then just ends); ``on_progress(done, total)`` is
-    called after every batch and at the end.
+    Skipped and cached tiles are yielded as they are met and take no place in a batch, so
+    every predictor call gets ``batch_size`` tiles to compute (but the last). With
+    ``prefetch`` one reader thread reads and preprocesses the next batch while the predictor
+    works on the current one (the predictor and the cache stay on the calling thread).
+    ``should_stop()`` is checked before every batch (the generator then just ends);
+    ``on_progress(done, total)`` is called after every batch and at the end.
     """
     if batch_size < 1:
         raise EngineError(f"batch_size must be at least 1, got {batch_size}")
     total, done, reported = len(tiles), 0, -1
-    pending: list[Tile] = []
-    for position, tile in enumerate(tiles, 1):
-        out = computer.triage(tile)
-        if out is not None:
-            done += 1
-            yield out
-        else:
-            pending.append(tile)
-        if len(pending) == batch_size or (position == total and pending):
+    plan = _batches(computer, tiles, batch_size)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="neuroseg-read") if prefetch else None
+
+    def submit(batch: list[Tile]) -> Future[np.ndarray] | None:
+        if not batch:
+            return None
+        if pool is None:
+            done_future: Future[np.ndarray] = Future()
+            done_future.set_result(computer.load(batch))
+            return done_future
+        return pool.submit(computer.load, batch)
+
+    try:
+        step = next(plan, None)
+        loading = submit(step[1]) if step is not None else None
+        while step is not None:
+            known, batch = step
+            for out in known:
+                done += 1
+                yield out
+            step = next(plan, None)
+            if not batch:
+                continue
             if should_stop is not None and should_stop():
                 return
-            yield from computer.predict(pending)
-            done += len(pending)
-            pending = []
+            assert loading is not None
+            data = loading.result()
+            loading = submit(step[1]) if step is not None else None
+            yield from computer.run(batch, data)
+            done += len(batch)
             if on_progress is not None:
                 on_progress(done, total)
                 reported = done
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     if on_progress is not None and reported != done:
         on_progress(done, total)
