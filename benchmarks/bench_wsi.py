@@ -115,7 +115,7 @@ def bench(slide: Path, model: str, size: int, batch: int, mpp: float) -> dict[st
         "computed": int(counts.computed), "skipped": int(counts.skipped),
         "cached": int(counts.cached), "stride": stride, "batches": len(timed.batches),
         "pipeline_s": pipeline_s, "network_s": network_s, "network_in_pipeline_s": timed.seconds,
-        "threads": torch.get_num_threads(), "mpp": mpp,
+        "threads": torch.get_num_threads(), "mpp": mpp, "backend": runner.backend,
     }
 
 
@@ -137,7 +137,7 @@ def rows(r: dict[str, Any]) -> list[Row]:
             f"{rate:.3f} Mpx/s ({tissue_rate:.3f} Mpx/s of tissue tiles)", "",
             f"{r['pipeline_s']:.1f} s; {r['computed']} tiles computed, {r['skipped']} skipped "
             f"of {tiles} ({r['computed'] / tiles:.0%} computed); {r['threads']} CPU threads"),
-        Row("a", "network alone, same batches (reference)",
+        Row("a", f"network alone ({r['backend']}), same batches (reference)",
             f"{tissue_mpx / r['network_s']:.3f} Mpx/s of tissue tiles", "",
             f"{r['network_s']:.1f} s for {r['batches']} batches (replayed after the run; "
             f"{r['network_in_pipeline_s']:.1f} s inside the pipeline)"),
@@ -176,7 +176,8 @@ def render(table: list[Row], r: dict[str, Any], load: tuple[float, float], size:
         HEADING, "",
         f"`python benchmarks/bench_wsi.py --write` on {time.strftime('%Y-%m-%d')}: "
         f"{os.cpu_count()} CPU cores ({cpu_model()}), torch {torch.__version__}, "
-        f"{r['threads']} threads; no GPU was measured.",
+        f"{r['threads']} threads, network backend `{r['backend']}` (the runner's CPU default); "
+        "no GPU was measured.",
         "",
         "| id | measurement | result | goal | notes |", "|---|---|---|---|---|",
     ]
