@@ -207,7 +207,8 @@ def _best_of(
 
 
 def bench_throughput(folder: Path, runner: ModelRunner, size: int, repeats: int) -> Report:
-    """(a) One synthetic slide, whole image: engine (lazy and in memory) vs MONAI."""
+    """(a) One synthetic slide, whole image: engine (lazy and in memory) vs MONAI, the same
+    torch network in both; and the engine with its CPU default backend on the lazy slide."""
     path = write_synthetic_slide(folder / "throughput.tif", size=(size, size))
     lazy = read_slide(path).levels[0]
     start = time.perf_counter()
@@ -215,10 +216,15 @@ def bench_throughput(folder: Path, runner: ModelRunner, size: int, repeats: int)
     tensor, crop = monai_input(array)
     load_s = time.perf_counter() - start
     _warm_up(lazy, tensor, runner)
+    fast = ModelRunner(runner.model, runner.spec, device=runner.device, amp=runner.amp,
+                       batch_size=BATCH, backend="auto")
+    default = f"engine, lazy slide, default backend ({fast.backend})"
+    _engine_run(lazy, fast, region=Region(0, 0, PATCH, PATCH))  # export + compile, once
     calls = {
         "engine, lazy slide": lambda: _engine_run(lazy, runner).probabilities,
         "engine, numpy in memory": lambda: _engine_run(array, runner).probabilities,
         "MONAI, tensor in memory": lambda: _monai_run(tensor, runner, crop),
+        default: lambda: _engine_run(lazy, fast).probabilities,
     }
     with EvalCounter(runner.model, runner.device) as counter:
         best, outputs = _best_of(calls, repeats, counter)
@@ -227,6 +233,9 @@ def bench_throughput(folder: Path, runner: ModelRunner, size: int, repeats: int)
     for name, (seconds, evals, _, in_net) in best.items():
         note = (f"best of {repeats}; {evals} network evaluations; {in_net:.1f} s in the network, "
                 f"{seconds - in_net:.2f} s outside it")
+        if name == default:
+            note = (f"best of {repeats}; the same {tiles} windows, the network run by "
+                    f"{fast.backend} from an ONNX export (not counted by the torch hook)")
         if name.startswith("MONAI"):
             note += f"; loading + padding the image first: {load_s:.1f} s (not counted)"
         report.rows.append(Row(
@@ -237,27 +246,35 @@ def bench_throughput(folder: Path, runner: ModelRunner, size: int, repeats: int)
     monai = best["MONAI, tensor in memory"].seconds
     ratio_lazy = monai / best["engine, lazy slide"].seconds
     ratio_memory = monai / best["engine, numpy in memory"].seconds
+    ratio_default = monai / best[default].seconds
     estimate = _equal_network_ratios(best)
     report.rows += [
         Row("a", "speed engine / MONAI (engine reads the lazy slide)", f"{ratio_lazy:.2f}x",
-            ">= 1.0x", "MONAI's image already in memory"),
-        Row("a", "speed engine / MONAI (both in memory)", f"{ratio_memory:.2f}x", ">= 1.0x"),
+            ">= 1.2x", "same torch network in both; MONAI's image already in memory"),
+        Row("a", "speed engine / MONAI (both in memory)", f"{ratio_memory:.2f}x", ">= 1.2x",
+            "same torch network in both"),
         Row("a", "same, with the network's time taken as equal (estimate)",
-            f"{estimate[0]:.2f}x lazy, {estimate[1]:.2f}x in memory", ">= 1.0x",
+            f"{estimate[0]:.2f}x lazy, {estimate[1]:.2f}x in memory", "",
             "fastest network time + each method's time outside the network; removes the "
             "run-to-run noise of the network itself"),
-        _agreement_row(outputs),
+        Row("a", f"speed engine with its CPU default ({fast.backend}) / MONAI with torch",
+            f"{ratio_default:.2f}x", ">= 1.2x",
+            "engine reads the lazy slide; MONAI as its users run it (torch float32, image in "
+            "memory)"),
+        _agreement_row(outputs, default),
     ]
     report.facts.update(tiles=tiles, ratios=(ratio_lazy, ratio_memory, *estimate),
-                        load_s=load_s, best=best)
+                        ratio_default=(fast.backend, ratio_default),
+                        load_s=load_s, best={k: v for k, v in best.items() if k != default})
     return report
 
 
 def _equal_network_ratios(best: dict[str, Timing]) -> tuple[float, float]:
     """MONAI / engine time (lazy, in memory) if the network had taken its fastest time in
     every run: the engines differ only in what they do outside the network."""
-    network = min(b.network_s for b in best.values())
-    lazy, memory, monai = (network + b.seconds - b.network_s for b in best.values())
+    names = ("engine, lazy slide", "engine, numpy in memory", "MONAI, tensor in memory")
+    network = min(best[n].network_s for n in names)
+    lazy, memory, monai = (network + best[n].seconds - best[n].network_s for n in names)
     return monai / lazy, monai / memory
 
 
@@ -272,7 +289,7 @@ class FirstChannels(nn.Module):
 def bench_overhead(runner: ModelRunner, size: int, repeats: int) -> Report:
     """(a) The same comparison with a free network: the engine's and MONAI's own costs."""
     free = ModelRunner(FirstChannels(), runner.spec, device=runner.device, amp=runner.amp,
-                       batch_size=BATCH)
+                       batch_size=BATCH, backend="torch")
     rng = np.random.default_rng(0)
     array = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
     tensor, crop = monai_input(array)
@@ -290,16 +307,20 @@ def bench_overhead(runner: ModelRunner, size: int, repeats: int) -> Report:
     return Report([row], {"overhead_ms": per_tile})
 
 
-def _agreement_row(outputs: dict[str, Any]) -> Row:
+def _agreement_row(outputs: dict[str, Any], default: str) -> Row:
     engine, monai = outputs["engine, lazy slide"], outputs["MONAI, tensor in memory"]
     diff = float(np.abs(engine - monai).max())
     same_labels = float((engine.argmax(0) == monai.argmax(0)).mean())
     lazy_vs_memory = float(np.abs(engine - outputs["engine, numpy in memory"]).max())
+    fast = outputs[default]
+    fast_diff = float(np.abs(fast - monai).max())
+    fast_labels = float((fast.argmax(0) == monai.argmax(0)).mean())
     return Row(
         "a", "outputs: engine vs MONAI", f"max abs diff {diff:.1e}; labels equal on "
         f"{100 * same_labels:.3f} % of pixels", "agree (< 1e-4)",
         f"all {engine.shape[0]} x {engine.shape[1]} x {engine.shape[2]} probabilities; engine "
-        f"lazy vs in memory: {lazy_vs_memory:.1e}",
+        f"lazy vs in memory: {lazy_vs_memory:.1e}; {default} vs MONAI: {fast_diff:.1e}, "
+        f"labels equal on {100 * fast_labels:.3f} %",
     )
 
 
@@ -509,7 +530,6 @@ def findings(facts: dict[str, Any], runner: ModelRunner) -> list[str]:
     outside = {name: b.seconds - b.network_s for name, b in facts["best"].items()}
     lazy, memory, monai = outside.values()
     network = [b.network_s for b in facts["best"].values()]
-    share = 100 * (lazy - monai) / min(network)
     ratios = facts["ratios"]
     lines = [
         f"- Model: `bench-unet-small`, the registry's `unet` architecture (depth 4, 8 base "
@@ -519,24 +539,28 @@ def findings(facts: dict[str, Any], runner: ModelRunner) -> list[str]:
         "reflect-padded so that its windows are the engine's patches: both evaluate the "
         f"network on the same {facts['tiles']} windows (counted with a forward hook) and give "
         "the same probabilities.",
-        f"- (a) Goal engine >= 1.0x MONAI {_verdict(min(ratios) >= 1.0)}: {ratios[0]:.2f}x "
-        f"reading the lazy slide, {ratios[1]:.2f}x with both in memory, {ratios[2]:.2f}x and "
-        f"{ratios[3]:.2f}x with the network's time taken as equal. The network does the "
-        f"same work in both; outside it the engine spends {lazy:.2f} s (lazy) or "
-        f"{memory:.2f} s (in memory) per image against MONAI's {monai:.2f} s. The engine's "
-        "extra work: reading and decoding tiles through dask without overlapping the "
-        "network, reflecting border patches by fancy indexing, NaN checks and NumPy copies "
-        "in `TileComputer` and `ModelRunner`, NumPy blending, and the label map (argmax), "
-        "which MONAI does not make. Here that difference is "
-        f"{share:.0f} % of the network's time, while the network itself took "
-        f"{min(network):.1f} to {max(network):.1f} s for the same work in different runs "
-        "(other jobs on this machine): the measured ratios carry that noise, the estimate "
-        "does not. On a GPU, where a small network costs about as much as the overhead, "
-        "the 'cost outside the network' row is the one that matters (engine "
-        f"{facts['overhead_ms']['engine']:.1f} vs MONAI {facts['overhead_ms']['MONAI']:.1f} "
-        "ms/tile). MONAI needs the whole image as one float32 tensor "
-        f"({facts['load_s']:.1f} s to load and pad here, not counted; 30 GB for a 50k x 50k "
-        "slide).",
+        f"- (a) Goal engine >= 1.2x MONAI with the same torch network "
+        f"{_verdict(min(ratios[:2]) >= 1.2)}: {ratios[0]:.2f}x reading the lazy slide, "
+        f"{ratios[1]:.2f}x with both in memory ({ratios[2]:.2f}x and {ratios[3]:.2f}x with "
+        "the network's time taken as equal). With the same network the ratio cannot pass "
+        "the share of time the two spend outside it: the network does the same work in "
+        f"both and took {min(network):.1f} to {max(network):.1f} s here, against "
+        f"{lazy:.2f} s (engine, lazy), {memory:.2f} s (engine, in memory) and {monai:.2f} s "
+        "(MONAI) outside it, so equal-network parity is the ceiling on this CPU. The engine "
+        "now reads and preprocesses the next batch on a reader thread while the network "
+        "runs, fills the batch in place, skips the NaN check on integer pixels, and makes "
+        "the label map (which MONAI does not make) with per-class passes instead of "
+        "numpy's strided argmax. What users get faster is the network itself: with its CPU "
+        f"default backend ({facts['ratio_default'][0]}, an ONNX export of the same weights) "
+        f"the engine runs the lazy slide {facts['ratio_default'][1]:.2f}x as fast as MONAI "
+        "with torch, outputs within the tolerance (row 'outputs'). On a GPU, where a small "
+        "network costs about as much as the overhead, the 'cost outside the network' row is "
+        f"the one that matters (engine {facts['overhead_ms']['engine']:.2f} vs MONAI "
+        f"{facts['overhead_ms']['MONAI']:.2f} ms/tile; goal <= 0.5 ms). Blending and the "
+        "argmax stay in NumPy on the CPU: moving them to the device matters only with a "
+        "GPU, which was not available to measure. MONAI needs the whole image as one "
+        f"float32 tensor ({facts['load_s']:.1f} s to load and pad here, not counted; 30 GB "
+        "for a 50k x 50k slide).",
     ]
     for name, n, skipped, gain, all_calls, calls in facts.get("skip", []):
         full = calls == -(-(n - skipped) // BATCH)
@@ -605,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     registry = ModelRegistry()
     registry.register(bench_spec())
     runner = ModelRunner.from_spec("bench-unet-small", registry, device=args.device,
-                                   batch_size=BATCH)
+                                   batch_size=BATCH, backend="torch")
     info = machine_info(runner)
     report = Report()
     with tempfile.TemporaryDirectory(prefix="neuroseg-bench-") as tmp:
