@@ -1,9 +1,14 @@
-"""File helpers for :mod:`.checkpoint`: temporary names, hashing, atomic pair swap, JSON."""
+"""File helpers for :mod:`.checkpoint`: the sidecar format, temporary names, hashing, JSON.
+
+Reading a sidecar needs no network, so :mod:`.registry` reads specs from here and
+:mod:`.checkpoint` (which builds networks through the registry) imports both.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import platform
 import secrets
@@ -14,15 +19,100 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_neuroseg.models.spec import ModelSpec
+
 __all__ = [
+    "CHECKPOINT_FORMAT",
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "checkpoint_paths",
     "cpu_state_dict",
     "json_default",
+    "read_sidecar",
+    "read_spec",
     "sha256_of",
     "software_versions",
+    "spec_from_sidecar",
     "summarize_history",
     "swap_in_pair",
     "temporary_sibling",
 ]
+
+CHECKPOINT_FORMAT = "napari-neuroseg-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the problem."""
+
+
+def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """The ``(weights, sidecar)`` pair for ``model``, ``model.safetensors`` or ``model.json``."""
+    p = Path(path)
+    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check a checkpoint's JSON sidecar.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``model``, ``model.safetensors`` or ``model.json``.
+
+    Returns
+    -------
+    dict
+        The sidecar, with a known ``format`` and ``format_version``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No sidecar next to the weights.
+    CheckpointError
+        Not JSON, not a napari-neuroseg checkpoint, or a format version this software does
+        not know (a newer one: update napari-neuroseg).
+    """
+    _, sidecar = checkpoint_paths(path)
+    if not sidecar.is_file():
+        raise FileNotFoundError(f"{sidecar}: checkpoint sidecar not found")
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{sidecar}: not a JSON checkpoint sidecar ({err})") from err
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise CheckpointError(f"{sidecar}: not a {CHECKPOINT_FORMAT} sidecar (format {found!r})")
+    version = data.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(f"{sidecar}: unknown format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{sidecar}: format_version {version} was written by a newer napari-neuroseg; "
+            f"this one reads up to {FORMAT_VERSION}: update napari-neuroseg"
+        )
+    return data
+
+
+def read_spec(path: str | os.PathLike[str]) -> ModelSpec:
+    """The :class:`ModelSpec` stored in a checkpoint's sidecar (weights are not read).
+
+    Raises
+    ------
+    FileNotFoundError, CheckpointError
+        As :func:`read_sidecar`, or an invalid spec (the message names the sidecar).
+    """
+    _, sidecar = checkpoint_paths(path)
+    return spec_from_sidecar(read_sidecar(sidecar), sidecar)
+
+
+def spec_from_sidecar(data: dict[str, Any], sidecar: Path) -> ModelSpec:
+    """The spec in an already read sidecar ``data``; CheckpointError naming ``sidecar``."""
+    try:
+        return ModelSpec.from_dict(data["spec"])
+    except (KeyError, TypeError, ValueError) as err:  # SpecError is a ValueError
+        raise CheckpointError(f"{sidecar}: invalid model spec in the sidecar: {err}") from err
 
 
 def temporary_sibling(path: Path, suffix: str = ".tmp") -> Path:

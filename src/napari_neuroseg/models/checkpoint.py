@@ -18,26 +18,33 @@ import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from napari_neuroseg.models._checkpoint_files import (
+    CHECKPOINT_FORMAT,
+    FORMAT_VERSION,
+    CheckpointError,
+    checkpoint_paths,
     cpu_state_dict,
     json_default,
+    read_sidecar,
+    read_spec,
     sha256_of,
     software_versions,
+    spec_from_sidecar,
     summarize_history,
     swap_in_pair,
     temporary_sibling,
 )
 from napari_neuroseg.models.device import prepare_for_inference, resolve_device
+from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.spec import ModelSpec
 
-if TYPE_CHECKING:
-    from napari_neuroseg.models.registry import ModelRegistry
+CheckpointError.__module__ = __name__  # defined with the sidecar helpers, documented here
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -53,15 +60,9 @@ __all__ = [
     "save_checkpoint",
 ]
 
-CHECKPOINT_FORMAT = "napari-neuroseg-checkpoint"
-FORMAT_VERSION = 1
 _PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile wrappers
 _MAX_LISTED = 8
 _GLOBAL_RE = re.compile(r"GLOBAL\s+([\w.]+)", re.IGNORECASE)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message names the file and the problem."""
 
 
 @dataclass
@@ -84,13 +85,6 @@ class LoadedModel:
     spec: ModelSpec
     sidecar: dict[str, Any] = field(repr=False)
     path: Path
-
-
-def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """The ``(weights, sidecar)`` pair for ``model``, ``model.safetensors`` or ``model.json``."""
-    p = Path(path)
-    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
-    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
 def _sidecar(spec: ModelSpec, model: nn.Module, history, metrics, sha: str) -> dict[str, Any]:
@@ -171,48 +165,6 @@ def save_checkpoint(
     return weights
 
 
-def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check a checkpoint's JSON sidecar.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        ``model``, ``model.safetensors`` or ``model.json``.
-
-    Returns
-    -------
-    dict
-        The sidecar, with a known ``format`` and ``format_version``.
-
-    Raises
-    ------
-    FileNotFoundError
-        No sidecar next to the weights.
-    CheckpointError
-        Not JSON, not a napari-neuroseg checkpoint, or a format version this software does
-        not know (a newer one: update napari-neuroseg).
-    """
-    _, sidecar = checkpoint_paths(path)
-    if not sidecar.is_file():
-        raise FileNotFoundError(f"{sidecar}: checkpoint sidecar not found")
-    try:
-        data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{sidecar}: not a JSON checkpoint sidecar ({err})") from err
-    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise CheckpointError(f"{sidecar}: not a {CHECKPOINT_FORMAT} sidecar (format {found!r})")
-    version = data.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise CheckpointError(f"{sidecar}: unknown format_version {version!r}")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{sidecar}: format_version {version} was written by a newer napari-neuroseg; "
-            f"this one reads up to {FORMAT_VERSION}: update napari-neuroseg"
-        )
-    return data
-
-
 def _listed(items: list[str]) -> str:
     shown = ", ".join(items[:_MAX_LISTED])
     return shown + (f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
@@ -246,25 +198,6 @@ def check_state_dict(
         )
 
 
-def read_spec(path: str | os.PathLike[str]) -> ModelSpec:
-    """The :class:`ModelSpec` stored in a checkpoint's sidecar (weights are not read).
-
-    Raises
-    ------
-    FileNotFoundError, CheckpointError
-        As :func:`read_sidecar`, or an invalid spec (the message names the sidecar).
-    """
-    _, sidecar = checkpoint_paths(path)
-    return _spec_from_sidecar(read_sidecar(sidecar), sidecar)
-
-
-def _spec_from_sidecar(data: dict[str, Any], sidecar: Path) -> ModelSpec:
-    try:
-        return ModelSpec.from_dict(data["spec"])
-    except (KeyError, TypeError, ValueError) as err:  # SpecError is a ValueError
-        raise CheckpointError(f"{sidecar}: invalid model spec in the sidecar: {err}") from err
-
-
 def load_checkpoint(
     path: str | os.PathLike[str],
     *,
@@ -296,11 +229,9 @@ def load_checkpoint(
         sidecar's ("checkpoint does not match its sidecar"), or weights whose keys/shapes do
         not fit the architecture (listed).
     """
-    from napari_neuroseg.models.registry import ModelRegistry
-
     weights, sidecar = checkpoint_paths(path)
     data = read_sidecar(sidecar)
-    spec = _spec_from_sidecar(data, sidecar)
+    spec = spec_from_sidecar(data, sidecar)
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: checkpoint weights not found (sidecar {sidecar})")
     if sha256_of(weights) != data.get("weights_sha256"):
@@ -400,8 +331,6 @@ def convert_pickled_checkpoint(
         The file needs arbitrary objects unpickled (refused), holds no state dict, or its
         keys/shapes do not fit the architecture.
     """
-    from napari_neuroseg.models.registry import ModelRegistry
-
     source = Path(src)
     state = _extract_state_dict(_load_weights_only(source), source)
     model = (registry or ModelRegistry()).build(spec)

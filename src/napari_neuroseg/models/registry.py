@@ -23,6 +23,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from napari_neuroseg.models._checkpoint_files import (
+    CHECKPOINT_FORMAT,
+    checkpoint_paths,
+    read_spec,
+)
 from napari_neuroseg.models._default_specs import (
     LEGACY_NO_WEIGHTS,
     PREFERRED_MODELS,
@@ -223,8 +228,6 @@ class ModelRegistry:
         CheckpointError
             The sidecar is unreadable, of an unknown format version or holds an invalid spec.
         """
-        from napari_neuroseg.models.checkpoint import checkpoint_paths, read_spec
-
         weights, _ = checkpoint_paths(path)
         spec = read_spec(path)
         if LEGACY_NO_WEIGHTS in spec.description:  # written from an older declared spec
@@ -276,8 +279,6 @@ class ModelRegistry:
 
     def _bundled_spec(self, sidecar: Path) -> ModelSpec:
         """The spec of a bundled pair after the cheap checks of :meth:`register_bundled`."""
-        from napari_neuroseg.models.checkpoint import read_spec
-
         spec = read_spec(sidecar)
         if spec.name != sidecar.stem:
             raise RegistryError(f"its spec is named {spec.name!r}, not {sidecar.stem!r}")
@@ -293,8 +294,6 @@ class ModelRegistry:
         list of str
             Names of the models registered, in file-name order.
         """
-        from napari_neuroseg.models.checkpoint import CHECKPOINT_FORMAT
-
         names = []
         for sidecar in sorted(Path(folder).glob("*.json")):
             if sidecar.with_suffix(".safetensors").is_file() and looks_like_sidecar(
