@@ -331,8 +331,9 @@ def test_label_store_regions_export_with_their_own_flags(slide, tmp_path):
 
 def test_a_label_store_exports_each_committed_region_once(tmp_path):
     """The Annotate widget's store feeds the export directly (no fake store)."""
-    from napari_neuroseg.annotate.labelstore import LabelStore, slide_grid
+    from napari_neuroseg.annotate.labelstore import LabelStore
     from napari_neuroseg.annotate.palette import STANDARD_CLASS_MAPS
+    from napari_neuroseg.annotate.slidegrid import slide_grid
     from napari_neuroseg.dataset import Dataset
     from napari_neuroseg.engine import Region
     from napari_neuroseg.io import open_image

@@ -31,30 +31,17 @@ import numpy as np
 import zarr
 
 from napari_neuroseg.annotate.palette import ClassMap
-
-# the grid helpers moved to their own module; importable from here as before
-from napari_neuroseg.annotate.slidegrid import (
-    SlideGrid,
-    default_store_path,
-    resample_labels,
-    slide_grid,
-    slide_identity,
-)
 from napari_neuroseg.dataset.manifest import now_iso
 from napari_neuroseg.engine import Region
 from napari_neuroseg.engine.levels import pyramid_shapes
 from napari_neuroseg.io._atomic import atomic_directory, atomic_path
+from napari_neuroseg.io.downsample import downsample
 
 __all__ = [
     "FORMAT",
     "CommittedRegion",
     "LabelStore",
     "RegionEdit",
-    "SlideGrid",
-    "default_store_path",
-    "resample_labels",
-    "slide_grid",
-    "slide_identity",
 ]
 
 FORMAT = "napari-neuroseg-labelstore"
@@ -372,13 +359,14 @@ class LabelStore:
                              else f"instance ids {low}..{top} do not fit {self.dtype}")
 
     def _update_levels(self, region: Region) -> None:
-        """Recompute the levels above ``region`` (level-0 pixels): top-left of 2 x 2 blocks."""
+        """Recompute the levels above ``region`` (level-0 pixels): each pixel is the most
+        common non-zero label of its 2 x 2 block, so thin strokes stay visible zoomed out."""
         below = region
         for level in range(1, self.n_levels):
             y0, x0 = below.y0 // 2 * 2, below.x0 // 2 * 2
             y1, x1 = -(-below.y1 // 2) * 2, -(-below.x1 // 2) * 2
             with self.lock:
-                values = self._levels[level - 1][y0:y1:2, x0:x1:2]
+                values = downsample(self._levels[level - 1][y0:y1, x0:x1], mode="labels")
                 below = Region(y0 // 2, x0 // 2, y1 // 2, x1 // 2)
                 self._levels[level][below.slices] = values
 
@@ -460,6 +448,3 @@ class RegionEdit:
             self.store.commit(self.region, labels, corrected_by_person=corrected_by_person)
             self._written = version
             return True
-
-
-# -- where a slide's store lives, and on which grid -------------------------------------------

@@ -21,6 +21,7 @@ import dask.array as da
 import numpy as np
 
 from napari_neuroseg.io._slide_common import wrap_reader
+from napari_neuroseg.io.downsample import downsample
 
 #: Largest output block (pixels per side) averaged at once; the source block is twice that.
 DEFAULT_BLOCK = 1024
@@ -126,7 +127,7 @@ class HalvedLevel:
             for left in range(x0, x1, step_x):
                 right = min(left + step_x, x1)
                 block = self._read(slice(2 * top, 2 * bottom), slice(2 * left, 2 * right))
-                out[top - y0 : bottom - y0, left - x0 : right - x0] = mean_2x2(block)
+                out[top - y0 : bottom - y0, left - x0 : right - x0] = downsample(block)
         return out[(slice(None), slice(None), *rest)]
 
     def _read(self, rows: slice, cols: slice) -> np.ndarray:
@@ -134,26 +135,6 @@ class HalvedLevel:
         if isinstance(region, da.Array):
             return np.asarray(region.compute(scheduler="synchronous"))
         return np.asarray(region)
-
-
-def mean_2x2(block: np.ndarray) -> np.ndarray:
-    """2x2 mean of an ``(h, w, ...)`` block (odd last row/column dropped).
-
-    Integers are rounded half up; 8-bit data are summed in 16 bits (fast path).
-    """
-    h, w = block.shape[0] // 2 * 2, block.shape[1] // 2 * 2
-    quads = (block[0:h:2, 0:w:2], block[1:h:2, 0:w:2], block[0:h:2, 1:w:2], block[1:h:2, 1:w:2])
-    if block.dtype == np.uint8:
-        total = quads[0].astype(np.uint16)
-        for quad in quads[1:]:
-            total += quad
-        total += 2
-        total >>= 2
-        return total.astype(np.uint8)
-    if np.issubdtype(block.dtype, np.integer):
-        total = sum((q.astype(np.int64) for q in quads), np.int64(2))
-        return (total // 4).astype(block.dtype)
-    return (sum(q.astype(np.float64) for q in quads) / 4).astype(block.dtype)
 
 
 def _region(key: Any, shape: tuple[int, ...]) -> tuple[tuple[int, int], tuple[int, int], tuple]:

@@ -24,6 +24,7 @@ import numpy as np
 import tifffile
 
 from ._atomic import atomic_path
+from .downsample import downsample
 from .mri import mm_per_unit
 
 __all__ = ["WriterError", "write_labels", "write_probabilities"]
@@ -252,12 +253,7 @@ def _halve_nearest(level: da.Array) -> da.Array:
 
 def _halve_mean(level: da.Array) -> da.Array:
     """2x2 means (an odd last row/column is averaged with itself)."""
-    pad = [(0, 0)] * (level.ndim - 2) + [(0, level.shape[-2] % 2), (0, level.shape[-1] % 2)]
-    even = da.pad(level, pad, mode="edge") if any(p[1] for p in pad) else level
-    total = (
-        even[..., ::2, ::2] + even[..., 1::2, ::2] + even[..., ::2, 1::2] + even[..., 1::2, 1::2]
-    )
-    return (total / np.float32(4)).astype(level.dtype)
+    return downsample(level, axes=(-2, -1), odd="edge")
 
 
 def _pyramid(level0: da.Array, halve: Callable[[da.Array], da.Array]) -> list[da.Array]:

@@ -14,8 +14,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import dask.array as da
 import numpy as np
 from scipy import ndimage as ndi
+
+from napari_neuroseg.io.downsample import downsample
 
 __all__ = [
     "TISSUE_MPP",
@@ -154,15 +157,12 @@ def lowres_level(
 
 
 def _block_mean(level: Any, factor: int) -> Any:
-    import dask.array as da
-
-    if isinstance(level, da.Array):
-        lazy = level
-    else:  # read block by block, never the whole level at once (it may be an opened file)
+    """Lazy ``factor`` x ``factor`` block means of an RGB level, as uint8 (rounded)."""
+    if not isinstance(level, da.Array):  # read block by block (it may be an opened file)
         edge = factor * max(1, 1024 // factor)
-        lazy = da.from_array(level, chunks=(edge, edge, *level.shape[2:]))
-    blocks = da.coarsen(np.mean, lazy.astype(np.float32), {0: factor, 1: factor}, trim_excess=True)
-    return (blocks + 0.5).astype(np.uint8)
+        level = da.from_array(level, chunks=(edge, edge, *level.shape[2:]))
+    blocks = downsample(level, factor)
+    return (blocks + 0.5 if blocks.dtype.kind == "f" else blocks).astype(np.uint8)
 
 
 def slide_tissue_mask(

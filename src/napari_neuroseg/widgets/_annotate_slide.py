@@ -20,15 +20,14 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
 
-from napari_neuroseg.annotate.labelstore import (
-    LabelStore,
-    RegionEdit,
+from napari_neuroseg.annotate.labelstore import LabelStore, RegionEdit
+from napari_neuroseg.annotate.palette import ClassMap
+from napari_neuroseg.annotate.slidegrid import (
     default_store_path,
     resample_labels,
     slide_grid,
     slide_identity,
 )
-from napari_neuroseg.annotate.palette import ClassMap
 from napari_neuroseg.engine import Region
 from napari_neuroseg.live.viewport import Box, box_to_pixels, visible_box
 from napari_neuroseg.widgets._annotate_layers import apply_palette, labels_layers, layer_level0
