@@ -207,14 +207,19 @@ def _write(rows: list[Row], choice: str, results: list[dict], load0: float) -> N
         "(64 for the 32 px LeNet), through `ModelRunner` (normalisation and output conversion "
         "included, so the times are what the engine's predictor costs). Backends interleaved, "
         "best of the rounds; the reference is the torch float32 row of the same model.",
-        f"- Adoption rule: on every model >= {SPEEDUP}x torch float32, outputs within "
+        f"- Adoption rule, per model: >= {SPEEDUP}x torch float32, outputs within "
         f"{TOLERANCE:g}, labels equal on >= {100 * AGREEMENT:.1f} % of pixels, and installable "
-        f"from PyPI. Chosen: **{choice}** (`CPU_DEFAULT` in `models/backends.py` is "
-        f"`{CPU_DEFAULT}`). `bf16` misses the tolerance (bfloat16 keeps 8 bits of mantissa), "
-        "so it stays opt-in. `ModelRunner(backend=...)`, `--backend` or "
-        "`NAPARI_NEUROSEG_BACKEND` choose another.",
+        "from PyPI. A model on which no backend meets it stays on torch (the LeNet, 64 tiles "
+        "of 32 px a call: the runtimes' cost per call outweighs the work; "
+        "`CPU_TORCH_ARCHITECTURES`); the default is the fastest (geometric mean) of the "
+        f"backends that meet it on all the others. Chosen: **{choice}** (`CPU_DEFAULT` in "
+        f"`models/backends.py` is `{CPU_DEFAULT}`). `bf16` misses the tolerance (bfloat16 "
+        "keeps 8 bits of mantissa), so it stays opt-in. `ModelRunner(backend=...)`, "
+        "`--backend` or `NAPARI_NEUROSEG_BACKEND` choose another.",
         "- First call: ONNX export (cached on disk, keyed by the weights hash) plus the "
-        "runtime's compilation, with an empty cache; later sessions load the cached export.",
+        "runtime's compilation, each backend with an empty export cache; later sessions load "
+        "the cached export. `compile`'s first call reuses torch's own compile cache in /tmp "
+        "when an earlier run left one: with a cold one it took 12-121 s per model here.",
         "- GPU: not measured, no GPU in this environment. On CUDA `auto` keeps torch with "
         "mixed precision and channels-last.",
         "", "Machine:", "",

@@ -300,9 +300,19 @@ class _Flat(nn.Module):
         return tuple(out[name] for name in self.names)
 
 
+_EXPORT_LOCK = threading.Lock()
+"""torch's ONNX exporter keeps global state: one export at a time in a process."""
+
+
 def _write_onnx(model: nn.Module, example: torch.Tensor, names: tuple[str, ...] | None,
                 path: Path) -> None:
     """Export ``model`` (batch axis dynamic) to ``path`` atomically."""
+    with _EXPORT_LOCK:
+        _export_unlocked(model, example, names, path)
+
+
+def _export_unlocked(model: nn.Module, example: torch.Tensor, names: tuple[str, ...] | None,
+                     path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     module = model if names is None else _Flat(model, names)
     outputs = list(names) if names is not None else ["out"]
