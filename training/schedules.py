@@ -195,16 +195,3 @@ class Curriculum:
     def trainable_count(self) -> int:
         """Trainable parameter values of the model now."""
         return trainable_parameters(self.model)
-
-
-def clip_gradients(parameters: nn.Module | Iterable[torch.Tensor], max_norm: float = 1.0) -> float:
-    """Clip the global gradient norm (seed 002: 1.0); returns the norm before clipping.
-
-    Under AMP call ``scaler.unscale_(optimizer)`` first. A non-finite norm is returned as is
-    (the loop should then skip the step).
-    """
-    params = parameters.parameters() if isinstance(parameters, nn.Module) else parameters
-    with_grad = [p for p in params if p.grad is not None]
-    if not with_grad:
-        return 0.0
-    return float(torch.nn.utils.clip_grad_norm_(with_grad, max_norm))

@@ -245,3 +245,31 @@ def test_evaluate_init_validates_the_start_and_every_sidecar_records_it(tmp_path
     plain.fit()
     assert plain.baseline is None
     assert not compare_with_start(tmp_path / "plain" / "checkpoints" / "best").at_least_as_good
+
+
+def test_grad_clip_bounds_the_gradient_norm_of_every_step(tmp_path):
+    """The loop clips the global norm itself (after unscaling) before each optimizer step."""
+
+    def run(**kwargs) -> list[float]:
+        norms: list[float] = []
+
+        def sgd(model: nn.Module) -> torch.optim.Optimizer:
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+            step = optimizer.step
+
+            def recording_step(*args, **kw):
+                grads = [p.grad.flatten() for p in model.parameters() if p.grad is not None]
+                norms.append(float(torch.cat(grads).norm()))
+                return step(*args, **kw)
+
+            optimizer.step = recording_step
+            return optimizer
+
+        train, val = _loaders()
+        Trainer(_model(), _spec(), train, val, nn.functional.cross_entropy, sgd, epochs=1,
+                run_dir=None, device="cpu", seed=3, on_progress=lambda e: None, **kwargs).fit()
+        return norms
+
+    assert max(run()) > 0.05  # without clipping the norms are larger than the limit below
+    clipped = run(grad_clip=0.05)
+    assert clipped and max(clipped) <= 0.05 * (1 + 1e-4)

@@ -13,7 +13,6 @@ from training.schedules import (
     Curriculum,
     Phase,
     ProgressiveUnfreezing,
-    clip_gradients,
     trainable_parameters,
 )
 
@@ -118,11 +117,3 @@ def test_curriculum_custom_stages_validated(resnet):
     assert custom.lrs_at(3) == {"layer1": 1e-4}
     opt = custom.optimizer_for(3)
     assert [g["name"] for g in opt.param_groups] == ["layer1"]
-
-
-def test_clip_gradients():
-    layer = nn.Linear(3, 1, bias=False)
-    layer.weight.grad = torch.tensor([[3.0, 4.0, 0.0]])
-    assert clip_gradients(layer, 1.0) == pytest.approx(5.0)
-    assert float(layer.weight.grad.norm()) == pytest.approx(1.0, rel=1e-4)
-    assert clip_gradients(nn.Linear(2, 2)) == 0.0

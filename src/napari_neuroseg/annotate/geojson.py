@@ -46,8 +46,6 @@ DEFAULT_COLORS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
 #: QuPath's name for objects without a classification.
 UNCLASSIFIED = "Unclassified"
 _FOUR = ndimage.generate_binary_structure(2, 1)
-_LEGACY_TYPES = {"PathAnnotationObject": "annotation", "PathDetectionObject": "detection",
-                 "PathCellObject": "cell", "PathTileObject": "tile"}
 
 
 class GeoJSONError(ValueError):
@@ -288,15 +286,6 @@ def feature_class(feature: Mapping[str, Any]) -> str:
     elif isinstance(cls, str) and cls:
         return cls
     return UNCLASSIFIED
-
-
-def feature_type(feature: Mapping[str, Any]) -> str:
-    """``annotation``, ``detection``, ``cell``... (``annotation`` when not stated)."""
-    props = feature.get("properties") or {}
-    kind = props.get("objectType") or props.get("object_type")
-    if kind is None and isinstance(feature.get("id"), str):
-        kind = _LEGACY_TYPES.get(feature["id"])
-    return str(kind or "annotation")
 
 
 def _polygons_of(geometry: Any) -> tuple[list[list], int]:

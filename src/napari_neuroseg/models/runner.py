@@ -177,11 +177,6 @@ class ModelRunner:
         return self.network.backend
 
     @property
-    def input_channels(self) -> int:
-        """Number of input channels the network expects."""
-        return len(self.spec.input.channels)
-
-    @property
     def output_channels(self) -> int:
         """K, the size of axis 1 of the output (see the module docstring)."""
         task = self.spec.task
