@@ -7,7 +7,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from napari_neuroseg.io._pyramid import extend_pyramid, halve_level
+from napari_neuroseg.io._pyramid import extend_pyramid
 
 
 def _mean_2x2(image: np.ndarray) -> np.ndarray:
@@ -81,7 +81,7 @@ def test_grayscale_2d_levels(rgb):
 
 def test_float_levels_use_the_plain_mean():
     image = np.arange(16, dtype=np.float32).reshape(4, 4)
-    half = halve_level(da.from_array(image, chunks=2)).compute()
+    half = extend_pyramid([da.from_array(image, chunks=2)], min_level_size=2)[1].compute()
     np.testing.assert_allclose(half, [[2.5, 4.5], [10.5, 12.5]])
 
 

@@ -74,26 +74,6 @@ def extend_pyramid(
     return out
 
 
-def halve_level(level: da.Array, source: Any = None) -> da.Array:
-    """Return the lazy 2x2 block mean of ``level`` (axes ``"yx"`` or ``"yxc"``).
-
-    Parameters
-    ----------
-    level : dask.array.Array
-        The level to downsample. An odd last row or column is dropped.
-    source : array-like, optional
-        Same pixels as ``level``, read directly (see :func:`extend_pyramid`).
-
-    Returns
-    -------
-    dask.array.Array
-        Half the size in y and x, same dtype, chunked like the first chunk of ``level``.
-    """
-    tile = (int(level.chunks[0][0]), int(level.chunks[1][0]))
-    reader = HalvedLevel(level if source is None else source, tile)
-    return wrap_reader(reader, tile, f"{level.name}-halved")
-
-
 class HalvedLevel:
     """Array-like whose pixels are the 2x2 means of ``source``, computed region by region.
 
