@@ -59,7 +59,7 @@ def _mri_setup(root: Path, n_items: int) -> Setup:
     from napari_neuroseg.dataset import Dataset, convert_kaggle_lgg
     from napari_neuroseg.samples.mri import write_lgg_patient
     from training.losses import make_loss
-    from training.tasks import mri
+    from training.tasks.mri import task as mri
 
     n_patients = max(2, n_items // 8)
     for n in range(n_patients):
@@ -76,9 +76,9 @@ def _mri_setup(root: Path, n_items: int) -> Setup:
 
 def _nuclei_setup(root: Path, n_items: int) -> Setup:
     from napari_neuroseg.dataset import Dataset, DatasetWriter
-    from training.tasks import nuclei
-    from training.tasks.nuclei_data import NucleiTiles, nuclei_augment
-    from training.tasks.nuclei_targets import HoVerNetLoss
+    from training.tasks.nuclei import task as nuclei
+    from training.tasks.nuclei.data import NucleiTiles, nuclei_augment
+    from training.tasks.nuclei.targets import HoVerNetLoss
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:512, :512]

@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                           metavar="KEY=VALUE", help="classical baseline option, e.g. "
                           "nucleus_radius_um=6 or mpp=0.5 (repeatable)")
     from training import import_keras
-    from training.tasks import mri_cv, nuclei_tune
+    from training.tasks.mri import cv as mri_cv
+    from training.tasks.nuclei import tune as nuclei_tune
 
     nuclei_tune.add_arguments(sub.add_parser("tune-nuclei", help=nuclei_tune.HELP,
                                              description=nuclei_tune.__doc__.split("\n")[0]))
@@ -170,7 +171,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from napari_neuroseg.models.device import resolve_device
     from training.runfolder import atomic_write_json
     from training.tasks import load_task
-    from training.tasks.nuclei_sources import is_source_folder
+    from training.tasks.nuclei.sources import is_source_folder
 
     if is_source_folder(args.data):
         return _evaluate_sources(args)
@@ -181,7 +182,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     loaded = load_checkpoint(args.model, device="cpu")
     if args.baseline or args.split != "all":
-        from training.tasks.nuclei_compare import baseline_options, compare
+        from training.tasks.nuclei.compare import baseline_options, compare
 
         metrics = compare(loaded, data, device, baseline=args.baseline, split=args.split,
                           val_fraction=args.val_fraction, seed=args.seed,
@@ -211,7 +212,7 @@ def _evaluate_sources(args: argparse.Namespace) -> int:
     from napari_neuroseg.models.checkpoint import load_checkpoint
     from napari_neuroseg.models.device import resolve_device
     from training.runfolder import atomic_write_json
-    from training.tasks.nuclei_compare import baseline_options, compare
+    from training.tasks.nuclei.compare import baseline_options, compare
 
     loaded = load_checkpoint(args.model, device="cpu")
     device, per_source = resolve_device(args.device), {}
@@ -254,11 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.task == "evaluate":
         return run_evaluate(args)
     if args.task == "tune-nuclei":
-        from training.tasks.nuclei_tune import run_cli
+        from training.tasks.nuclei.tune import run_cli
 
         return run_cli(args)
     if args.task == "cv-mri":
-        from training.tasks.mri_cv import run_cli as run_cv
+        from training.tasks.mri.cv import run_cli as run_cv
 
         return run_cv(args)
     if args.task == "import-keras":

@@ -84,7 +84,7 @@ def dataset(tiny_lgg_dataset):
 @pytest.fixture
 def hooked(monkeypatch):
     """``trainer_options`` with the one line the lead adds: ``on_progress=events.current()``."""
-    import training.tasks.mri as mri
+    import training.tasks.mri.task as mri
 
     original = _common.trainer_options
 

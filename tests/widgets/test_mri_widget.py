@@ -438,7 +438,7 @@ def test_a_failed_run_does_not_leave_the_previous_patients_result_on_screen(
 def test_the_clean_up_saved_with_the_weights_becomes_the_default(widget, tmp_path):
     """A checkpoint with spec.extra['postprocess'] (cv-mri --write) sets the clean-up
     options when chosen; one without leaves them as they are."""
-    from training.tasks.nuclei_tune import write_checkpoint
+    from training.tasks.nuclei.tune import write_checkpoint
 
     plain = tiny_checkpoint(tmp_path, ("FLAIR",), 32)
     tuned = write_checkpoint(plain, tmp_path / "tuned", {

@@ -1,18 +1,21 @@
-"""Task recipes, one module per ``python -m training`` sub-command (see ``_common``)."""
+"""Task recipes, one sub-package per ``python -m training`` task (see ``_common``).
+
+Each sub-package keeps its task's modules; its ``task`` module is the sub-command.
+"""
 
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
 
-#: Sub-command name -> module implementing it. Order is the order of ``--help``.
+#: Sub-command name -> module implementing it (``<package>.task``), in the order of ``--help``.
 TASKS: dict[str, str] = {
-    "tissue": "training.tasks.tissue",
-    "mri": "training.tasks.mri",
-    "ct": "training.tasks.ct",
-    "nuclei-tiles": "training.tasks.nuclei_tiles",
-    "nuclei": "training.tasks.nuclei",
-    "stain": "training.tasks.stain",
+    "tissue": "training.tasks.tissue.task",
+    "mri": "training.tasks.mri.task",
+    "ct": "training.tasks.ct.task",
+    "nuclei-tiles": "training.tasks.nuclei_tiles.task",
+    "nuclei": "training.tasks.nuclei.task",
+    "stain": "training.tasks.stain.task",
 }
 
 
@@ -30,6 +33,13 @@ def available_tasks() -> dict[str, ModuleType]:
         try:
             out[name] = importlib.import_module(module)
         except ModuleNotFoundError as err:
-            if err.name != module:
+            if not _is_part_of(err.name, module):
                 raise
     return out
+
+
+def _is_part_of(missing: str | None, module: str) -> bool:
+    """Whether ``missing`` (a ``ModuleNotFoundError``'s name) is the task module ``module`` or
+    its package: the task is not installed, as opposed to one of its imports failing."""
+    package = module.rpartition(".")[0]
+    return missing in (module, package)

@@ -1,6 +1,6 @@
 """What every task recipe shares: dataset checks, splits, model set-up, loaders, run outputs.
 
-A task module (``training/tasks/<task>.py``) defines ``NAME``, ``HELP``, ``DESCRIPTION``,
+A task module (``training/tasks/<task>/task.py``) defines ``NAME``, ``HELP``, ``DESCRIPTION``,
 ``DATASET_TASK``, ``Config`` (a :class:`training.config.TrainConfig` subclass), ``run(config,
 dist) -> dict`` and ``evaluate(loaded, data, device, batch_size) -> dict``; :mod:`training.cli`
 turns each into a sub-command and ``evaluate`` dispatches on the dataset's task.

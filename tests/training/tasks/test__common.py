@@ -12,7 +12,7 @@ from napari_neuroseg.models.checkpoint import save_checkpoint
 from napari_neuroseg.models.registry import DEFAULT_SPECS, ModelRegistry
 from training import events
 from training.tasks._common import DataError, build_spec, task_split, training_data_name
-from training.tasks.mri_split import mri_split
+from training.tasks.mri.split import mri_split
 
 
 def test_build_spec_starts_from_the_declared_spec_and_records_the_data(tmp_path, monkeypatch):
