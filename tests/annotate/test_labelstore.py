@@ -1,6 +1,5 @@
 """The tile-sparse label store: commit, reopen, pyramid, seeding, crash repair, big slides."""
 
-import dataclasses
 import json
 import os
 
@@ -8,14 +7,8 @@ import numpy as np
 import psutil
 import pytest
 
-from napari_neuroseg.annotate.labelstore import LabelStore, RegionEdit
+from napari_neuroseg.annotate.labelstore import LabelStore
 from napari_neuroseg.annotate.palette import STANDARD_CLASS_MAPS, ClassMap, standard_class_map
-from napari_neuroseg.annotate.slidegrid import (
-    default_store_path,
-    resample_labels,
-    slide_grid,
-    slide_identity,
-)
 from napari_neuroseg.engine import Region
 from napari_neuroseg.io.downsample import downsample
 
@@ -136,30 +129,6 @@ def test_interrupted_commit_is_repaired(store, monkeypatch):
     assert json.loads((store.directory / "regions.json").read_text())["pending"] is None
 
 
-def test_region_edit_never_writes_an_older_snapshot(store):
-    r = Region(0, 0, 32, 32)
-    edit = RegionEdit(store, r)
-    edit.mark_dirty()
-    v1, old = edit.snapshot(np.ones(r.shape, np.uint8))
-    assert not edit.dirty
-    v2, new = edit.snapshot(np.full(r.shape, 2, np.uint8))
-    assert edit.commit(v2, new)
-    assert not edit.commit(v1, old)  # a late autosave of older labels is skipped
-    assert (store.read(r) == 2).all()
-
-
-def test_region_edit_sees_changes_without_events(store):
-    r = Region(0, 0, 8, 8)
-    opened = np.ones(r.shape, np.uint8)
-    edit = RegionEdit(store, r, opened)
-    assert not edit.changed(opened.copy())  # seeded labels, untouched: nothing to save
-    painted = opened.copy()
-    painted[0, 0] = 2
-    assert edit.changed(painted)  # e.g. an undo, which sends no paint event
-    edit.commit(*edit.snapshot(painted))
-    assert not edit.changed(painted) and edit.changed(opened)
-
-
 def test_instance_store(tmp_path):
     store = LabelStore.create(tmp_path / "n", (300, 300), NUCLEI)
     assert store.dtype == np.uint32
@@ -194,64 +163,6 @@ def test_hundred_thousand_pixel_square_stays_small(tmp_path):
           f"RSS +{grown / 2**20:.0f} MiB")
     # a single chunk of level 0 far from any commit reads as background
     assert not np.asarray(levels[0][30_000:30_256, 30_000:30_256]).any()
-
-
-def test_default_store_path(tmp_path, monkeypatch):
-    slide = tmp_path / "slide.tif"
-    slide.write_bytes(b"abc" * 1000)
-    path = default_store_path(slide, LGG, 1.0)
-    assert path.parent == tmp_path / "slide.tif.neuroseg-labels"
-    assert path != default_store_path(slide, STANDARD_CLASS_MAPS["MRI FLAIR abnormality"], 1.0)
-    assert path != default_store_path(slide, LGG, 0.5)
-    assert path == default_store_path(slide, LGG, 1.0)
-    cached = default_store_path(slide, LGG, 1.0, beside_data=False, cache_dir=tmp_path / "c")
-    assert cached.parent == tmp_path / "c" and cached.name.startswith(slide_identity(slide)[:16])
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert str(default_store_path("not a file", LGG, 1.0)).startswith(str(tmp_path / "xdg"))
-
-
-def test_slide_identity_follows_content(tmp_path):
-    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
-    a.write_bytes(bytes(range(256)) * 10_000)
-    b.write_bytes(a.read_bytes())
-    assert slide_identity(a) == slide_identity(b)  # a copy is the same slide
-    b.write_bytes(a.read_bytes()[:-1] + b"x")
-    assert slide_identity(a) != slide_identity(b)
-
-
-def test_slide_grid_matches_the_analysis_plan(tmp_path):
-    from napari_neuroseg.analysis import plan_slide
-    from napari_neuroseg.io import open_image
-    from napari_neuroseg.models.registry import ModelRegistry
-    from napari_neuroseg.samples.slide import write_synthetic_slide
-
-    path = write_synthetic_slide(tmp_path / "s.tif", size=(512, 768), tile=256, mpp=0.5,
-                                 layout="pages", compression="zlib", levels=2)
-    image = open_image(path)[0]
-    # the declared spec (the shipped weights work at 10 µm/px): level 1 (1 µm/px) resampled 5x
-    lgg = ModelRegistry(bundled=False).get("lgg-tissue")
-    at_level_1 = dataclasses.replace(lgg, input=dataclasses.replace(lgg.input, resolution=1.0))
-    for spec, shape in [(lgg, (51, 77)), (at_level_1, (256, 384))]:
-        mpp = spec.input.resolution
-        plan = plan_slide(image, spec, stain_normalization=False, tissue_only=False)
-        grid = slide_grid(image, mpp)
-        assert grid.shape == plan.working_shape == shape
-        assert grid.level == plan.choice.level == 1 and grid.mpp == mpp
-        assert grid.scale == plan.scale and grid.translate == plan.translate
-    assert slide_grid(image).shape == (512, 768)
-
-
-def test_resample_labels_between_grids():
-    fine = np.arange(40 * 40, dtype=np.uint32).reshape(40, 40)  # scale 1, translate 0
-    # the same grid: a plain crop
-    got = resample_labels(fine, (1, 1), (0, 0), Region(5, 6, 9, 12), (1, 1), (0, 0))
-    np.testing.assert_array_equal(got, fine[5:9, 6:12])
-    # a 2x coarser grid whose pixel centres sit on fine pixels 0.5 + 2i -> nearest 1 + 2i
-    got = resample_labels(fine, (1, 1), (0, 0), Region(0, 0, 3, 3), (2, 2), (0.5, 0.5))
-    np.testing.assert_array_equal(got, fine[1:7:2, 1:7:2])
-    # off the array: zeros
-    got = resample_labels(fine, (1, 1), (0, 0), Region(18, 18, 22, 22), (2, 2), (0.5, 0.5))
-    assert got[-1, -1] == 0 and got[0, 0] == fine[37, 37]
 
 
 def test_class_map_round_trip_and_napari_tables():

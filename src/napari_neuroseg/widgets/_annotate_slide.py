@@ -20,8 +20,9 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
 
-from napari_neuroseg.annotate.labelstore import LabelStore, RegionEdit
+from napari_neuroseg.annotate.labelstore import LabelStore
 from napari_neuroseg.annotate.palette import ClassMap
+from napari_neuroseg.annotate.region_edit import RegionEdit
 from napari_neuroseg.annotate.slidegrid import (
     default_store_path,
     resample_labels,
