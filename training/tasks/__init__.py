@@ -8,15 +8,12 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-#: Sub-command name -> module implementing it (``<package>.task``), in the order of ``--help``.
+from napari_neuroseg.dataset.tasks import TASK_NAMES
+
+#: Sub-command name -> module implementing it, in the order of ``--help``: one per dataset task
+#: (:data:`napari_neuroseg.dataset.tasks.TASK_NAMES`), in the package named after it.
 TASKS: dict[str, str] = {
-    "tissue": "training.tasks.tissue.task",
-    "mri": "training.tasks.mri.task",
-    "ct": "training.tasks.ct.task",
-    "nuclei-tiles": "training.tasks.nuclei_tiles.task",
-    "nuclei": "training.tasks.nuclei.task",
-    "stain": "training.tasks.stain.task",
-}
+    name: f"training.tasks.{name.replace('-', '_')}.task" for name in TASK_NAMES}
 
 
 def load_task(name: str) -> ModuleType:

@@ -26,6 +26,7 @@ import numpy as np
 from napari_neuroseg.dataset import TASK_RULES, Dataset, DatasetError, DatasetWriter
 from napari_neuroseg.dataset.layout import check_label, check_mask_values
 from napari_neuroseg.dataset.manifest import MANIFEST_NAME, parse_class_map
+from napari_neuroseg.dataset.tasks import EXPORT_MODALITIES
 from napari_neuroseg.dataset.writer import MPP_TOLERANCE
 
 __all__ = [
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 #: Tasks the plugin exports and the modality they are written with by default.
-EXPORT_TASKS = {"tissue": "HE", "nuclei": "HE", "nuclei-tiles": "HE", "mri": "MR", "ct": "CT"}
+EXPORT_TASKS: Mapping[str, str] = EXPORT_MODALITIES
 
 
 @dataclass

@@ -28,6 +28,7 @@ from typing import IO, Any
 
 import yaml
 
+from napari_neuroseg.dataset.tasks import TASK_NAMES
 from napari_neuroseg.io._atomic import atomic_path
 
 __all__ = [
@@ -43,8 +44,8 @@ __all__ = [
     "training_launcher",
 ]
 
-#: The ``python -m training`` task sub-commands (they match the dataset manifests' ``task``).
-TASKS = ("mri", "ct", "tissue", "nuclei", "nuclei-tiles", "stain")
+#: The ``python -m training`` task sub-commands: the dataset tasks, in their order.
+TASKS = TASK_NAMES
 TERMINAL_EVENTS = ("finished", "failed", "cancelled")
 LOG_NAME = "train.log"
 OPTIONS_NAME = "train-options.yaml"

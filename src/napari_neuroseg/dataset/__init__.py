@@ -11,7 +11,8 @@ from .convert_kaggle import convert_kaggle_lgg
 from .convert_monuseg import convert_monuseg
 from .convert_nuclei import convert_nuclei_tiles
 from .layout import Dataset
-from .manifest import FORMAT, FORMAT_VERSION, TASK_RULES, DatasetError, Item, TaskRule
+from .manifest import FORMAT, FORMAT_VERSION, DatasetError, Item
+from .tasks import TASK_RULES, TaskRule
 from .writer import DatasetWriter
 
 __all__ = [

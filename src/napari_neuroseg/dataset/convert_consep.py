@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .convert_nuclei import NUCLEI_CLASSES, image_tiles, read_image_file, read_rgb
+from .convert_nuclei import image_tiles, read_image_file, read_rgb
 from .layout import Dataset
 from .manifest import DatasetError
+from .tasks import NUCLEI_CLASSES
 from .writer import DatasetWriter
 
 __all__ = ["CONSEP_MPP", "NUCLEUS_TYPES", "convert_consep", "instance_types_of"]

@@ -22,9 +22,9 @@ from ..io import ReaderError
 from ..io.dicom import read_dicom
 from .layout import Dataset
 from .manifest import DatasetError
+from .tasks import CT_CLASSES
 from .writer import DatasetWriter
 
-CT_CLASSES = {0: "no metastasis", 1: "metastasis"}
 PATIENT_COLUMNS = ("patient_id", "patient", "patientid", "id", "subject", "case", "name")
 LABEL_COLUMNS = ("label", "labels", "metastasis", "target", "class", "y", "diagnosis")
 _TRUE = {"1", "yes", "y", "true", "positive", "pos", "metastasis", "met"}

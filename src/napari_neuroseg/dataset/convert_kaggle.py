@@ -3,7 +3,7 @@
 The source is either the ``kaggle_3m`` folder (one sub-folder per patient study) or a flat
 folder of ``<study>_<n>.tif`` slices with ``<study>_<n>_mask.tif`` masks; the file-name
 parsing is the reader's (:func:`napari_neuroseg.io._lgg.find_lgg_slices`). Masks are 0/255 and
-become 0/1 (``{0: "background", 1: "FLAIR abnormality"}``).
+become 0/1 (:data:`~napari_neuroseg.dataset.tasks.MRI_CLASSES`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import numpy as np
 from ..io._lgg import LggSlice, find_lgg_slices
 from .layout import Dataset, read_tiff
 from .manifest import DatasetError
+from .tasks import MRI_CLASSES
 from .writer import DatasetWriter
 
-#: Class map of the converted dataset.
-LGG_CLASSES = {0: "background", 1: "FLAIR abnormality"}
 _TCGA_PATIENT = re.compile(r"^(TCGA[_-][A-Z0-9]{2}[_-][A-Z0-9]{4})", re.IGNORECASE)
 
 
@@ -73,7 +72,7 @@ def convert_kaggle_lgg(src_folder: str | os.PathLike[str],
     missing = [str(s.image) for slices in studies.values() for s in slices if s.mask is None]
     if missing:
         raise DatasetError(f"{len(missing)} slice(s) without a _mask.tif, e.g. {missing[0]}")
-    with DatasetWriter(dst, "mri", "MR", LGG_CLASSES, flush_every=64) as writer:
+    with DatasetWriter(dst, "mri", "MR", MRI_CLASSES, flush_every=64) as writer:
         for study, slices in studies.items():
             for s in slices:
                 _add_slice(writer, study, s)

@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 from skimage.draw import polygon as fill_polygon
 
-from .convert_nuclei import NUCLEI_CLASSES, image_tiles, patient_of, read_rgb
+from .convert_nuclei import image_tiles, patient_of, read_rgb
 from .layout import Dataset
 from .manifest import DatasetError
+from .tasks import NUCLEI_CLASSES
 from .writer import DatasetWriter
 
 __all__ = ["MONUSEG_MPP", "convert_monuseg", "monuseg_instances", "monuseg_regions"]

@@ -27,10 +27,9 @@ from skimage.measure import label as connected
 
 from .layout import Dataset
 from .manifest import DatasetError
+from .tasks import NUCLEI_CLASSES, TILE_CLASSES
 from .writer import DatasetWriter
 
-NUCLEI_CLASSES = {0: "background", 1: "nucleus"}
-TILE_CLASSES = {0: "NO_NUCLEUS", 1: "NUCLEI"}
 #: A tile is NUCLEI when at least one nucleus has at least this fraction of its area inside.
 INSIDE_FRACTION = 0.5
 _TCGA = re.compile(r"(TCGA-[A-Z0-9]{2}-[A-Z0-9]{4})", re.IGNORECASE)

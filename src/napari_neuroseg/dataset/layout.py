@@ -18,14 +18,8 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from .manifest import (
-    MANIFEST_NAME,
-    TASK_RULES,
-    DatasetError,
-    Item,
-    TaskRule,
-    check_header,
-)
+from .manifest import MANIFEST_NAME, DatasetError, Item, check_header
+from .tasks import TASK_RULES, TaskRule
 
 _TIFF_ERRORS = (OSError, ValueError, KeyError, IndexError, EOFError, RuntimeError, struct.error)
 

@@ -1,8 +1,9 @@
-"""The manifest of a training dataset: format constants, task rules and the item record.
+"""The manifest of a training dataset: format constants and the item record.
 
 The manifest (``manifest.json`` at the dataset root) is plain JSON; this module turns it into
-typed records and back, and checks its structure. Pixel-level checks (files exist, shapes,
-class ids) live in :mod:`napari_neuroseg.dataset.layout`. See ``docs/dataset-format.md``.
+typed records and back, and checks its structure. The tasks and what each needs of an item
+are :mod:`napari_neuroseg.dataset.tasks`; pixel-level checks (files exist, shapes, class ids)
+live in :mod:`napari_neuroseg.dataset.layout`. See ``docs/dataset-format.md``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
+
+from .tasks import TASK_RULES
 
 #: Value of the manifest's ``"format"`` key.
 FORMAT = "napari-neuroseg-dataset"
@@ -22,46 +24,12 @@ FORMAT_VERSION = 1
 #: File name of the manifest inside the dataset folder.
 MANIFEST_NAME = "manifest.json"
 
-MaskKind = Literal["semantic", "instance"]
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
 class DatasetError(ValueError):
     """A dataset (or an item about to be added) breaks the format; the message says where."""
 
-
-@dataclass(frozen=True)
-class TaskRule:
-    """What a task needs of each item.
-
-    Attributes
-    ----------
-    mask : {"semantic", "instance"} or None
-        The kind of mask the task requires; None when items carry a ``label`` instead.
-    label : bool
-        Whether every item needs a ``label`` (a class id of the class map).
-    empty_mask_ok : bool
-        Whether a mask holding only background (0) is accepted.
-    domain : bool
-        Whether every item needs a ``domain`` ("A" or "B"; stain translation).
-    """
-
-    mask: MaskKind | None
-    label: bool
-    empty_mask_ok: bool
-    domain: bool = False
-
-
-#: The rules of each task. MRI and nuclei tiles without a lesion or nucleus are valid
-#: negatives; an all-background tissue mask is almost always an export mistake.
-TASK_RULES: MappingProxyType[str, TaskRule] = MappingProxyType({
-    "tissue": TaskRule(mask="semantic", label=False, empty_mask_ok=False),
-    "mri": TaskRule(mask="semantic", label=False, empty_mask_ok=True),
-    "ct": TaskRule(mask=None, label=True, empty_mask_ok=True),
-    "nuclei-tiles": TaskRule(mask=None, label=True, empty_mask_ok=True),
-    "nuclei": TaskRule(mask="instance", label=False, empty_mask_ok=True),
-    "stain": TaskRule(mask=None, label=False, empty_mask_ok=True, domain=True),
-})
 
 #: Keys of an item in the manifest, in the order they are written.
 ITEM_KEYS = (

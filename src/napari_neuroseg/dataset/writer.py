@@ -24,7 +24,6 @@ from ..io._atomic import atomic_path
 from .layout import Dataset, check_label, check_mask_values
 from .manifest import (
     MANIFEST_NAME,
-    TASK_RULES,
     DatasetError,
     Item,
     check_item_id,
@@ -34,6 +33,7 @@ from .manifest import (
     safe_id,
     sha256_file,
 )
+from .tasks import TASK_RULES
 
 #: Relative tolerance between the µm/px of items of one dataset.
 MPP_TOLERANCE = 0.02
@@ -62,7 +62,7 @@ class DatasetWriter:
         The dataset folder; created if needed. An existing dataset is extended: its task,
         modality and class map must equal the ones given.
     task : str
-        One of :data:`~napari_neuroseg.dataset.manifest.TASK_RULES`.
+        One of :data:`~napari_neuroseg.dataset.tasks.TASK_NAMES`.
     modality : str
         E.g. ``"MR"``, ``"CT"``, ``"HE"``, ``"IHC"``.
     class_map : mapping of int to str

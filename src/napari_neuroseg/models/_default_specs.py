@@ -33,6 +33,14 @@ from __future__ import annotations
 from typing import Any
 
 from napari_neuroseg.dataset.convert_ivygap import GBM_REGION_CLASSES, IVYGAP_MPP
+from napari_neuroseg.dataset.tasks import (
+    CT_CLASSES,
+    LGG_TISSUE_CLASSES,
+    MRI_CLASSES,
+    NUCLEI_CLASSES,
+    TILE_CLASSES,
+    class_names,
+)
 from napari_neuroseg.models.spec import InputSpec, ModelSpec
 
 __all__ = ["LEGACY_NO_WEIGHTS", "PREFERRED_MODELS", "default_specs"]
@@ -61,7 +69,7 @@ REGION_COLORS = {
     "microvascular proliferation": "#e377c2",
     "necrosis": "#8c564b",
 }
-LGG_CLASSES = ("background", "cellular tumour", "leading edge", "infiltrating tumour")
+LGG_CLASSES = class_names(LGG_TISSUE_CLASSES)
 RGB = ("R", "G", "B")
 MRI_CHANNELS = ("pre-contrast", "FLAIR", "post-contrast")
 TO_UNIT = {"kind": "range", "scale": 255.0}
@@ -136,7 +144,7 @@ def _tissue_specs() -> list[ModelSpec]:
 def _mri_specs() -> list[ModelSpec]:
     common: dict[str, Any] = {
         "task": "semantic_segmentation",
-        "classes": ("background", "FLAIR abnormality"),
+        "classes": class_names(MRI_CLASSES),
         "colors": ("#000000", "#ffd700"),
         "output": "logit",
         "extra": {"seed": "001", "dataset": "Kaggle LGG MRI segmentation (Buda et al. 2019)"},
@@ -195,7 +203,7 @@ def _ct_spec() -> ModelSpec:
             resolution_unit="mm",
             preprocessing=("brain_extraction", "ct_window"),
         ),
-        classes=("no metastasis", "metastasis"),
+        classes=class_names(CT_CLASSES),
         colors=("#000000", "#ff00ff"),
         output="logit",
         threshold=0.10,
@@ -218,7 +226,7 @@ def _slide_specs() -> list[ModelSpec]:
             architecture="lenet5",
             arch_kwargs={"in_channels": 3, "n_classes": 2, "input_size": 256, "dropout": 0.5},
             input=InputSpec(channels=RGB, normalization=dict(TO_UNIT), patch_size=(256, 256)),
-            classes=("NO_NUCLEUS", "NUCLEI"),
+            classes=class_names(TILE_CLASSES),
             colors=("#000000", "#00ff00"),
             output="probabilities",
             description="Nuclei present / absent per 256x256 H&E window (LeNet-5); windows "
@@ -243,7 +251,7 @@ def _slide_specs() -> list[ModelSpec]:
                 resolution=0.5,
                 preprocessing=("tissue_mask",),
             ),
-            classes=("background", "nucleus"),
+            classes=class_names(NUCLEI_CLASSES),
             colors=("#000000", "#ffff00"),
             output="instances",
             description="Nuclear instance segmentation of H&E (HoVer-Net style: nuclear "

@@ -17,7 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-CLASSES = ("NO_NUCLEUS", "NUCLEI")
+from napari_neuroseg.dataset.tasks import TILE_CLASSES, class_names
+
+CLASSES = class_names(TILE_CLASSES)
 
 
 def lenet_feature_size(input_size: int) -> int:

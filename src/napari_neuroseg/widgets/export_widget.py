@@ -43,9 +43,8 @@ from napari_neuroseg.annotate.geojson import (
     write_geojson,
 )
 from napari_neuroseg.annotate.layer_classes import class_map_of_metadata, export_task_of_metadata
-from napari_neuroseg.dataset.convert_ct import CT_CLASSES
-from napari_neuroseg.dataset.convert_nuclei import NUCLEI_CLASSES, TILE_CLASSES
 from napari_neuroseg.dataset.manifest import DatasetError, parse_class_map
+from napari_neuroseg.dataset.tasks import CT_CLASSES, FIXED_CLASS_MAPS, NUCLEI_CLASSES
 from napari_neuroseg.io import LazyImage
 from napari_neuroseg.widgets._common import (
     connect_events,
@@ -61,8 +60,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ExportWidget", "format_class_map", "parse_class_text"]
 
-FIXED_CLASSES = {"mri": {0: "background", 1: "FLAIR abnormality"}, "ct": CT_CLASSES,
-                 "nuclei": NUCLEI_CLASSES, "nuclei-tiles": TILE_CLASSES}
 TASK_OF_MODALITY = {"slide": "tissue", "MR": "mri", "CT": "ct"}
 GEOJSON_MAX_SIDE = 4096  # importing without a labels layer: the finest level this small
 
@@ -293,8 +290,8 @@ class ExportWidget(Container):
 
     def _on_task(self, _value: Any = None) -> None:
         task = self.task.value
-        if task in FIXED_CLASSES:
-            self.classes.value = format_class_map(FIXED_CLASSES[task])
+        if task in FIXED_CLASS_MAPS:
+            self.classes.value = format_class_map(FIXED_CLASS_MAPS[task])
         elif task == "tissue":
             classes = layer_class_map(self.labels_layer.value)
             if classes is not None:
