@@ -430,3 +430,33 @@ def test_a_tiny_random_checkpoint_with_a_type_branch(make_napari_viewer, qtbot, 
     assert widget.types_layer.name == "tiny-typed types"
     assert widget.types_layer.data.max() <= 2
     widget.close()
+
+
+def test_quick_preview_first_then_the_model_in_the_same_layer(make_napari_viewer, qtbot,
+                                                              slide_path, oracle):
+    viewer, _slide, widget = _widget(make_napari_viewer, slide_path)
+    assert widget.preview.native.isVisibleTo(widget.native) and widget.preview.value  # on
+    oracle.delay = 1.0  # the model is slow: the preview is on screen meanwhile
+    _look_at(viewer, (250.0, 380.0), 150.0)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.previews == 1, timeout=30000)
+    assert widget.runs == 0 and widget.busy
+    layer = widget.result_layer
+    assert widget.status.value.startswith("Preview (classical hematoxylin watershed")
+    assert widget.count.value.endswith("(preview)")
+    assert "not the model" in layer.metadata["neuroseg"]["preview"]
+    preview = layer.data.copy()
+    assert preview.max() > 5
+    _wait_runs(qtbot, widget, 1)
+    assert widget.result_layer is layer  # replaced in place
+    assert layer.metadata["neuroseg"]["preview"] == ""
+    assert not widget.count.value.endswith("(preview)") and "µm/px" in widget.status.value
+    assert layer.data.shape == preview.shape == widget.result.working_region.shape
+    # switched off: the next run shows only the model
+    oracle.delay = 0.0
+    widget.preview.value = False
+    _look_at(viewer, (300.0, 500.0), 150.0)
+    widget.run()
+    _wait_runs(qtbot, widget, 2)
+    assert widget.previews == 1
+    widget.close()

@@ -91,6 +91,9 @@ class RegionResult:
         around its centre.
     notes : list of str
         What was decided, for the user.
+    preview : str
+        Empty for the model's result; for a quick preview shown before it, what made it
+        (e.g. :func:`~napari_neuroseg.analysis.nuclei_preview.preview_nuclei`).
     """
 
     data: np.ndarray
@@ -104,6 +107,7 @@ class RegionResult:
     complete: bool = True
     capped: bool = False
     notes: list[str] = field(default_factory=list)
+    preview: str = ""
 
     @property
     def area_mm2(self) -> float:

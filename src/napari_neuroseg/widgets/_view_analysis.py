@@ -5,11 +5,13 @@ canvas size, so it works with the viewer hidden) mapped to the slide's level-0 p
 worker loads the model and plans the slide (once per slide and model), then runs it over that
 region at the model's resolution (:mod:`napari_neuroseg.analysis.region`); the result replaces
 the widget's one result layer, aligned with the slide. "Follow the view" re-runs when the
-camera has stopped moving; a newer view cancels a run in progress.
+camera has stopped moving; a newer view cancels a run in progress. A subclass with a
+:attr:`ViewAnalysisWidget.quick` function ("Quick preview first") shows its result for the
+whole region first, labelled a preview, and the model's result replaces it in the same layer.
 """
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -62,16 +64,21 @@ class LoadedModel:
 def analyse_view(analyse: Callable[..., RegionResult], image: LazyImage, source: ModelSource,
                  config: tuple[Any, ...], loaded: LoadedModel | None, region: Region,
                  max_size: int, tissue_only: bool, cache: TileCache, stop: threading.Event,
-                 progress: list[int]) -> tuple[LoadedModel, RegionResult]:
+                 progress: list[int], quick: Callable[..., RegionResult] | None = None
+                 ) -> Iterator[tuple[LoadedModel, RegionResult]]:
     """Load the model and plan the slide (unless ``loaded`` fits), then analyse ``region``.
 
-    Runs in a worker. ``progress`` receives ``[done, total]`` tiles; ``stop`` cancels.
+    Runs in a worker, as a generator: with ``quick`` (``quick(plan, region, max_size=...)``)
+    it first yields ``(loaded, preview)``, then returns ``(loaded, result)``. ``progress``
+    receives ``[done, total]`` tiles; ``stop`` cancels.
     """
     if loaded is None or loaded.config != config:
         spec = source.spec()
         runner = source.runner()
         plan = plan_slide(image, spec, tissue_only=tissue_only)
         loaded = LoadedModel(config, plan, runner, source.key())
+    if quick is not None and not stop.is_set():
+        yield loaded, quick(loaded.plan, region, max_size=max_size)
 
     def on_progress(done: int, total: int) -> None:
         progress[:] = [done, total]
@@ -96,6 +103,9 @@ class ViewAnalysisWidget(Container):
     MODELS: tuple[str, ...] | None = None
     TITLE = "Analyse"
     RUN_TEXT = "Analyse the view"
+    #: A fast stand-in shown before the model's result (``quick(plan, region, max_size=)``
+    #: returning a :class:`RegionResult` whose ``preview`` says what it is), or None.
+    quick: Callable[..., RegionResult] | None = None
 
     def __init__(self, viewer: "napari.viewer.Viewer") -> None:
         super().__init__(labels=True)
@@ -107,17 +117,20 @@ class ViewAnalysisWidget(Container):
         self.max_size = SpinBox(label="Largest side (working px)", min=256, max=16384,
                                 step=256, value=DEFAULT_MAX_SIZE)
         self.follow = CheckBox(text="Follow the view", value=False)
+        self.preview = CheckBox(text="Quick preview first", value=True,
+                                visible=self.quick is not None)
         self.run_button = PushButton(text=self.RUN_TEXT)
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="Progress", min=0, max=100, value=0)
         self.status = Label(value="Choose a slide and a model.")
         self.extend([self.layer, self.mpp, self.picker, self.tissue, self.max_size, self.follow,
-                     self.run_button, self.cancel_button, self.progress, self.status])
+                     self.preview, self.run_button, self.cancel_button, self.progress, self.status])
         self.cache = TileCache(max_bytes=256 * 2**20)
         self.result_layer: Any = None
         self.result: RegionResult | None = None
         self.loaded: LoadedModel | None = None
         self.runs = 0  # results shown
+        self.previews = 0  # quick previews shown (those of stale runs are dropped)
         self.discarded = 0  # results of stale or cancelled runs, never shown
         self._worker: Any = None
         self._source: ModelSource | None = None  # the weights of the last run started
@@ -224,7 +237,8 @@ class ViewAnalysisWidget(Container):
         self._worker = start_worker(
             analyse_view, self.analyse, image, source, self._config(), self.loaded, region,
             int(self.max_size.value), bool(self.tissue.value), self.cache, self._stop,
-            self._progress, on_done=self._on_done, on_error=self._fail,
+            self._progress, type(self).quick if self.preview.value else None,
+            on_yield=self._on_preview, on_done=self._on_done, on_error=self._fail,
             on_finish=self._on_finish)
 
     def cancel(self) -> None:
@@ -240,6 +254,13 @@ class ViewAnalysisWidget(Container):
         return self._worker is not None or self._pending or self._debounce.isActive()
 
     # -- results ----------------------------------------------------------------------------
+    def _on_preview(self, out: tuple[LoadedModel, RegionResult]) -> None:
+        self.loaded, result = out
+        if self._stop is None or self._stop.is_set():
+            return  # a newer view is on its way: this preview is of an old one
+        self.show_result(result)
+        self.previews += 1
+
     def _on_done(self, out: tuple[LoadedModel, RegionResult]) -> None:
         self.loaded, result = out
         if (self._stop is not None and self._stop.is_set()) or not result.complete:

@@ -4,7 +4,9 @@ HoVer-Net (or a checkpoint) over the visible region at the model's resolution, t
 :class:`~napari_neuroseg.widgets._view_analysis.ViewAnalysisWidget`; the instance labels
 replace the widget's result layer, aligned with the slide. When the model has a type branch,
 a second layer shows each nucleus's type (:mod:`napari_neuroseg.widgets._nuclei_types`) and
-the text gives the count and density per type.
+the text gives the count and density per type. "Quick preview first" shows the classical
+hematoxylin watershed of the same region (:func:`~napari_neuroseg.analysis.nuclei_preview.
+preview_nuclei`) in the same layer while the model runs, labelled a preview.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import Label
 
+from napari_neuroseg.analysis.nuclei_preview import preview_nuclei
 from napari_neuroseg.analysis.region import (
     NucleiResult,
     RegionResult,
@@ -55,6 +58,7 @@ class NucleiWidget(ViewAnalysisWidget):
         fit_panel(self)
 
     analyse = staticmethod(segment_nuclei)
+    quick = staticmethod(preview_nuclei)
 
     def _on_layers_changed(self, _event: Any = None) -> None:
         super()._on_layers_changed(_event)
@@ -67,22 +71,28 @@ class NucleiWidget(ViewAnalysisWidget):
         spec = self.loaded.plan.spec if self.loaded is not None else None
         name = f"{spec.name if spec else 'nuclei'} nuclei"
         features = nucleus_features(result, spec.classes[-1] if spec else "nucleus")
+        metadata = self._result_metadata()
+        metadata["neuroseg"] = {**metadata["neuroseg"], "preview": result.preview}
         layer = self.result_layer
         if layer is not None and layer in self._viewer.layers:
             layer.data = result.data
             for key, value in self._layer_kwargs(result).items():
                 setattr(layer, key, value)
-            layer.metadata = {**layer.metadata, **self._result_metadata()}
+            layer.metadata = {**layer.metadata, **metadata}
             layer.features = features
         else:
             self.result_layer = self._viewer.add_labels(
                 result.data, name=name, features=features, opacity=0.6,
-                metadata=self._result_metadata(),
-                **self._layer_kwargs(result))
-        self.count.value = f"{result.count}"
+                metadata=metadata, **self._layer_kwargs(result))
+        tag = " (preview)" if result.preview else ""
+        self.count.value = f"{result.count}{tag}"
         self.density.value = (f"{result.density:.0f} nuclei/mm² "
-                              f"(in {result.area_mm2:.4g} mm²)")
+                              f"(in {result.area_mm2:.4g} mm²){tag}")
         h, w = result.working_region.shape
+        if result.preview:
+            self.status.value = (f"Preview ({result.preview}): {result.count} nuclei in "
+                                 f"{h} x {w} px; the model is running ...")
+            return  # types (if any) stay as they are until the model's result
         self.status.value = (f"{result.count} nuclei in {h} x {w} px at {result.mpp:.3g} "
                              f"µm/px; {self._notes(result)}")
         self._show_types(result, spec.name if spec else "nuclei")
