@@ -28,9 +28,9 @@ import torch
 from napari_neuroseg.analysis.nuclei_classical import ClassicalNucleiOptions, classical_nuclei
 from napari_neuroseg.analysis.region import segment_nuclei
 from napari_neuroseg.analysis.slide import plan_slide
-from napari_neuroseg.batch.tasks import ModelSource
 from napari_neuroseg.engine import Region
 from napari_neuroseg.io import open_image
+from napari_neuroseg.models.source import ModelSource
 
 try:
     from benchmarks._doc import DOC, Row, write_section

@@ -39,9 +39,9 @@ import numpy as np
 import torch
 
 from napari_neuroseg.analysis.slide import plan_slide, predict_slide
-from napari_neuroseg.batch.tasks import ModelSource
 from napari_neuroseg.engine import Region
 from napari_neuroseg.io import open_image
+from napari_neuroseg.models.source import ModelSource
 
 try:
     from benchmarks._doc import DOC, Row, write_section

@@ -74,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "predict":
         parser.print_help()
         return 0
-    from napari_neuroseg.batch import ModelSource, predict_inputs
-    from napari_neuroseg.batch.tasks import BatchError
+    from napari_neuroseg.batch import predict_inputs
     from napari_neuroseg.models.backends import BackendError, resolve_backend
     from napari_neuroseg.models.device import DeviceError, resolve_device
+    from napari_neuroseg.models.source import ModelSource, ModelSourceError
 
     try:
         resolve_backend(args.backend, resolve_device(args.device))
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             stain=not args.no_stain_normalization, threshold=args.threshold, mpp=args.mpp,
             force_mpp=args.force_mpp, log=_log,
         )
-    except BatchError as err:
+    except ModelSourceError as err:
         parser.error(str(err))
     failed = [r for r in rows if r.get("status", "").startswith("failed")]
     _log(f"{len(rows) - len(failed)} done, {len(failed)} failed; summary in {args.out}/summary.csv")

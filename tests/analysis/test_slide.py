@@ -123,9 +123,9 @@ def test_a_32px_lenet_checkpoint_runs_32px_windows_through_the_plugin_path(slide
     import torch
 
     from napari_neuroseg.analysis.slide import slide_tiling
-    from napari_neuroseg.batch.tasks import ModelSource
     from napari_neuroseg.models.checkpoint import save_checkpoint
     from napari_neuroseg.models.registry import ModelRegistry
+    from napari_neuroseg.models.source import ModelSource
 
     registry = ModelRegistry(bundled=False)
     base = registry.get("nuclei-lenet")

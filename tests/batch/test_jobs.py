@@ -8,7 +8,6 @@ import pytest
 
 from napari_neuroseg.__main__ import main
 from napari_neuroseg.batch import ModelSource, predict_inputs
-from napari_neuroseg.batch.tasks import BatchError
 from napari_neuroseg.io import open_image
 from napari_neuroseg.io.ome_zarr import read_ome_zarr
 from napari_neuroseg.models import registry as registry_module
@@ -121,14 +120,6 @@ def test_napari_ome_zarr_opens_the_slide_output_with_its_labels(inputs, tmp_path
     (labels,) = [data for data, _kwargs, kind in layers if kind == "labels"]
     level0 = labels[0] if isinstance(labels, list) else labels
     assert tuple(level0.shape) == (384, 512)
-
-
-def test_registry_model_without_weights_needs_random_weights():
-    with pytest.raises(BatchError, match="no trained weights"):
-        ModelSource("ct-metastasis").spec()  # ships no weights
-    with pytest.raises(BatchError, match="unknown model"):
-        ModelSource("no-such-model").spec()
-    assert ModelSource("ct-metastasis", random_weights=True).spec().name == "ct-metastasis"
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ import torch
 from napari.layers import Labels
 from scipy import ndimage as ndi
 
-from napari_neuroseg.batch.tasks import ModelSource
 from napari_neuroseg.io import open_image, to_layer_data
 from napari_neuroseg.live.viewport import box_to_pixels, visible_box
 from napari_neuroseg.models.checkpoint import save_checkpoint
 from napari_neuroseg.models.hovernet import hv_targets
 from napari_neuroseg.models.registry import ModelRegistry
+from napari_neuroseg.models.source import ModelSource
 from napari_neuroseg.samples.slide import write_synthetic_slide
 from napari_neuroseg.widgets import _view_analysis
 from napari_neuroseg.widgets._common import FROM_FILE

@@ -37,7 +37,6 @@ from napari_neuroseg.analysis.volume import classify_slices, segment_volume
 from napari_neuroseg.batch.inputs import expand_inputs, open_input
 from napari_neuroseg.batch.nuclei import INSTANCES, nuclei_columns, write_instances
 from napari_neuroseg.batch.tasks import (
-    ModelSource,
     one_region_size,
     predict_slide_region,
     segment_nuclei_region,
@@ -47,6 +46,7 @@ from napari_neuroseg.io import LazyImage
 from napari_neuroseg.io._atomic import atomic_path
 from napari_neuroseg.io.ome_zarr import read_ome_zarr, write_ome_zarr
 from napari_neuroseg.io.writers import write_labels, write_probabilities
+from napari_neuroseg.models.source import ModelSource
 from napari_neuroseg.models.spec import ModelSpec
 
 Log = Callable[[str], None]

@@ -17,10 +17,10 @@ from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtWidgets import QApplication, QComboBox, QLabel, QMainWindow
 
-from napari_neuroseg.batch.tasks import ModelSource
 from napari_neuroseg.io import LazyImage
 from napari_neuroseg.models.bundled import SYNTHETIC_WEIGHTS, weights_provenance
 from napari_neuroseg.models.registry import PREFERRED_MODELS, ModelRegistry
+from napari_neuroseg.models.source import ModelSource
 from napari_neuroseg.widgets._worker_errors import reporting_runtime_errors
 
 __all__ = [

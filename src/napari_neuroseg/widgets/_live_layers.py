@@ -11,8 +11,8 @@ again. The old store is closed only once nothing shows it and its worker has fin
 from collections.abc import Callable
 from typing import Any
 
-from napari_neuroseg.batch.tasks import ModelSource
 from napari_neuroseg.live import LiveSession
+from napari_neuroseg.models.source import ModelSource
 from napari_neuroseg.widgets._results import (
     ANALYSE,
     add_heatmap_layer,

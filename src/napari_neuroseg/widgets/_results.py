@@ -15,8 +15,8 @@ from typing import Any
 
 from napari.utils.colormaps import DirectLabelColormap
 
-from napari_neuroseg.batch.tasks import ModelSource
 from napari_neuroseg.live import LiveSession
+from napari_neuroseg.models.source import ModelSource
 from napari_neuroseg.models.spec import ModelSpec
 
 __all__ = ["ANALYSE", "HEATMAP_COLORMAPS", "add_heatmap_layer", "add_labels_layer",

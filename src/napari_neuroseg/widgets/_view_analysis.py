@@ -23,10 +23,10 @@ from napari_neuroseg.analysis.region import (
     RegionResult,
 )
 from napari_neuroseg.analysis.slide import SlidePlan, plan_slide
-from napari_neuroseg.batch.tasks import ModelSource
 from napari_neuroseg.engine import Region, TileCache
 from napari_neuroseg.io import LazyImage
 from napari_neuroseg.live.viewport import box_to_pixels, visible_box
+from napari_neuroseg.models.source import ModelSource
 from napari_neuroseg.widgets._common import (
     ModelPicker,
     connect_events,

@@ -25,10 +25,10 @@ from magicgui.widgets import (
 from qtpy.QtCore import QTimer
 
 from napari_neuroseg.analysis import plan_slide
-from napari_neuroseg.batch.tasks import ModelSource
 from napari_neuroseg.engine import TileCache
 from napari_neuroseg.io import LazyImage
 from napari_neuroseg.live import LiveSession, LiveUpdate, ViewTooLarge, visible_box
+from napari_neuroseg.models.source import ModelSource
 from napari_neuroseg.widgets._common import (
     ModelPicker,
     connect_events,

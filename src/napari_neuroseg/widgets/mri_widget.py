@@ -36,8 +36,8 @@ from napari_neuroseg.analysis.cleanup import (
     volume_ml,
     voxel_volume_ml,
 )
-from napari_neuroseg.batch.tasks import ModelSource
 from napari_neuroseg.io import LazyImage
+from napari_neuroseg.models.source import ModelSource
 from napari_neuroseg.models.spec import ModelSpec
 from napari_neuroseg.widgets._common import (
     ModelPicker,
