@@ -28,7 +28,13 @@ from training.ddp import DistInfo
 from training.loop import Trainer
 from training.runfolder import RunFolder, atomic_write_json
 from training.tasks.nuclei_tiles.data import TileSource
-from training.tasks.nuclei_tiles.pseudo import BestWeights, PseudoLabels, pseudo_label
+from training.tasks.nuclei_tiles.pseudo import (
+    BestWeights,
+    PseudoLabels,
+    effective_threshold,
+    pseudo_label,
+    report_pseudo_labels,
+)
 
 __all__ = [
     "CYCLE_SUMMARY",
@@ -112,8 +118,10 @@ def _pseudo_labels(model: nn.Module, pool: TileSource, spec: ModelSpec, config: 
     if config.resume and path is not None and path.is_file():
         return PseudoLabels.load(path, pool)
     device = resolve_device(config.device)
-    chosen = _shared(pseudo_label(model, pool, spec, device, config.confidence_threshold,
-                                  config.batch_size), dist)
+    threshold = effective_threshold(config.confidence_threshold, config.label_smoothing,
+                                    len(spec.classes), config.confidence_relative)
+    chosen = _shared(pseudo_label(model, pool, spec, device, threshold, config.batch_size),
+                     dist)
     if path is not None and dist.is_main:
         folder.root.mkdir(parents=True, exist_ok=True)
         chosen.save(path)
@@ -141,7 +149,7 @@ def run_cycle(cycle: int, model: nn.Module, labelled: Sequence[Entry],
     spec : ModelSpec
     config : Config
         The task configuration (``resume``, ``device``, ``confidence_threshold``,
-        ``batch_size``).
+        ``confidence_relative``, ``label_smoothing``, ``batch_size``).
     dist : DistInfo
     out : pathlib.Path or None
         The run folder.
@@ -161,6 +169,7 @@ def run_cycle(cycle: int, model: nn.Module, labelled: Sequence[Entry],
         if pool is None:
             raise ValueError("a pseudo-labelling cycle needs an unlabelled pool")
         pseudo = _pseudo_labels(model, pool, spec, config, dist, folder)
+        report_pseudo_labels(cycle, pseudo, list(spec.classes), emit=dist.is_main)
     net = model if restart is None else restart
     entries = list(labelled) + ([] if pseudo is None else pseudo.entries(pool))
     names = list(spec.classes)
@@ -180,6 +189,7 @@ def run_cycle(cycle: int, model: nn.Module, labelled: Sequence[Entry],
         "cycle": cycle, "epochs_run": len(history.get("epoch", [])),
         "best_epoch": trainer.best_epoch, "best_value": trainer.best_value,
         "pseudo_labels": counts, "pool_tiles": 0 if pool is None else len(pool),
+        "pseudo_threshold": None if pseudo is None else pseudo.threshold,
         "train_tiles": len(entries), "val": val_metrics(net),
     }
     if folder is not None and dist.is_main:
@@ -233,13 +243,14 @@ def finish_run_folder(out: Path, results: Sequence[CycleResult], best: CycleResu
     Returns
     -------
     dict
-        The history without the bookkeeping columns, for the history plot.
+        The history without the bookkeeping columns and the training accuracy, for the
+        history plot (the accuracy has its own plot).
     """
     folder = RunFolder(out).create()
     _copy_checkpoint(RunFolder(out / f"cycle-{best.cycle}").best, folder.best)
     _copy_checkpoint(RunFolder(out / f"cycle-{results[-1].cycle}").last, folder.last)
     atomic_write_json(folder.history, history)
-    hidden = {"cycle", "cycle_epoch", "pseudo_labels"}
+    hidden = {"cycle", "cycle_epoch", "pseudo_labels", "train_accuracy"}  # learning_curves.png
     return {k: v for k, v in history.items() if k not in hidden}
 
 
@@ -259,6 +270,12 @@ def cycle_notes(results: Sequence[CycleResult], pool: TileSource | None) -> list
         notes.append(f"| {result.cycle} | {accepted} | {s['epochs_run']} | "
                      f"{result.best_value:.4f} | {_fmt(s['val'].get('f1'))} | "
                      f"{_fmt(s['val'].get('auc'))} |")
+    empty = [r.cycle for r in results if r.summary["pseudo_labels"] is not None
+             and not sum(r.summary["pseudo_labels"].values())]
+    if empty:
+        notes += ["", f"**Warning: cycle(s) {', '.join(map(str, empty))} accepted no "
+                  "pseudo-label** (no pool tile above the confidence threshold): they trained "
+                  "on the labelled tiles only."]
     return notes
 
 

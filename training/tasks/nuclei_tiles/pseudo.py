@@ -1,15 +1,23 @@
-"""Pseudo-labelling for the ``nuclei-tiles`` task (seed 003's semi-supervised cycles).
+"""Pseudo-labelling for the ``nuclei-tiles`` task (the LeNet nuclei-tile recipe's
+semi-supervised cycles, docs/training-recipes.md).
 
-Seed 003: "Use trained model to label unlabeled tiles; confidence thresholding to ensure
+The recipe: "Use trained model to label unlabeled tiles; confidence thresholding to ensure
 quality pseudo-labels; iterative refinement over multiple cycles." A pool tile is accepted
 when its highest softmax probability is strictly above the threshold, and gets the arg-max
 class. The selection of a cycle is written to ``cycle-K/pseudo_labels.json`` before the cycle
 trains, so ``--resume`` retrains on exactly the same tiles.
+
+The threshold is relative to what the loss lets the network say (:func:`effective_threshold`):
+with label smoothing ``eps`` over ``K`` classes the cross-entropy is smallest at a probability
+of ``1 - eps + eps / K`` for the true class (0.95 for the recipe's 0.1 over two classes), so
+a raw threshold of 0.95 would accept almost nothing; 0.95 of that ceiling (0.9025) accepts the
+tiles the network is nearly as sure of as it can be.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +36,69 @@ from training.tasks._common import DataError
 from training.tasks.nuclei_tiles.data import TileData, TileSource
 from training.tasks.nuclei_tiles.metrics import predict_probabilities
 
-__all__ = ["BestWeights", "PseudoLabels", "pseudo_label", "select_pseudo_labels"]
+__all__ = [
+    "BestWeights",
+    "NoPseudoLabelsWarning",
+    "PseudoLabels",
+    "effective_threshold",
+    "max_smoothed_probability",
+    "pseudo_label",
+    "report_pseudo_labels",
+    "select_pseudo_labels",
+]
+
+
+class NoPseudoLabelsWarning(UserWarning):
+    """A pseudo-labelling cycle accepted no tile: it trains on the labelled tiles only."""
+
+
+def max_smoothed_probability(label_smoothing: float, n_classes: int) -> float:
+    """The probability of the true class at which label-smoothed cross-entropy is smallest.
+
+    Parameters
+    ----------
+    label_smoothing : float
+        ``eps`` in [0, 1): the target is ``1 - eps + eps / K`` for the true class and
+        ``eps / K`` for the others.
+    n_classes : int
+        ``K`` (at least 2).
+
+    Returns
+    -------
+    float
+        ``1 - eps + eps / K`` (1.0 without smoothing).
+    """
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label smoothing must be in [0, 1), got {label_smoothing}")
+    if n_classes < 2:
+        raise ValueError(f"need at least two classes, got {n_classes}")
+    return 1.0 - label_smoothing + label_smoothing / n_classes
+
+
+def effective_threshold(threshold: float, label_smoothing: float, n_classes: int,
+                        relative: bool = True) -> float:
+    """The probability a pool tile's confidence must exceed.
+
+    Parameters
+    ----------
+    threshold : float
+        The configured confidence threshold, in [0, 1).
+    label_smoothing : float
+        The training loss's label smoothing.
+    n_classes : int
+    relative : bool
+        True: ``threshold`` is a fraction of :func:`max_smoothed_probability` (0.95 with
+        smoothing 0.1 over two classes gives 0.9025); False: a raw softmax probability.
+
+    Returns
+    -------
+    float
+    """
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"confidence threshold must be in [0, 1), got {threshold}")
+    if not relative:
+        return float(threshold)
+    return float(threshold * max_smoothed_probability(label_smoothing, n_classes))
 
 
 def select_pseudo_labels(probabilities: Any, threshold: float
@@ -73,6 +143,7 @@ class PseudoLabels:
         Their ids in the pool (for people reading the JSON).
     pool_size : int
     threshold : float
+        The probability the confidences were compared with (:func:`effective_threshold`).
     """
 
     indices: np.ndarray
@@ -166,3 +237,30 @@ class BestWeights:
         if run is not None and run.best.with_suffix(".safetensors").is_file():
             return load_checkpoint(run.best, device="cpu").model.state_dict()
         return trainer.model.state_dict()
+
+
+def report_pseudo_labels(cycle: int, chosen: PseudoLabels, class_names: Sequence[str],
+                         emit: bool = True) -> str:
+    """The line saying how many pseudo-labels cycle ``cycle`` adds (printed when ``emit``).
+
+    A cycle that adds none also raises a :class:`NoPseudoLabelsWarning` (when ``emit``): the
+    cycle then only retrains on the labelled tiles.
+
+    Returns
+    -------
+    str
+        The line.
+    """
+    counts = ", ".join(f"{k}: {v}" for k, v in chosen.counts(class_names).items())
+    line = (f"nuclei-tiles: cycle {cycle} adds {len(chosen.indices)} pseudo-labels of "
+            f"{chosen.pool_size} pool tiles ({counts}; confidence > {chosen.threshold:.4f})")
+    if emit:
+        print(line, flush=True)
+        if not len(chosen.indices):
+            warnings.warn(
+                f"nuclei-tiles: cycle {cycle} accepted no pseudo-label: no pool tile has a "
+                f"confidence above {chosen.threshold:.4f}; the cycle trains on the labelled "
+                "tiles only. Lower confidence_threshold, train the supervised stage longer, "
+                "or check that the pool holds tiles like the labelled ones",
+                NoPseudoLabelsWarning, stacklevel=2)
+    return line

@@ -81,11 +81,14 @@ from training.tasks.nuclei_tiles.data import (
     make_pool,
 )
 from training.tasks.nuclei_tiles.metrics import (
+    TrainAccuracy,
+    plot_learning_curves,
     predict_probabilities,
     scalar_metrics,
     tile_metrics,
     tile_plots,
 )
+from training.tasks.nuclei_tiles.pseudo import max_smoothed_probability
 
 NAME = "nuclei-tiles"
 DATASET_TASK = "nuclei-tiles"
@@ -142,7 +145,13 @@ class Config(TrainConfig):
     pseudo_cycles : int
         Pseudo-labelling cycles after the supervised stage (0: supervised only).
     confidence_threshold : float
-        A pool tile becomes a pseudo-label when its highest probability is above this.
+        A pool tile becomes a pseudo-label when its highest probability is above this
+        fraction of the highest probability the smoothed loss aims at, ``1 - eps + eps / K``
+        (0.95 with ``label_smoothing`` 0.1 over two classes: the default 0.95 compares with
+        0.9025); see ``confidence_relative``.
+    confidence_relative : bool
+        True (default): ``confidence_threshold`` is relative as above; False: it is a raw
+        softmax probability (with smoothing 0.1, 0.95 then accepts hardly any tile).
     cycle_epochs : int or None
         Epochs of each pseudo-labelling cycle; None uses ``epochs``.
     cycle_init : str
@@ -176,6 +185,7 @@ class Config(TrainConfig):
     unlabeled_test_items: bool = False
     pseudo_cycles: int = 3
     confidence_threshold: float = 0.95
+    confidence_relative: bool = True
     cycle_epochs: int | None = None
     cycle_init: str = "previous"
 
@@ -192,6 +202,7 @@ def _check_config(config: Config) -> None:
     if not 0.0 <= config.confidence_threshold < 1.0:
         raise ValueError("confidence_threshold must be in [0, 1), not "
                          f"{config.confidence_threshold}")
+    max_smoothed_probability(config.label_smoothing, 2)  # raises on a bad label_smoothing
 
 
 def _spec(config: Config, data: Dataset) -> ModelSpec:
@@ -354,12 +365,18 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
                 optimizer, mode=config.mode, factor=config.lr_factor,
                 patience=config.lr_patience, min_lr=config.min_lr)
 
-        return Trainer(net, spec, train_loader, val_loader,
-                       make_loss("ce", label_smoothing=config.label_smoothing),
+        loss = make_loss("ce", label_smoothing=config.label_smoothing)
+        counter = TrainAccuracy(loss)
+
+        def evaluate_fn(m, loader, device):
+            found = _epoch_metrics(m, loader, device, names)
+            accuracy = counter.take()  # None before the first epoch (the baseline)
+            return found if accuracy is None else {**found, "train_accuracy": accuracy}
+
+        return Trainer(net, spec, train_loader, val_loader, loss,
                        optimizer_factory(config, config.optimizer), callbacks=callbacks,
-                       evaluate_fn=lambda m, loader, device: _epoch_metrics(m, loader, device,
-                                                                            names),
-                       scheduler_factory=scheduler, **options)
+                       evaluate_fn=evaluate_fn, forward=counter, scheduler_factory=scheduler,
+                       **options)
 
     model = _new_model(spec, config, 0)
     n_cycles = 0 if pool is None else config.pseudo_cycles
@@ -389,7 +406,8 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
         plot_history = finish_run_folder(out, results, best, history)
         counts = _label_counts(data, split.train_indices)
         rare = min(counts, key=lambda c: (counts[c], -c))
-        plots = tile_plots(metrics, labels, probs, rare, RunFolder(out).plots)
+        plots = [*tile_plots(metrics, labels, probs, rare, RunFolder(out).plots),
+                 plot_learning_curves(history, RunFolder(out).plots / "learning_curves.png")]
         notes = [f"Slide-wise split: {len(split.train_patients)} training, "
                  f"{len(split.val_patients)} validation slides/patients.",
                  *cycle_notes(results, pool)]

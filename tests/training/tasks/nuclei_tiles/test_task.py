@@ -108,7 +108,8 @@ def test_run_writes_metrics_cycles_and_a_checkpoint_the_plugin_runs(trained):
     assert [c["cycle"] for c in metrics["cycles"]] == [0, 1]
     assert metrics["cycles"][0]["pseudo_labels"] is None
     assert metrics["selected_cycle"] in (0, 1)
-    for name in ("history", "confusion_matrix", "per_class_recall", "probability_histograms"):
+    for name in ("history", "confusion_matrix", "per_class_recall", "probability_histograms",
+                 "learning_curves"):
         assert (run / "plots" / f"{name}.png").stat().st_size > 0
     report = (run / "report.md").read_text()
     assert "synthetic data" in report and "pseudo-labels accepted" in report
@@ -130,8 +131,9 @@ def test_pseudo_labels_are_counted_and_above_the_threshold(trained):
     run, _ = trained
     metrics = json.loads((run / "metrics.json").read_text())
     chosen = json.loads((run / "cycle-1" / "pseudo_labels.json").read_text())
-    assert chosen["pool_size"] == 12 and chosen["threshold"] == 0.5
-    assert all(t["confidence"] > 0.5 for t in chosen["tiles"])
+    threshold = 0.5 * 0.95  # relative to the smoothed loss's ceiling 1 - 0.1 + 0.1 / 2
+    assert chosen["pool_size"] == 12 and chosen["threshold"] == pytest.approx(threshold)
+    assert all(t["confidence"] > threshold for t in chosen["tiles"])
     counts = {name: sum(t["label"] == c for t in chosen["tiles"]) for c, name in CLASSES.items()}
     cycle = metrics["cycles"][1]
     assert cycle["pseudo_labels"] == counts
@@ -140,6 +142,15 @@ def test_pseudo_labels_are_counted_and_above_the_threshold(trained):
     assert history["cycle"] == [0, 1] and history["epoch"] == [0, 1]
     assert history["pseudo_labels"] == [None, counts]
     assert json.loads((run / "cycle-1" / "history.json").read_text())["pseudo_labels"] == [counts]
+    assert cycle["pseudo_threshold"] == pytest.approx(threshold)
+
+
+def test_history_has_the_learning_rate_and_the_training_accuracy(trained):
+    run, _ = trained
+    history = json.loads((run / "history.json").read_text())
+    assert history["lr"] == [[1e-3], [1e-3]]
+    assert all(0.0 <= a <= 1.0 for a in history["train_accuracy"])
+    assert len(history["train_accuracy"]) == len(history["epoch"]) == 2
 
 
 def test_evaluate_gives_the_tile_metrics_of_a_checkpoint(trained, data, tmp_path, capsys):
