@@ -31,6 +31,7 @@ __all__ = [
     "TileSource",
     "as_rgb_uint8",
     "check_tile_shapes",
+    "files_pool",
     "join_sources",
     "labelled_tiles",
     "make_augment",
@@ -216,13 +217,24 @@ def unlabelled_pool(path: str | Path, tile_size: int, *, exclude: Path | None = 
     if not files:
         raise DataError(f"unlabeled: {root} holds no images ({', '.join(IMAGE_SUFFIXES)}) and "
                         "no manifest.json")
-    shapes = [_file_size(p) for p in files]
-    small = [p.name for p, s in zip(files, shapes, strict=True) if min(s) < tile_size]
+    return files_pool(root, [p.name for p in files], tile_size, str(root))
+
+
+def files_pool(root: Path, names: Sequence[str], tile_size: int, name: str) -> TileSource:
+    """Unlabelled tiles from image files ``root / names[k]`` (paths relative to ``root``).
+
+    Raises
+    ------
+    DataError
+        An unreadable image or one smaller than ``tile_size``.
+    """
+    root = Path(root)
+    shapes = [_file_size(root / n) for n in names]
+    small = [n for n, s in zip(names, shapes, strict=True) if min(s) < tile_size]
     if small:
-        raise DataError(f"unlabeled: {root}: images smaller than {tile_size}x{tile_size}: "
+        raise DataError(f"unlabeled: {name}: images smaller than {tile_size}x{tile_size}: "
                         f"{', '.join(small[:5])}")
-    return TileSource([p.name for p in files], shapes, _FolderReader(root), tile_size,
-                      str(root))
+    return TileSource(list(names), shapes, _FolderReader(root), tile_size, name)
 
 
 class _JoinedReader:
@@ -250,9 +262,10 @@ def join_sources(sources: Sequence[TileSource], tile_size: int, name: str = "poo
     return joined
 
 
-def make_pool(data: Dataset, tile_size: int, unlabeled: str | None, test_items: bool
-              ) -> TileSource | None:
-    """The unlabelled pool: the ``unlabeled`` folder and/or the ``split: "test"`` items.
+def make_pool(data: Dataset, tile_size: int, unlabeled: str | None, test_items: bool,
+              extra: TileSource | None = None) -> TileSource | None:
+    """The unlabelled pool: ``extra`` (the unlabelled tiles of a ``labels.csv`` folder), the
+    ``unlabeled`` folder and/or the ``split: "test"`` items.
 
     Returns
     -------
@@ -265,7 +278,7 @@ def make_pool(data: Dataset, tile_size: int, unlabeled: str | None, test_items: 
         The folder is unusable (:func:`unlabelled_pool`), test items are asked for but there
         are none, or no tile can be cut.
     """
-    sources = []
+    sources = [] if extra is None or not len(extra) else [extra]
     if unlabeled:
         sources.append(unlabelled_pool(unlabeled, tile_size, exclude=data.path))
     if test_items:
@@ -334,7 +347,8 @@ class TileData(TorchDataset):
 
 def make_augment(enabled: bool, affine_p: float, jitter_p: float, cutout_p: float,
                  cutout: bool) -> Callable | None:
-    """Seed 003's tile augmentation (:func:`training.augment.tile_augment`) or None."""
+    """The LeNet nuclei-tile recipe's tile augmentation
+    (:func:`training.augment.tile_augment`), or None."""
     if not enabled:
         return None
     return tile_augment(affine_p=affine_p, jitter_p=jitter_p, cutout_p=cutout_p, cutout=cutout)

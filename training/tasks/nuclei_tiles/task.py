@@ -1,20 +1,27 @@
-"""``python -m training nuclei-tiles``: LeNet-5 NUCLEI / NO_NUCLEUS tile classifier (seed 003).
+"""``python -m training nuclei-tiles``: the LeNet nuclei-tile recipe (docs/training-recipes.md).
 
-The recipe of seed 003 ("train-model-with-regularization --strategy pseudo_labeling
---use-cutout --patience 5 --validation --label-smoothing 0.1"):
+A LeNet-5 NUCLEI / NO_NUCLEUS tile classifier trained as the recipe does
+("train-model-with-regularization --strategy pseudo_labeling --use-cutout --patience 5
+--validation --label-smoothing 0.1"):
 
-1. **Supervised stage** (``cycle-0``): the labelled tiles of a ``nuclei-tiles`` dataset
-   (docs/dataset-format.md; :func:`napari_neuroseg.dataset.convert_nuclei_tiles` makes one),
-   split by slide (patient when known) into training and validation; cross-entropy with label
-   smoothing 0.1, Adam with weight decay 1e-4, gradient clipping, ReduceLROnPlateau, early
-   stopping (patience 5), tile augmentation (flips/90°, small affine, colour jitter, cutout).
+1. **Supervised stage** (``cycle-0``): the labelled tiles, split by slide (patient when known)
+   into training and validation; cross-entropy with label smoothing 0.1, Adam with weight
+   decay 1e-4, gradient clipping, ReduceLROnPlateau, early stopping (patience 5), tile
+   augmentation (flips/90°, small affine, colour jitter, cutout).
 2. **Pseudo-labelling cycles** (``cycle-1`` ... ``cycle-N``): the best model of the previous
    cycle predicts the unlabelled pool; tiles whose highest probability is above
-   ``confidence_threshold`` get their predicted class; the model is retrained on labelled +
-   pseudo-labelled tiles (validation stays on labelled tiles only). Pseudo-labels are chosen
-   afresh each cycle from the whole pool.
+   ``confidence_threshold`` times the smoothed loss's ceiling (0.95 x 0.95 by default, see
+   :func:`.pseudo.effective_threshold`) get their predicted class; the model is retrained on
+   labelled + pseudo-labelled tiles (validation stays on labelled tiles only). Pseudo-labels
+   are chosen afresh each cycle from the whole pool; each cycle prints how many it adds and
+   warns when it adds none.
 
-**Unlabelled pool** (the seed's unlabelled tiles; the export layout requires a label on
+**Input** (``--data``): a ``nuclei-tiles`` dataset in the export layout
+(docs/dataset-format.md; :func:`napari_neuroseg.dataset.convert_nuclei_tiles` makes one), or
+the recipe's own layout, a folder of tiles with a ``labels.csv`` (:mod:`.csv_input`), whose
+unlabelled tiles join the pool.
+
+**Unlabelled pool** (the recipe's unlabelled tiles; the export layout requires a label on
 every ``nuclei-tiles`` item, so they live elsewhere): ``unlabeled: DIR`` in ``--config``, a
 folder of images (``.png``, ``.jpg``, ``.tif``...) or a dataset in the export layout of any
 task whose labels are ignored; images larger than the tile are cut into tiles. With
@@ -29,7 +36,8 @@ finished cycles and continues the unfinished one).
 ``OUT/checkpoints/best`` is the best checkpoint over all cycles by the monitored validation
 value (``selected_cycle`` in ``metrics.json``); ``OUT/checkpoints/last`` the last cycle's last
 model. ``OUT/history.json`` concatenates the cycles' epochs (``cycle``, ``cycle_epoch`` and
-``pseudo_labels`` per row), ``OUT/metrics.json`` holds the final validation metrics and
+``pseudo_labels`` per row, with ``lr`` and ``train_accuracy``; ``plots/learning_curves.png``
+draws them), ``OUT/metrics.json`` holds the final validation metrics and
 ``cycles`` (per cycle: pseudo-labels accepted per class, epochs, validation metrics).
 """
 
@@ -44,7 +52,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from napari_neuroseg.dataset import Dataset
-from napari_neuroseg.models.checkpoint import LoadedModel
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.spec import ModelSpec
 from training.config import TrainConfig, save_config
@@ -59,12 +66,12 @@ from training.tasks._common import (
     init_weights,
     is_synthetic,
     make_loaders,
-    open_task_dataset,
     optimizer_factory,
     task_split,
     trainer_options,
     write_outputs,
 )
+from training.tasks.nuclei_tiles.csv_input import csv_unlabelled_pool, open_tile_data
 from training.tasks.nuclei_tiles.cycles import (
     CycleResult,
     combined_history,
@@ -80,11 +87,18 @@ from training.tasks.nuclei_tiles.data import (
     make_augment,
     make_pool,
 )
+from training.tasks.nuclei_tiles.evaluation import (
+    check_classes,
+    epoch_metrics,
+    item_labels,
+    model_device,
+    val_metrics,
+)
+from training.tasks.nuclei_tiles.evaluation import evaluate as evaluate  # the evaluate command
 from training.tasks.nuclei_tiles.metrics import (
     TrainAccuracy,
     plot_learning_curves,
     predict_probabilities,
-    scalar_metrics,
     tile_metrics,
     tile_plots,
 )
@@ -92,12 +106,13 @@ from training.tasks.nuclei_tiles.pseudo import max_smoothed_probability
 
 NAME = "nuclei-tiles"
 DATASET_TASK = "nuclei-tiles"
-HELP = "NUCLEI / NO_NUCLEUS tile classifier (LeNet-5 + pseudo-labelling, seed 003)"
+HELP = "NUCLEI / NO_NUCLEUS tile classifier (the LeNet nuclei-tile recipe: pseudo-labelling)"
 DESCRIPTION = (
-    "Train nuclei-lenet on the labelled tiles of a nuclei-tiles dataset (slide-wise "
-    "validation split, label smoothing, weight decay, ReduceLROnPlateau, early stopping, "
-    "tile augmentation with cutout), then pseudo-label an unlabelled pool (unlabeled: DIR in "
-    "--config) for pseudo_cycles cycles; writes OUT/cycle-K runs, the best checkpoint, "
+    "Train nuclei-lenet on the labelled tiles of a nuclei-tiles dataset or of a folder of "
+    "tiles with labels.csv (slide-wise validation split, label smoothing, weight decay, "
+    "ReduceLROnPlateau, early stopping, tile augmentation with cutout), then pseudo-label an "
+    "unlabelled pool (unlabeled: DIR in --config, or the unlabelled tiles of a labels.csv "
+    "folder) for pseudo_cycles cycles; writes OUT/cycle-K runs, the best checkpoint, "
     "metrics (accuracy, precision, recall, F1, AUC, confusion matrix), plots and report.md."
 )
 MODELS = ("nuclei-lenet",)
@@ -108,12 +123,12 @@ CYCLE_INITS = ("previous", "scratch")
 class Config(TrainConfig):
     """Options of the ``nuclei-tiles`` task (plus those every task shares).
 
-    Seed 003 states label smoothing 0.1, weight decay 1e-4, dropout 0.5, early-stopping
-    patience 5, gradient clipping, ReduceLROnPlateau and cutout; it leaves the learning
-    rate, batch size, epochs, scheduler factor/patience, clipping norm, confidence threshold
-    and number of cycles unstated: the defaults below are common choices for a small CNN
-    (Adam 1e-3, batch 32, scheduler patience 2 < early-stopping patience 5 so the rate drops
-    before training stops).
+    The recipe (docs/training-recipes.md) states label smoothing 0.1, weight decay 1e-4,
+    dropout 0.5, early-stopping patience 5, gradient clipping, ReduceLROnPlateau and cutout;
+    it leaves the learning rate, batch size, epochs, scheduler factor/patience, clipping
+    norm, confidence threshold and number of cycles unstated: the defaults below are common
+    choices for a small CNN (Adam 1e-3, batch 32, scheduler patience 2 < early-stopping
+    patience 5 so the rate drops before training stops).
 
     Attributes
     ----------
@@ -127,17 +142,17 @@ class Config(TrainConfig):
     val_fraction : float
         Share of slides (patients when known) held out for validation.
     label_smoothing : float
-        Cross-entropy label smoothing (seed: 0.1).
+        Cross-entropy label smoothing (recipe: 0.1).
     optimizer : str
         ``adam``, ``adamw`` or ``sgd``.
     lr_factor, lr_patience, min_lr : float, int, float
         ReduceLROnPlateau on the monitored value.
     augment : bool
-        Tile augmentation (seed: geometric transforms, colour jitter, cutout).
+        Tile augmentation (recipe: geometric transforms, colour jitter, cutout).
     affine_p, jitter_p, cutout_p : float
         Probabilities of the small affine, the colour jitter and the cutout.
     cutout : bool
-        Include cutout (seed: ``--use-cutout``).
+        Include cutout (recipe: ``--use-cutout``).
     unlabeled : str or None
         The unlabelled pool: a folder of images or a dataset folder (labels ignored).
     unlabeled_test_items : bool
@@ -220,16 +235,10 @@ def _spec(config: Config, data: Dataset) -> ModelSpec:
         changes["extra"] = {**base.extra, "stride": stride}
         changes["description"] = (
             f"Nuclei present / absent per {size}x{size} H&E window (LeNet-5); windows every "
-            f"{stride} px are aggregated into a nuclei mask (seed 003).")
+            f"{stride} px are aggregated into a nuclei mask (the LeNet nuclei-tile recipe).")
     return build_spec(config.model, {"input_size": config.input_size,
                                      "dropout": config.dropout}, data=data, init=config.init,
                       **changes)
-
-
-def _check_classes(data: Dataset, spec: ModelSpec) -> None:
-    if sorted(data.class_map) != list(range(len(spec.classes))):
-        raise DataError(f"{data.path}: class map {data.class_map} does not fit {spec.name!r} "
-                        f"(classes {dict(enumerate(spec.classes))})")
 
 
 def _label_counts(data: Dataset, indices: np.ndarray) -> dict[int, int]:
@@ -263,51 +272,6 @@ def _check_both_classes(data: Dataset, split: Any) -> None:
                         "the split with items marked split: train / val") from err
 
 
-def _labels(data: Dataset, indices: Any) -> list[int]:
-    return [int(data.items[int(i)].label) for i in indices]
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def evaluate(loaded: LoadedModel, data: Dataset, device: torch.device,
-             batch_size: int = 8) -> dict[str, Any]:
-    """Accuracy, precision, recall, F1, AUC and confusion matrix of ``loaded`` on every tile
-    of ``data`` (all items, whatever their ``split``).
-
-    Raises
-    ------
-    DataError
-        Tiles of another size than the model's input, or a class map that does not fit.
-    """
-    _check_classes(data, loaded.spec)
-    size = int(loaded.spec.arch_kwargs["input_size"])
-    indices = range(len(data.items))
-    check_tile_shapes(data, size)
-    tiles = TileData.from_source(labelled_tiles(data, indices, size), _labels(data, indices),
-                                 loaded.spec)
-    probs, labels = predict_probabilities(loaded.model.to(device),
-                                          DataLoader(tiles, batch_size=batch_size), device)
-    return tile_metrics(labels, probs, list(loaded.spec.classes))
-
-
-def _epoch_metrics(model, loader, device, names: list[str]) -> dict[str, float]:
-    """The Trainer's per-epoch validation metrics (numbers only, for the history)."""
-    probs, labels = predict_probabilities(model, loader, device)
-    found = scalar_metrics(tile_metrics(labels, probs, names))
-    found.pop("n_tiles", None)
-    return found
-
-
-def _val_metrics(model, val: TileData, names: list[str], batch_size: int) -> dict[str, Any]:
-    """A cycle's validation metrics for ``cycle.json`` (JSON scalars, None when undefined)."""
-    probs, labels = predict_probabilities(model, DataLoader(val, batch_size=batch_size),
-                                          _device(model))
-    found = tile_metrics(labels, probs, names)
-    return {k: v for k, v in found.items() if not isinstance(v, list | dict)}
-
-
 def _new_model(spec: ModelSpec, config: Config, cycle: int) -> torch.nn.Module:
     seed_everything(config.seed + cycle)
     model = ModelRegistry().build(spec)
@@ -327,15 +291,16 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
     """
     _check_config(config)
     dist = dist or DistInfo()
-    data = open_task_dataset(config.data, DATASET_TASK)
+    data = open_tile_data(config.data, DATASET_TASK)
     spec = _spec(config, data)
-    _check_classes(data, spec)
+    check_classes(data, spec)
     size = int(spec.arch_kwargs["input_size"])
     split = _split(data, config)
     check_tile_shapes(data, size, [*split.train_indices, *split.val_indices])
     _check_both_classes(data, split)
     pool = None if config.pseudo_cycles == 0 else make_pool(
-        data, size, config.unlabeled, config.unlabeled_test_items)
+        data, size, config.unlabeled, config.unlabeled_test_items,
+        csv_unlabelled_pool(data, size))
     if pool is None and config.pseudo_cycles and dist.is_main:
         print("nuclei-tiles: no unlabelled pool (unlabeled: DIR or unlabeled_test_items in "
               "--config): only the supervised stage runs", flush=True)
@@ -345,9 +310,9 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
 
     names = list(spec.classes)
     train_tiles = labelled_tiles(data, split.train_indices, size)
-    labelled = [(train_tiles, i, y) for i, y in enumerate(_labels(data, split.train_indices))]
+    labelled = [(train_tiles, i, y) for i, y in enumerate(item_labels(data, split.train_indices))]
     val = TileData.from_source(labelled_tiles(data, split.val_indices, size),
-                               _labels(data, split.val_indices), spec)
+                               item_labels(data, split.val_indices), spec)
     augment = make_augment(config.augment, config.affine_p, config.jitter_p, config.cutout_p,
                            config.cutout)
 
@@ -369,7 +334,7 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
         counter = TrainAccuracy(loss)
 
         def evaluate_fn(m, loader, device):
-            found = _epoch_metrics(m, loader, device, names)
+            found = epoch_metrics(m, loader, device, names)
             accuracy = counter.take()  # None before the first epoch (the baseline)
             return found if accuracy is None else {**found, "train_accuracy": accuracy}
 
@@ -386,7 +351,7 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
             if cycle > 0 and config.cycle_init == "scratch" else None
         result = run_cycle(cycle, model, labelled, pool, spec, config, dist, out,
                            build_trainer,
-                           lambda net: _val_metrics(net, val, names, config.batch_size),
+                           lambda net: val_metrics(net, val, names, config.batch_size),
                            restart=restart)
         model = result.model
         results.append(result)
@@ -394,7 +359,7 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
     best = select_best(results, config.mode)
     model.load_state_dict(best.weights)
     probs, labels = predict_probabilities(
-        model, DataLoader(val, batch_size=config.batch_size), _device(model))
+        model, DataLoader(val, batch_size=config.batch_size), model_device(model))
     metrics = tile_metrics(labels, probs, names)
     metrics.update(
         selected_cycle=best.cycle, monitor=config.monitor, cycles=[r.summary for r in results],
