@@ -223,3 +223,25 @@ def test_gbm_live_on_the_tcga_slide_says_not_a_gbm_and_names_the_level(qapp, tmp
     assert len(shares) == 8 and sum(shares) == pytest.approx(1, abs=0.01)
     assert ("RANDOM weights" in result.weights) != ("trained on" in result.weights)
     assert (tmp_path / "gbm-live-real.png").stat().st_size > 20_000
+
+
+@pytest.mark.gui
+def test_slide_follow_shows_the_quick_preview_then_the_models_nuclei(qapp, tmp_path, capsys,
+                                                                     monkeypatch):
+    """--live's slide-follow scene: a screenshot while the preview is on, then the model's."""
+    from napari_neuroseg.demo import _follow, main
+    from napari_neuroseg.demo._main import LIVE_SCENES
+
+    assert "slide-follow" in LIVE_SCENES
+    monkeypatch.setattr(_follow, "FOLLOW_VIEW_UM", 192.0)  # fewer tiles: a fast test
+    out = tmp_path / "shots"
+    code = main(["--out", str(out), "--exit", "--timeout", "90", "--only", "slide-follow"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    numbers = parse_lines(text)["slide-follow"]
+    assert 0 < numbers["preview_s"] < numbers["model_s"] and numbers["nuclei"] >= 0
+    for name in ("slide-follow.png", "slide-follow-preview.png"):
+        pixels = np.asarray(iio.imread(out / name))
+        assert pixels.ndim == 3 and pixels[..., :3].std() > 10  # a drawn canvas
+    assert not np.array_equal(iio.imread(out / "slide-follow.png"),
+                              iio.imread(out / "slide-follow-preview.png"))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import napari
 
+from napari_neuroseg.demo._follow import follow_scene
 from napari_neuroseg.demo._scenes import (
     SceneResult,
     ct_scene,
@@ -15,29 +16,39 @@ from napari_neuroseg.demo._scenes import (
     mri_scene,
     slide_scene,
 )
-from napari_neuroseg.demo._viewer import DemoError, new_viewer, save_small, screenshot
+from napari_neuroseg.demo._viewer import (
+    DemoError,
+    new_viewer,
+    save_rgba,
+    save_small,
+    screenshot,
+)
 
 SceneFunction = Callable[[napari.Viewer, Path | None, float], SceneResult]
 
 SCENES: dict[str, SceneFunction] = {
     "slide": slide_scene, "slide-live": live_scene, "ct": ct_scene, "mri": mri_scene,
-    "gbm-live": partial(live_scene, model="gbm-tissue-8")}
+    "gbm-live": partial(live_scene, model="gbm-tissue-8"), "slide-follow": follow_scene}
 """Scene -> the function that opens, analyses and captions it."""
 
 DEFAULT_SCENES = ("slide", "ct", "mri", "gbm-live")
 """Run unless ``--only`` says otherwise. ``slide-live`` (the Analyse widget live on a 0.6 mm
-view of CMU-1) is added by ``--live``."""
+view of CMU-1) and ``slide-follow`` (the Nuclei widget following the view: its quick preview,
+then HoVer-Net) are added by ``--live``."""
+LIVE_SCENES = ("slide-live", "slide-follow")
 
 REAL_ONLY = ("gbm-live",)
 """Scenes that run on their real file alone (no synthetic sample, no ``--slide``):
 ``gbm-live`` is the 8-class GBM tissue model live on a whole TCGA section."""
 
 REAL_FILES = {"slide": "wsi/cmu-1-small-region.svs",
-              "slide-live": "wsi/cmu-1-small-region.svs", "ct": "ct_head_ge",
+              "slide-live": "wsi/cmu-1-small-region.svs",
+              "slide-follow": "wsi/cmu-1-small-region.svs", "ct": "ct_head_ge",
               "mri": "lgg_mri_kaggle3m", "gbm-live": "wsi/tcga-cr-7395-01a-01-ts1.svs"}
 """Scene -> the real sample under ``--data`` (the layout of ``../shared/data``)."""
 
-TITLES = {"slide": "slide (Nuclei)", "slide-live": "slide (Analyse, live)", "ct": "head CT",
+TITLES = {"slide": "slide (Nuclei)", "slide-live": "slide (Analyse, live)",
+          "slide-follow": "slide (Nuclei, following the view)", "ct": "head CT",
           "mri": "brain MRI", "gbm-live": "slide (Analyse live, gbm-tissue-8)"}
 
 
@@ -109,8 +120,11 @@ def run_scenes(scenes: Sequence[tuple[str, str, Path | None]], out: Path | None,
             result = SCENES[key](viewer, path, timeout)
             if out is not None:
                 shot = screenshot(viewer, out / f"{stem}.png")
+                shots = [shot] + [save_rgba(image, out / f"{stem}-{suffix}.png")
+                                  for suffix, image in result.shots.items()]
                 if docs_images is not None:
-                    save_small(shot, docs_images / f"{stem}.png")
+                    for path_ in shots:
+                        save_small(path_, docs_images / path_.name)
             results[stem] = result
             print(summary_line(stem, result, time.monotonic() - start), flush=True)
         except DemoError as err:
@@ -141,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs-images", type=Path, default=None,
                         help="with --exit: also write small copies of the screenshots here")
     parser.add_argument("--live", action="store_true",
-                        help="add the slide-live scene (Analyse widget live on the view)")
+                        help="add the slide-live and slide-follow scenes (the Analyse widget "
+                        "live on the view; the Nuclei widget following it, preview first)")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds each analysis step may take (default 120)")
     for key in ("slide", "ct", "mri"):
@@ -150,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data is not None and not args.data.is_dir():
         parser.error(f"--data {args.data}: no such folder")
     own = {key: getattr(args, key.split("-")[0]) for key in SCENES if key not in REAL_ONLY}
-    only = args.only or ([*DEFAULT_SCENES, "slide-live"] if args.live else None)
+    only = args.only or ([*DEFAULT_SCENES, *LIVE_SCENES] if args.live else None)
     scenes = plan(args.data, own, only)
     try:
         run_scenes(scenes, args.out if args.exit else None, args.timeout,

@@ -36,11 +36,16 @@ _TOO_MANY_TILES = re.compile(r"(\d+) tiles are visible; live mode computes at mo
 
 @dataclass
 class SceneResult:
-    """What a scene showed: its numbers (for the summary line) and the canvas caption."""
+    """What a scene showed: its numbers (for the summary line) and the canvas caption.
+
+    ``shots`` holds screenshots (RGBA arrays) taken during the scene, by suffix: they are
+    saved as ``<stem>-<suffix>.png`` beside the final one.
+    """
 
     numbers: dict[str, str] = field(default_factory=dict)
     weights: str = ""
     caption: str = ""
+    shots: dict[str, Any] = field(default_factory=dict)
 
 
 def weights_text(picker: Any) -> str:
@@ -123,6 +128,14 @@ def live_scene(viewer: napari.Viewer, path: Path | None, timeout: float,
                failed=lambda: _failed(widget), status=lambda: str(widget.status.value))
     _frame_live_view(viewer, slide, LIVE_VIEW_PX * widget.session.plan.choice.working_mpp)
     settle(0.2)
+    shots: dict[str, Any] = {}
+
+    def keep_preview(status: str) -> None:  # the coarse pass on screen (views of many tiles)
+        if str(status).startswith("Preview") and "preview" not in shots:
+            caption(viewer, str(status))
+            shots["preview"] = viewer.screenshot(canvas_only=False, flash=False)
+
+    widget.status.changed.connect(keep_preview)
     widget.live.value = True
 
     def done() -> bool:
@@ -140,6 +153,7 @@ def live_scene(viewer: napari.Viewer, path: Path | None, timeout: float,
     wait_until(done, what="Analyse (live) on the view", timeout=timeout,
                failed=lambda: _failed(widget), status=lambda: str(widget.status.value))
     widget.live.value = False  # the screenshot's view stays as computed
+    widget.status.changed.disconnect(keep_preview)
     weights = weights_text(widget.picker)
     shares, area_mm2 = view_class_shares(widget.session, viewer)
     found = sorted(list(shares)[1:], key=lambda name: -shares[name])  # class 0: background
@@ -151,7 +165,7 @@ def live_scene(viewer: napari.Viewer, path: Path | None, timeout: float,
     if note:
         text += f"\n{note}"
     caption(viewer, text)
-    return SceneResult(numbers, weights, text)
+    return SceneResult(numbers, weights, text, shots)
 
 
 def _frame_live_view(viewer: napari.Viewer, slide: Any, side: float) -> None:

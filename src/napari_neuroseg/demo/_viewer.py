@@ -145,6 +145,15 @@ def screenshot(viewer: napari.Viewer, path: Path) -> Path:
     return path
 
 
+def save_rgba(image: Any, path: Path) -> Path:
+    """Save a screenshot array (``viewer.screenshot``'s RGBA) as a PNG."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path)
+    return path
+
+
 def save_small(source: Path, target: Path, width: int = 1280) -> Path:
     """A small copy of a screenshot for the docs: ``width`` px wide, 256 colours."""
     from PIL import Image
