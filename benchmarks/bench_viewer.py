@@ -9,6 +9,11 @@ while it runs. The slides are lazy in-memory pyramids of a repeated synthetic H&
 (b) Peak RSS of a subprocess that pans a LiveSession across 100 views of the 100k x 100k
 slide (a cheap per-pixel predictor: the model's memory does not grow with panning).
 
+(c) ``--first``: time to the first result for the whole screen and to the complete result
+after a camera move, for the tissue model (Analyse, coarse pass first) and the nuclei model
+(Nuclei, classical preview first), on the 10k and 100k synthetic slides and a real SVS
+(``benchmarks/_first_result.py``); writes the ``## Live view: first result`` section.
+
 Run ``python benchmarks/bench_viewer.py`` (``--no-write`` to only print; ``--zoom`` screen
 pixels per working pixel, default 1). Re-executes itself under ``xvfb-run`` without a display.
 """
@@ -28,11 +33,13 @@ from pathlib import Path
 
 import numpy as np
 from _doc import Row, write_section
+from _first_result import first_section, run_first
 from _stalls import StallSampler
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 SECTION = "## Viewer"
+FIRST_SECTION = "## Live view: first result"
 CANVAS = (1024, 1280)
 MODEL = "gbm-tissue-8"
 #: First view centre and the move, in µm (inside the 10k slide: 5000 µm at 0.5 µm/px).
@@ -86,7 +93,7 @@ def gui_timings(sides: list[int], zoom: float) -> dict:
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
-    from napari_neuroseg.io._types import layer_kwargs
+    from napari_neuroseg.io.layers import layer_kwargs
     from napari_neuroseg.widgets.analyse_widget import AnalyseWidget
 
     app = QApplication.instance() or QApplication([])
@@ -260,7 +267,16 @@ def main() -> None:
                         help="runs per slide, alternating the order (default 2)")
     parser.add_argument("--views", type=int, default=100)
     parser.add_argument("--pan-json", help="reuse a pan result (JSON) instead of panning again")
+    parser.add_argument("--first", action="store_true",
+                        help="only the first-result / complete-result table (section 'Live "
+                             "view: first result')")
+    parser.add_argument("--first-one", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.first_one:
+        from _first_result import measure
+
+        print(json.dumps(measure(*args.first_one)), flush=True)
+        return
     if args.pan_only:
         print(json.dumps(pan_rss(args.views)))
         return
@@ -271,6 +287,12 @@ def main() -> None:
     if not os.environ.get("DISPLAY") and shutil.which("xvfb-run"):
         cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1200x24", sys.executable, *sys.argv]
         raise SystemExit(subprocess.call(cmd))
+    if args.first:
+        text = first_section(run_first(__file__, args.rounds))
+        print(text)
+        if not args.no_write:
+            write_section(DOC, FIRST_SECTION, text)
+        return
     if args.pan_json:
         pan = json.loads(args.pan_json)
     else:
