@@ -37,7 +37,14 @@ import torch
 from _doc import Row, write_section
 from torch import nn
 
-from napari_neuroseg.engine import Region, TileGrid, ZarrAggregator, blend_weights, predict_region
+from napari_neuroseg.engine import (
+    EngineOptions,
+    Region,
+    TileGrid,
+    ZarrAggregator,
+    blend_weights,
+    predict_region,
+)
 from napari_neuroseg.io.slide import read_slide
 from napari_neuroseg.models import InputSpec, ModelRegistry, ModelRunner, ModelSpec
 from napari_neuroseg.models.device import autocast
@@ -162,11 +169,11 @@ def monai_input(image: np.ndarray) -> tuple[torch.Tensor, tuple[slice, slice]]:
     return tensor[None], (ys, xs)
 
 
-def _engine_run(image: Any, runner: ModelRunner, **options: Any) -> Any:
-    return predict_region(
-        image, runner, patch_size=PATCH, halo=0, overlap=OVERLAP, batch_size=BATCH,
-        blend=BLEND, **options,
-    )
+def _engine_run(image: Any, runner: ModelRunner, *, region: Region | None = None,
+                tile_filter: Callable[[Any], bool] | None = None) -> Any:
+    options = EngineOptions(patch_size=PATCH, halo=0, overlap=OVERLAP, batch_size=BATCH,
+                            blend=BLEND, tile_filter=tile_filter)
+    return predict_region(image, runner, options, region=region)
 
 
 def _monai_run(tensor: torch.Tensor, runner: ModelRunner, crop: tuple[slice, slice]
@@ -418,7 +425,8 @@ def rss_child(slide: Path, region_size: int, workdir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     with RssSampler() as sampler:
         result = predict_region(
-            level, grey_predictor, patch_size=512, halo=32, region=region, batch_size=BATCH,
+            level, grey_predictor, EngineOptions(patch_size=512, halo=32, batch_size=BATCH),
+            region=region,
             aggregator=functools.partial(ZarrAggregator, workdir / "prediction.zarr"),
         )
         foreground = float(result.labels.mean().compute())  # read back chunk by chunk

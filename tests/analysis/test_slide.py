@@ -90,6 +90,17 @@ def test_macenko_is_fitted_when_the_spec_asks(slide):
     assert out.shape == tile.shape and out.dtype == np.uint8
 
 
+def test_engine_options_carry_the_plan_and_the_spec(slide):
+    plan = plan_slide(slide, _spec(preprocessing=("macenko", "tissue_mask"),
+                                   extra={"overlap": 16}))
+    options = plan.engine_options(batch_size=3, n_outputs=2)
+    assert options.preprocess == plan.preprocess and len(options.preprocess) == 1
+    assert options.tile_filter is plan.tile_filter is not None
+    assert (options.batch_size, options.n_outputs, options.overlap) == (3, 2, 16)
+    assert options.patch_size == (64, 64) and options.halo == 8
+    assert options.mode == "dense" and options.blend == "gaussian"
+
+
 def test_real_runner_through_the_engine(slide):
     spec = _spec(preprocessing=())
     runner = ModelRunner.from_spec(spec, device="cpu")
@@ -122,7 +133,6 @@ def test_a_32px_lenet_checkpoint_runs_32px_windows_through_the_plugin_path(slide
 
     import torch
 
-    from napari_neuroseg.analysis.slide import slide_tiling
     from napari_neuroseg.models.checkpoint import save_checkpoint
     from napari_neuroseg.models.registry import ModelRegistry
     from napari_neuroseg.models.source import ModelSource
@@ -138,8 +148,10 @@ def test_a_32px_lenet_checkpoint_runs_32px_windows_through_the_plugin_path(slide
 
     source = ModelSource(str(tmp_path / "lenet32.safetensors"), device="cpu")
     plan = plan_slide(slide, source.spec(), tissue_only=False, stain_normalization=False)
-    grid, mode, _ = slide_tiling(plan)
-    assert grid.patch_size == (32, 32) and grid.stride == (16, 16) and mode == "tile"
+    options = plan.engine_options()
+    grid = options.grid(plan.working_shape)
+    assert grid.patch_size == (32, 32) and grid.stride == (16, 16) and options.mode == "tile"
+    assert options.blend == "constant"
     runner = source.runner()
     result = predict_slide(plan, runner, region=Region(0, 0, 128, 128))
     probs = result.probabilities

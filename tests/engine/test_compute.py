@@ -176,7 +176,7 @@ def test_in_place_preprocessing_never_touches_the_image():
 
 
 def test_skipped_tiles_take_no_place_in_a_batch():
-    from napari_neuroseg.engine import predict_region
+    from napari_neuroseg.engine import EngineOptions, predict_region
 
     image = np.random.default_rng(0).random((256, 256)).astype(np.float32)
     sizes: list[int] = []
@@ -186,8 +186,9 @@ def test_skipped_tiles_take_no_place_in_a_batch():
         return batch * 2
 
     progress: list[tuple[int, int]] = []
-    result = predict_region(image, predictor, patch_size=32, halo=0, batch_size=4,
-                            tile_filter=lambda tile: tile.col % 2 == 0,
+    options = EngineOptions(patch_size=32, halo=0, batch_size=4,
+                            tile_filter=lambda tile: tile.col % 2 == 0)
+    result = predict_region(image, predictor, options,
                             on_progress=lambda d, t: progress.append((d, t)))
     assert result.counts.skipped == 32 and result.counts.computed == 32
     assert sizes == [4] * 8  # full batches although every other tile is skipped

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import tracemalloc
+from dataclasses import replace
 
 import dask.array as da
 import numpy as np
@@ -13,6 +14,7 @@ from scipy import ndimage
 from napari_neuroseg.engine import (
     CacheKey,
     EngineError,
+    EngineOptions,
     Region,
     TileCache,
     TileError,
@@ -72,9 +74,8 @@ def rgb():
 @pytest.mark.parametrize("overlap", [0, 10])
 def test_stitched_conv_equals_whole_image(rgb, blend, overlap):
     image = da.from_array(rgb, chunks=(40, 40, 3))
-    result = predict_region(
-        image, conv_predictor, patch_size=48, halo=4, blend=blend, overlap=overlap
-    )
+    options = EngineOptions(patch_size=48, halo=4, blend=blend, overlap=overlap)
+    result = predict_region(image, conv_predictor, options)
     assert result.probabilities.shape == (2, 150, 123)
     np.testing.assert_allclose(result.probabilities, whole_image_conv(rgb), atol=1e-5)
     assert result.complete and result.covered.all()
@@ -84,7 +85,8 @@ def test_double_on_a_region_computes_only_its_tiles():
     img = RNG.random((500, 400)).astype(np.float32)
     pred = Counting(lambda x: 2 * x)
     region = Region(100, 150, 180, 260)
-    result = predict_region(img, pred, patch_size=64, halo=8, region=region, batch_size=4)
+    options = EngineOptions(patch_size=64, halo=8, batch_size=4)
+    result = predict_region(img, pred, options, region=region)
     np.testing.assert_allclose(result.probabilities[0], 2 * img[100:180, 150:260], atol=1e-6)
     # stride 48: rows 2..3, cols 3..5 -> 6 tiles, in batches of 4
     assert (pred.tiles, pred.calls) == (6, 2)
@@ -94,9 +96,9 @@ def test_double_on_a_region_computes_only_its_tiles():
 
 def test_image_smaller_than_patch_and_halo():
     img = RNG.random((5, 7)).astype(np.float32)
-    result = predict_region(img, conv_predictor, patch_size=64, halo=16, blend="none")
+    result = predict_region(img, conv_predictor, EngineOptions(64, halo=16, blend="none"))
     np.testing.assert_allclose(result.probabilities, whole_image_conv(img[..., None]), atol=1e-5)
-    one = predict_region(np.full((1, 1), 3.0), lambda x: 2 * x, patch_size=8, halo=2)
+    one = predict_region(np.full((1, 1), 3.0), lambda x: 2 * x, EngineOptions(8, halo=2))
     assert one.probabilities.shape == (1, 1, 1) and one.probabilities[0, 0, 0] == 6.0
 
 
@@ -105,22 +107,21 @@ def test_region_outside_the_image():
         predict_region(
             np.ones((50, 40)),
             lambda x: x,
-            patch_size=16,
-            halo=2,
+            EngineOptions(patch_size=16, halo=2),
             region=(slice(0, 60), slice(0, 10)),
         )
 
 
 def test_bad_options_are_named():
     img = np.ones((20, 20))
-    with pytest.raises(EngineError, match="blend mode"):
-        predict_region(img, lambda x: x, patch_size=8, halo=1, blend="max")
-    with pytest.raises(EngineError, match="activation"):
-        predict_region(img, lambda x: x, patch_size=8, halo=1, activation="relu")
     with pytest.raises(EngineError, match="predict_volume"):
-        predict_region(np.ones((2, 3, 4, 5)), lambda x: x, patch_size=8, halo=1)
+        predict_region(np.ones((2, 3, 4, 5)), lambda x: x, EngineOptions(8, halo=1))
     with pytest.raises(EngineError, match="returned 1 outputs per pixel, not 3"):
-        predict_region(img, lambda x: x, patch_size=8, halo=1, n_outputs=3)
+        predict_region(img, lambda x: x, EngineOptions(8, halo=1, n_outputs=3))
+    with pytest.raises(EngineError, match="expected EngineOptions"):
+        predict_region(img, lambda x: x, {"patch_size": 8})  # type: ignore[arg-type]
+    with pytest.raises(EngineError, match="leaves no core"):
+        predict_region(img, lambda x: x, EngineOptions(8, halo=4))
 
 
 def test_wrong_channel_count_is_explained(rgb):
@@ -130,32 +131,34 @@ def test_wrong_channel_count_is_explained(rgb):
         return batch
 
     with pytest.raises(TileError, match=r"3 channel\(s\) per pixel"):
-        predict_region(rgb, gray_model, patch_size=32, halo=4)
+        predict_region(rgb, gray_model, EngineOptions(32, halo=4))
 
 
 def test_nan_in_image_names_the_tile():
     img = np.zeros((100, 100), np.float32)
     img[70, 75] = np.nan
     with pytest.raises(TileError, match=r"row 1, col 1\) at y 64:128, x 64:128.*NaN"):
-        predict_region(img, lambda x: x, patch_size=64, halo=0)
+        predict_region(img, lambda x: x, EngineOptions(64))
 
 
 def test_cache_serves_repeat_requests_and_model_key_invalidates_its_own(rgb):
     cache = TileCache()
     key_a, key_b = CacheKey("rgb", "model-a"), CacheKey("rgb", "model-b")
     pred = Counting(conv_predictor)
-    kwargs = {"patch_size": 48, "halo": 4, "cache": cache}
-    first = predict_region(rgb, pred, cache_key=key_a, **kwargs)
+    options = EngineOptions(48, halo=4)
+    kwargs = {"cache": cache}
+    first = predict_region(rgb, pred, options, cache_key=key_a, **kwargs)
     n = first.counts.computed
-    again = predict_region(rgb, pred, cache_key=key_a, region=Region(40, 40, 100, 100), **kwargs)
+    middle = Region(40, 40, 100, 100)
+    again = predict_region(rgb, pred, options, cache_key=key_a, region=middle, **kwargs)
     assert again.counts.computed == 0 and again.counts.cached > 0 and pred.tiles == n
     np.testing.assert_array_equal(again.probabilities, first.probabilities[:, 40:100, 40:100])
-    other = predict_region(rgb, pred, cache_key=key_b, **kwargs)
+    other = predict_region(rgb, pred, options, cache_key=key_b, **kwargs)
     assert other.counts.computed == n and pred.tiles == 2 * n
-    assert predict_region(rgb, pred, cache_key=key_a, **kwargs).counts.cached == n
+    assert predict_region(rgb, pred, options, cache_key=key_a, **kwargs).counts.cached == n
     cache.invalidate(model="model-a")
-    assert predict_region(rgb, pred, cache_key=key_a, **kwargs).counts.computed == n
-    assert predict_region(rgb, pred, cache_key=key_b, **kwargs).counts.cached == n
+    assert predict_region(rgb, pred, options, cache_key=key_a, **kwargs).counts.computed == n
+    assert predict_region(rgb, pred, options, cache_key=key_b, **kwargs).counts.cached == n
 
 
 def test_interrupted_run_resumes_from_the_zarr_cache(tmp_path):
@@ -166,9 +169,7 @@ def test_interrupted_run_resumes_from_the_zarr_cache(tmp_path):
     partial = predict_region(
         img,
         pred,
-        patch_size=64,
-        halo=0,
-        batch_size=4,
+        EngineOptions(patch_size=64, halo=0, batch_size=4),
         cache=TileCache(directory=tmp_path / "tiles.zarr"),
         cache_key=key,
         on_progress=lambda done, total: progress.append(done),
@@ -182,8 +183,7 @@ def test_interrupted_run_resumes_from_the_zarr_cache(tmp_path):
     full = predict_region(
         img,
         fresh,
-        patch_size=64,
-        halo=0,
+        EngineOptions(patch_size=64, halo=0),
         cache=TileCache(directory=tmp_path / "tiles.zarr"),
         cache_key=key,
     )
@@ -194,15 +194,12 @@ def test_interrupted_run_resumes_from_the_zarr_cache(tmp_path):
 def test_tile_filter_skips_tiles():
     img = RNG.random((128, 128)).astype(np.float32)
     pred = Counting(lambda x: x.mean(axis=1, keepdims=True) * 0 + 1)
-    result = predict_region(
-        img, pred, patch_size=32, halo=0, tile_filter=lambda t: t.core.x0 >= 64, n_outputs=1
-    )
+    options = EngineOptions(32, tile_filter=lambda t: t.core.x0 >= 64, n_outputs=1)
+    result = predict_region(img, pred, options)
     assert result.counts.skipped == 8 and result.counts.computed == 8 and pred.tiles == 8
     assert not result.covered[:, :64].any() and result.covered[:, 64:].all()
     assert (result.probabilities[0, :, :64] == 0).all() and (result.labels[:, 64:] == 1).all()
-    nothing = predict_region(
-        img, pred, patch_size=32, halo=0, tile_filter=lambda t: False, n_outputs=4
-    )
+    nothing = predict_region(img, pred, EngineOptions(32, tile_filter=lambda t: False, n_outputs=4))
     assert nothing.probabilities.shape == (4, 128, 128) and nothing.counts.skipped == 16
 
 
@@ -213,11 +210,7 @@ def test_tile_mode_blends_overlapping_windows(blend):
     result = predict_region(
         img,
         lambda b: b.mean(axis=(2, 3)),
-        patch_size=32,
-        halo=0,
-        overlap=16,
-        mode="tile",
-        blend=blend,
+        EngineOptions(patch_size=32, halo=0, overlap=16, mode="tile", blend=blend),
     )
     padded = np.pad(img, 64, mode="reflect")
     weights = blend_weights((32, 32), blend)
@@ -242,26 +235,24 @@ def test_activation_and_labels():
     def two_class_logits(batch):
         return np.concatenate([-4 * batch + 2, 4 * batch - 2], axis=1)
 
-    result = predict_region(img, two_class_logits, patch_size=16, halo=2, activation="softmax")
+    options = EngineOptions(16, halo=2, activation="softmax")
+    result = predict_region(img, two_class_logits, options)
     np.testing.assert_allclose(result.probabilities.sum(axis=0), 1, rtol=1e-6)
     assert (result.labels[:, :20] == 0).all() and (result.labels[:, 20:] == 1).all()
-    strict = predict_region(
-        img, two_class_logits, patch_size=16, halo=2, activation="softmax", threshold=0.999
-    )
+    strict = predict_region(img, two_class_logits, replace(options, threshold=0.999))
     assert strict.labels.max() == 0
 
 
 def test_iter_predict_tiles_yields_progressively_nearest_first():
     img = RNG.random((96, 96)).astype(np.float32)
-    outputs = iter_predict_tiles(
-        img, lambda x: 2 * x, patch_size=32, halo=0, batch_size=1, focus=(80.0, 80.0)
-    )
+    outputs = iter_predict_tiles(img, lambda x: 2 * x, EngineOptions(32, batch_size=1),
+                                 focus=(80.0, 80.0))
     tile, values, source = next(outputs)
     assert (tile.row, tile.col) == (2, 2) and source == "computed"
     np.testing.assert_allclose(values[0], 2 * img[64:96, 64:96])
     assert len(list(outputs)) == 8
     with pytest.raises(EngineError, match="outside"):  # checked at the call, not at next()
-        iter_predict_tiles(img, lambda x: x, patch_size=32, halo=0, region=Region(0, 0, 97, 9))
+        iter_predict_tiles(img, lambda x: x, EngineOptions(32), region=Region(0, 0, 97, 9))
 
 
 def test_predict_volume_slice_by_slice_with_scale():
@@ -270,13 +261,10 @@ def test_predict_volume_slice_by_slice_with_scale():
     result = predict_volume(
         da.from_array(vol, chunks=(1, 40, 30, 3)),
         pred,
-        patch_size=24,
-        halo=4,
+        EngineOptions(patch_size=24, halo=4, batch_size=8, blend="none"),
         planes=range(1, 4),
-        batch_size=8,
         scale=(3.0, 0.5, 0.5),
         translate=(10.0, 0.0, 0.0),
-        blend="none",
     )
     assert result.probabilities.shape == (2, 3, 40, 30) and result.labels.shape == (3, 40, 30)
     for i, z in enumerate(range(1, 4)):
@@ -284,9 +272,9 @@ def test_predict_volume_slice_by_slice_with_scale():
     assert result.translate == (13.0, 0.0, 0.0) and result.scale == (3.0, 0.5, 0.5)
     assert result.counts.computed == 3 * 6 and pred.calls == 3  # batches mix planes
     with pytest.raises(EngineError, match="planes"):
-        predict_volume(vol, conv_predictor, patch_size=24, halo=4, planes=range(3, 9))
+        predict_volume(vol, conv_predictor, EngineOptions(24, halo=4), planes=range(3, 9))
     with pytest.raises(EngineError, match="'zyx' or 'zyxc'"):
-        predict_volume(vol[0, ..., 0], conv_predictor, patch_size=24, halo=4)
+        predict_volume(vol[0, ..., 0], conv_predictor, EngineOptions(24, halo=4))
 
 
 def test_moderate_lazy_slide_with_zarr_aggregator(tmp_path):
@@ -299,11 +287,8 @@ def test_moderate_lazy_slide_with_zarr_aggregator(tmp_path):
     result = predict_region(
         slide,
         pred,
-        patch_size=256,
-        halo=16,
+        EngineOptions(patch_size=256, halo=16, blend="gaussian", overlap=32),
         region=region,
-        blend="gaussian",
-        overlap=32,
         aggregator=functools.partial(ZarrAggregator, tmp_path / "pred.zarr", chunk=256),
     )
     # stride 192; windows (core +- 16) meeting y 1000:2024 -> rows 5..10, same for x 2000:3024
@@ -323,10 +308,8 @@ def test_50k_slide_region_with_bounded_memory(tmp_path):
     result = predict_region(
         slide,
         pred,
-        patch_size=512,
-        halo=32,
+        EngineOptions(patch_size=512, halo=32, batch_size=4),
         region=region,
-        batch_size=4,
         aggregator=functools.partial(ZarrAggregator, tmp_path / "pred.zarr"),
     )
     peak = tracemalloc.get_traced_memory()[1]
@@ -348,8 +331,7 @@ def test_resampled_level_overlays_level0_in_world_units():
     result = predict_region(
         work,
         lambda b: 2 * b,
-        patch_size=48,
-        halo=8,
+        EngineOptions(patch_size=48, halo=8),
         region=region,
         scale=scale,
         translate=translate,

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from napari_neuroseg.engine import predict_region
+from napari_neuroseg.engine import EngineOptions, predict_region
 from napari_neuroseg.models import ModelRegistry
 from napari_neuroseg.models import backends as bk
 from napari_neuroseg.models.backends import (
@@ -201,8 +201,8 @@ def test_predict_region_with_an_exported_backend_equals_torch():
     results = {}
     for backend in ("torch", EXPORTED[0]):
         runner = _runner("mri-flair-unet", backend)
-        results[backend] = predict_region(image, runner, patch_size=256, halo=16, overlap=32,
-                                          batch_size=4)
+        options = EngineOptions(patch_size=256, halo=16, overlap=32, batch_size=4)
+        results[backend] = predict_region(image, runner, options)
     ref, got = results["torch"], results[EXPORTED[0]]
     np.testing.assert_allclose(got.probabilities, ref.probabilities, atol=1e-4)
     assert (got.labels == ref.labels).mean() > 0.999

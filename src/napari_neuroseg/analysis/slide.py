@@ -18,12 +18,12 @@ import numpy as np
 
 from napari_neuroseg.engine import (
     CacheKey,
+    EngineOptions,
     LevelChoice,
     PredictionResult,
     Region,
     Tile,
     TileCache,
-    TileGrid,
     choose_level,
     predict_region,
 )
@@ -94,6 +94,28 @@ class SlidePlan:
                      f"|x{self.choice.factor:.6g}")
         return CacheKey(image=image_key, model=model_key, preprocess=self.preprocess_key,
                         level=self.choice.level)
+
+    def engine_options(self, *, batch_size: int = 8,
+                       n_outputs: int | None = None) -> EngineOptions:
+        """The engine options of ``spec`` on this slide, with this plan's preprocessing.
+
+        :meth:`EngineOptions.from_spec <napari_neuroseg.engine.EngineOptions.from_spec>`
+        (tile geometry, mode, blend, threshold) plus the plan's per-tile steps and tissue
+        filter. :func:`predict_slide` and the live sessions use the same options.
+
+        Parameters
+        ----------
+        batch_size : int
+            Tiles per predictor call.
+        n_outputs : int, optional
+            Outputs the predictor gives per pixel, checked by the engine.
+
+        Returns
+        -------
+        EngineOptions
+        """
+        return EngineOptions.from_spec(self.spec, batch_size=batch_size, n_outputs=n_outputs,
+                                       preprocess=self.preprocess, tile_filter=self.tile_filter)
 
 
 def _check_fit(image: LazyImage, spec: ModelSpec) -> None:
@@ -191,22 +213,6 @@ def plan_slide(
     )
 
 
-def slide_tiling(plan: SlidePlan) -> tuple[TileGrid, str, str]:
-    """The tile grid, engine mode and blend a model's spec asks for on ``plan``'s working array.
-
-    Tile classifiers (``mode="tile"``, constant blend) and dense models (gaussian blend); the
-    spec's ``extra["stride"]`` sets the overlap (stride = patch - 2 * halo - overlap), else
-    ``extra["overlap"]``. :func:`predict_slide` and the live sessions use the same rule.
-    """
-    spec = plan.spec
-    mode = "tile" if spec.task == "tile_classification" else "dense"
-    overlap = int(spec.extra.get("overlap", 0))
-    if "stride" in spec.extra:
-        overlap = spec.input.patch_size[0] - 2 * spec.input.halo - int(spec.extra["stride"])
-    grid = TileGrid(plan.working_shape, spec.input.patch_size, spec.input.halo, overlap)
-    return grid, mode, "constant" if mode == "tile" else "gaussian"
-
-
 def predict_slide(
     plan: SlidePlan,
     predictor: Predictor,
@@ -231,7 +237,9 @@ def predict_slide(
     model_key : str, optional
         Identifies the weights in the tile cache (e.g. the checkpoint's hash); needed with
         ``cache``.
-    cache, batch_size, aggregator, should_stop, on_progress
+    batch_size : int
+        Tiles per predictor call (see :meth:`SlidePlan.engine_options`).
+    cache, aggregator, should_stop, on_progress
         Passed to :func:`napari_neuroseg.engine.predict_region`.
 
     Returns
@@ -244,23 +252,15 @@ def predict_slide(
     working_region = None
     if region is not None:
         working_region = plan.choice.region_from_base(region, plan.working_shape)
-    grid, mode, blend = slide_tiling(plan)
+    options = plan.engine_options(batch_size=batch_size,
+                                  n_outputs=getattr(predictor, "output_channels", None))
     return predict_region(
         plan.array,
         predictor,
-        patch_size=spec.input.patch_size,
-        halo=spec.input.halo,
+        options,
         region=working_region,
-        batch_size=batch_size,
-        blend=blend,
-        mode=mode,
-        overlap=grid.overlap,
-        preprocess=plan.preprocess,
-        tile_filter=plan.tile_filter,
         cache=cache,
         cache_key=plan.cache_key(model_key or spec.name) if cache is not None else None,
-        n_outputs=getattr(predictor, "output_channels", None),
-        threshold=spec.threshold if spec.n_classes == 1 else None,
         aggregator=aggregator,
         scale=plan.scale,
         translate=plan.translate,

@@ -15,7 +15,7 @@ import numpy as np
 from skimage.transform import resize
 
 from napari_neuroseg.analysis.slide import AnalysisError, Predictor
-from napari_neuroseg.engine import PredictionResult, TileCache, predict_volume
+from napari_neuroseg.engine import EngineOptions, PredictionResult, TileCache, predict_volume
 from napari_neuroseg.io import LazyImage
 from napari_neuroseg.models.spec import ModelSpec
 from napari_neuroseg.preprocess.ct import extract_brain, slice_quality
@@ -60,7 +60,9 @@ def segment_volume(
         A semantic-segmentation model.
     planes : range, optional
         The z planes to segment; all by default.
-    batch_size, cache, should_stop, on_progress
+    batch_size : int
+        Tiles per predictor call.
+    cache, should_stop, on_progress
         Passed to :func:`napari_neuroseg.engine.predict_volume`.
 
     Returns
@@ -73,13 +75,15 @@ def segment_volume(
     if spec.task != "semantic_segmentation":
         raise AnalysisError(f"{spec.name} is a {spec.task} model, not a segmentation model")
     translate = tuple(image.translate) if image.translate is not None else (0.0, 0.0, 0.0)
+    # the spec's tiles with the engine's defaults: no overlap, argmax labels (unlike slides,
+    # volumes do not read the spec's stride, overlap or one-class threshold)
+    options = EngineOptions(patch_size=spec.input.patch_size, halo=spec.input.halo,
+                            batch_size=batch_size)
     return predict_volume(
         image.levels[0],
         predictor,
-        patch_size=spec.input.patch_size,
-        halo=spec.input.halo,
+        options,
         planes=planes,
-        batch_size=batch_size,
         cache=cache,
         scale=tuple(image.scale),
         translate=translate,

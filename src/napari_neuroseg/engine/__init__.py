@@ -12,9 +12,11 @@ from napari_neuroseg.engine.aggregate import (
 )
 from napari_neuroseg.engine.blending import BLEND_MODES, blend_weights
 from napari_neuroseg.engine.cache import CacheKey, TileCache, TileKey
+from napari_neuroseg.engine.choices import Activation, BlendMode, OutputMode
 from napari_neuroseg.engine.compute import TileComputer, TileCounts, TileOutput
 from napari_neuroseg.engine.errors import EngineError, TileError
 from napari_neuroseg.engine.levels import LevelChoice, ResampledArray, choose_level
+from napari_neuroseg.engine.options import EngineOptions
 from napari_neuroseg.engine.predict import (
     PredictionResult,
     iter_predict_tiles,
@@ -26,10 +28,14 @@ from napari_neuroseg.engine.tiling import Region, Tile, TileGrid, read_patches
 
 __all__ = [
     "BLEND_MODES",
+    "Activation",
+    "BlendMode",
     "CacheKey",
     "EngineError",
+    "EngineOptions",
     "LevelChoice",
     "MemoryAggregator",
+    "OutputMode",
     "PredictionResult",
     "Region",
     "ResampledArray",

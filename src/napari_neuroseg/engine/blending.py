@@ -7,14 +7,11 @@ towards its window's edge, where a network sees the least context.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
-from napari_neuroseg.engine.errors import EngineError
+from napari_neuroseg.engine.choices import BlendMode
 
-BlendMode = Literal["gaussian", "linear", "constant", "none"]
-BLEND_MODES: tuple[str, ...] = ("gaussian", "linear", "constant", "none")
+BLEND_MODES: tuple[str, ...] = BlendMode.values()
 
 GAUSSIAN_SIGMA_SCALE = 0.125
 """Gaussian sigma as a fraction of the window size (MONAI's default)."""
@@ -24,10 +21,14 @@ MIN_WEIGHT = 1e-3
 
 
 def check_blend(blend: str) -> str:
-    """Return ``blend`` if it is one of :data:`BLEND_MODES`, else raise :class:`EngineError`."""
-    if blend not in BLEND_MODES:
-        raise EngineError(f"unknown blend mode {blend!r}; use one of {BLEND_MODES}")
-    return blend
+    """``blend`` as a plain string if it is one of :data:`BLEND_MODES`, else raise.
+
+    Raises
+    ------
+    EngineError
+        An unknown blend mode (see :class:`~napari_neuroseg.engine.choices.BlendMode`).
+    """
+    return str(BlendMode.parse(blend).value)
 
 
 def _profile(n: int, blend: str) -> np.ndarray:

@@ -13,22 +13,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import special
 
 from napari_neuroseg.engine.cache import CacheKey, TileCache, TileKey
+from napari_neuroseg.engine.choices import Activation, OutputMode
 from napari_neuroseg.engine.errors import EngineError, TileError
 from napari_neuroseg.engine.tiling import Tile, TileGrid, read_patches
 
 Predictor = Callable[[np.ndarray], Any]
 PreprocessStep = Callable[[np.ndarray], np.ndarray]
 TileFilter = Callable[[Tile], bool]
-Mode = Literal["dense", "tile"]
-Activation = Literal["none", "softmax", "sigmoid"]
-MODES = ("dense", "tile")
-ACTIVATIONS = ("none", "softmax", "sigmoid")
+MODES = OutputMode.values()
+ACTIVATIONS = Activation.values()
 
 
 class TileOutput(NamedTuple):
@@ -79,7 +78,7 @@ class TileComputer:
     predictor : callable
         ``predictor(batch)`` with ``batch`` float32 ``(N, C, H, W)``.
     grid : TileGrid
-    mode : {"dense", "tile"}
+    mode : OutputMode or {"dense", "tile"}
     preprocess : sequence of callable
         Steps ``step(patch) -> patch`` on each raw patch, in order.
     tile_filter : callable, optional
@@ -102,8 +101,8 @@ class TileComputer:
     volume: bool = False
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise EngineError(f"unknown mode {self.mode!r}; use one of {MODES}")
+        # a plain string: the mode is part of the tile cache's keys
+        self.mode = str(OutputMode.parse(self.mode).value)
         if self.cache is not None and self.cache_key is None:
             raise EngineError("a cache needs a cache_key (image, model and preprocessing keys)")
         self.preprocess = tuple(self.preprocess)

@@ -5,7 +5,9 @@
 :func:`iter_predict_tiles` yields tile outputs as they complete, for viewers that paint
 results progressively. None of them knows about files, models or GUIs: a predictor is any
 callable from a float32 NCHW batch to ``(N, K, H, W)`` (``mode="dense"``) or ``(N, K)``
-(``mode="tile"``, broadcast over the tile's window).
+(``mode="tile"``, broadcast over the tile's window). How a model runs (tile geometry, batch
+size, blending, ...) is one :class:`~napari_neuroseg.engine.options.EngineOptions`; what
+changes from call to call (region, cache, callbacks, world geometry) are arguments.
 """
 
 from __future__ import annotations
@@ -16,22 +18,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from napari_neuroseg.engine.aggregate import labels_from_probabilities
-from napari_neuroseg.engine.blending import check_blend
 from napari_neuroseg.engine.cache import CacheKey, TileCache
+from napari_neuroseg.engine.choices import Activation, BlendMode
 from napari_neuroseg.engine.compute import (
-    ACTIVATIONS,
     Predictor,
-    PreprocessStep,
     TileComputer,
     TileCounts,
-    TileFilter,
     TileOutput,
     apply_activation,
     iter_outputs,
 )
 from napari_neuroseg.engine.errors import EngineError
+from napari_neuroseg.engine.options import EngineOptions
 from napari_neuroseg.engine.stitch import AggregatorFactory, stitch, world_offset
-from napari_neuroseg.engine.tiling import Region, Tile, TileGrid, coerce_region
+from napari_neuroseg.engine.tiling import Region, Tile, coerce_region
 
 
 @dataclass
@@ -77,12 +77,6 @@ class PredictionResult:
         return int(self.probabilities.shape[0])
 
 
-def _check_options(blend: str, activation: str) -> None:
-    check_blend(blend)
-    if activation not in ACTIVATIONS:
-        raise EngineError(f"unknown activation {activation!r}; use one of {ACTIVATIONS}")
-
-
 def _order(tiles: list[Tile], focus: tuple[float, float] | None) -> list[Tile]:
     if focus is None:
         return tiles
@@ -93,111 +87,110 @@ def _order(tiles: list[Tile], focus: tuple[float, float] | None) -> list[Tile]:
 def _outputs(
     computer: TileComputer,
     tiles: list[Tile],
-    activation: str,
-    batch_size: int,
+    options: EngineOptions,
     should_stop: Callable[[], bool] | None,
     on_progress: Callable[[int, int], None] | None,
 ) -> Iterator[TileOutput]:
     outputs = iter_outputs(
-        computer, tiles, batch_size=batch_size, should_stop=should_stop, on_progress=on_progress
+        computer,
+        tiles,
+        batch_size=options.batch_size,
+        should_stop=should_stop,
+        on_progress=on_progress,
     )
+    activation = options.activation
     for out in outputs:
-        if out.values is not None and activation != "none":
-            out = out._replace(values=apply_activation(out.values, activation))
+        if out.values is not None and activation is not Activation.NONE:
+            out = out._replace(values=apply_activation(out.values, activation.value))
         yield out
+
+
+def _computer(
+    image: Any,
+    predictor: Predictor,
+    options: EngineOptions,
+    cache: TileCache | None,
+    cache_key: CacheKey | None,
+    *,
+    volume: bool = False,
+) -> TileComputer:
+    grid = options.grid(image.shape[1:3] if volume else image.shape[:2])
+    return TileComputer(
+        image,
+        predictor,
+        grid,
+        options.mode.value,
+        options.preprocess,
+        options.tile_filter,
+        cache,
+        cache_key,
+        volume=volume,
+    )
+
+
+def _check_options(options: EngineOptions) -> None:
+    if not isinstance(options, EngineOptions):
+        raise EngineError(
+            f"expected EngineOptions (napari_neuroseg.engine.EngineOptions), got "
+            f"{type(options).__name__}"
+        )
+
+
+def _plan_image(
+    image: Any,
+    predictor: Predictor,
+    options: EngineOptions,
+    region: Region | tuple[slice, slice] | None,
+    cache: TileCache | None,
+    cache_key: CacheKey | None,
+) -> tuple[TileComputer, list[Tile], Region]:
+    """Check the image and geometry; the computer, the tiles and the region."""
+    _check_options(options)
+    if image.ndim not in (2, 3):
+        raise EngineError(
+            f"expected a 'yx' or 'yxc' image, got shape {tuple(image.shape)}; "
+            "use predict_volume for 'zyx' volumes"
+        )
+    computer = _computer(image, predictor, options, cache, cache_key)
+    region = coerce_region(region, image.shape[:2])
+    tiles = computer.grid.tiles_in(region, blended=options.blend is not BlendMode.NONE)
+    return computer, tiles, region
 
 
 def iter_predict_tiles(
     image: Any,
     predictor: Predictor,
+    options: EngineOptions,
     *,
-    patch_size: int | tuple[int, int],
-    halo: int,
     region: Region | tuple[slice, slice] | None = None,
-    batch_size: int = 8,
-    blend: str = "gaussian",
-    mode: str = "dense",
-    overlap: int = 0,
-    preprocess: Sequence[PreprocessStep] = (),
-    tile_filter: TileFilter | None = None,
     cache: TileCache | None = None,
     cache_key: CacheKey | None = None,
-    activation: str = "none",
     focus: tuple[float, float] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[TileOutput]:
     """Yield one :class:`~napari_neuroseg.engine.compute.TileOutput` per tile of ``region``.
 
-    Takes the arguments of :func:`predict_region` (except ``n_outputs``, ``threshold``,
-    ``aggregator``, ``scale`` and ``translate``) plus ``focus``: a (y, x) point whose nearest
-    tiles come first (raster order when None). ``blend`` only decides which tiles are needed
-    (``"none"``: those whose core meets the region; otherwise those whose window does). Each
-    output's values already went through ``activation``. Arguments are checked at the call;
-    the returned generator ends early when ``should_stop()`` turns true (checked before each
-    batch).
+    Takes the arguments of :func:`predict_region` (except ``aggregator``, ``scale`` and
+    ``translate``; ``options.n_outputs`` and ``options.threshold`` are not used) plus
+    ``focus``: a (y, x) point whose nearest tiles come first (raster order when None).
+    ``options.blend`` only decides which tiles are needed (``"none"``: those whose core meets
+    the region; otherwise those whose window does). Each output's values already went
+    through ``options.activation``. Arguments are checked at the call; the returned generator
+    ends early when ``should_stop()`` turns true (checked before each batch).
     """
-    _check_options(blend, activation)
-    computer, tiles, _ = _plan_image(
-        image,
-        predictor,
-        region,
-        blend,
-        patch_size=patch_size,
-        halo=halo,
-        overlap=overlap,
-        mode=mode,
-        preprocess=preprocess,
-        tile_filter=tile_filter,
-        cache=cache,
-        cache_key=cache_key,
-    )
-    return _outputs(
-        computer, _order(tiles, focus), activation, batch_size, should_stop, on_progress
-    )
-
-
-def _plan_image(
-    image: Any,
-    predictor: Predictor,
-    region: Region | tuple[slice, slice] | None,
-    blend: str,
-    *,
-    patch_size: int | tuple[int, int],
-    halo: int,
-    overlap: int,
-    **options: Any,
-) -> tuple[TileComputer, list[Tile], Region]:
-    """Check the image and geometry; the computer (``options`` go to it), tiles and region."""
-    if image.ndim not in (2, 3):
-        raise EngineError(
-            f"expected a 'yx' or 'yxc' image, got shape {tuple(image.shape)}; "
-            "use predict_volume for 'zyx' volumes"
-        )
-    grid = TileGrid(tuple(image.shape[:2]), patch_size, halo, overlap)
-    region = coerce_region(region, image.shape[:2])
-    tiles = grid.tiles_in(region, blended=blend != "none")
-    return TileComputer(image, predictor, grid, **options), tiles, region
+    computer, tiles, _ = _plan_image(image, predictor, options, region, cache, cache_key)
+    return _outputs(computer, _order(tiles, focus), options, should_stop, on_progress)
 
 
 def predict_region(
     image: Any,
     predictor: Predictor,
+    options: EngineOptions,
     *,
-    patch_size: int | tuple[int, int],
-    halo: int,
     region: Region | tuple[slice, slice] | None = None,
-    batch_size: int = 8,
-    blend: str = "gaussian",
-    mode: str = "dense",
-    n_outputs: int | None = None,
-    overlap: int = 0,
-    preprocess: Sequence[PreprocessStep] = (),
-    tile_filter: TileFilter | None = None,
     cache: TileCache | None = None,
     cache_key: CacheKey | None = None,
-    activation: str = "none",
-    threshold: float | None = None,
     aggregator: AggregatorFactory | None = None,
     scale: Sequence[float] = (1.0, 1.0),
     translate: Sequence[float] = (0.0, 0.0),
@@ -213,35 +206,17 @@ def predict_region(
         axes ``"yx"`` or ``"yxc"``. Only the tiles' pixels are read.
     predictor : callable
         ``predictor(batch)``: float32 ``(N, C, H, W)`` -> ``(N, K, H, W)`` or ``(N, K)``.
-    patch_size : int or (int, int)
-        Predictor input size, halo included.
-    halo : int
-        Context pixels on each side of a patch that are cropped from its output. A predictor
-        whose receptive field fits in the halo stitches exactly (no seams).
+    options : EngineOptions
+        Tile geometry, batch size, blend, mode, activation, expected outputs, label
+        threshold, preprocessing and tile filter
+        (:meth:`EngineOptions.from_spec <napari_neuroseg.engine.options.EngineOptions.from_spec>`
+        for a model).
     region : Region or (slice, slice), optional
         Pixels to predict; the whole image when None. Must lie inside the image.
-    batch_size : int
-        Tiles per predictor call.
-    blend : {"gaussian", "linear", "constant", "none"}
-        Weights where tile windows overlap; ``"none"`` writes only the tiles' cores.
-    mode : {"dense", "tile"}
-        Dense outputs per pixel, or one output per tile broadcast over its window.
-    n_outputs : int, optional
-        Expected K (checked; also the shape when every tile is skipped, default 1).
-    overlap : int
-        How much neighbouring tile windows overlap (stride = patch - 2 halo - overlap).
-    preprocess : sequence of callable
-        ``step(patch) -> patch`` on each raw ``"yx"`` / ``"yxc"`` patch, before float32 CHW.
-    tile_filter : callable, optional
-        ``tile_filter(tile) -> bool``: False skips the tile (e.g. no tissue).
     cache : TileCache, optional
         Tile outputs are looked up and stored here, under ``cache_key``.
     cache_key : CacheKey, optional
         Image, level, model and preprocessing keys; required with ``cache``.
-    activation : {"none", "softmax", "sigmoid"}
-        Applied to each tile's outputs over K before blending.
-    threshold : float, optional
-        Label threshold for K == 1 (default 0.5) or K == 2 (see ``labels_from_probabilities``).
     aggregator : callable, optional
         ``factory(n_outputs, shape, origin=...)`` returning an aggregator, e.g.
         ``functools.partial(ZarrAggregator, "out.zarr")``; in memory when None.
@@ -259,40 +234,27 @@ def predict_region(
     Raises
     ------
     EngineError
-        Bad geometry or options, a region outside the image.
+        Bad geometry, a region outside the image, ``options`` that are not
+        :class:`EngineOptions`.
     TileError
         A tile with NaNs, a failing preprocessing step or predictor, or outputs of the wrong
         shape; the message names the tile.
     """
-    _check_options(blend, activation)
-    computer, tiles, region = _plan_image(
-        image,
-        predictor,
-        region,
-        blend,
-        patch_size=patch_size,
-        halo=halo,
-        overlap=overlap,
-        mode=mode,
-        preprocess=preprocess,
-        tile_filter=tile_filter,
-        cache=cache,
-        cache_key=cache_key,
-    )
-    outputs = _outputs(computer, tiles, activation, batch_size, should_stop, on_progress)
+    computer, tiles, region = _plan_image(image, predictor, options, region, cache, cache_key)
+    outputs = _outputs(computer, tiles, options, should_stop, on_progress)
     values, covered, counts = stitch(
         outputs,
         len(tiles),
         shape=region.shape,
         origin=region.start,
-        blend=blend,
-        mode=mode,
-        n_outputs=n_outputs,
+        blend=options.blend.value,
+        mode=options.mode.value,
+        n_outputs=options.n_outputs,
         aggregator=aggregator,
     )
     return PredictionResult(
         probabilities=values,
-        labels=labels_from_probabilities(values, threshold),
+        labels=labels_from_probabilities(values, options.threshold),
         covered=covered,
         region=region,
         scale=tuple(float(s) for s in scale),
@@ -305,22 +267,12 @@ def predict_region(
 def predict_volume(
     volume: Any,
     predictor: Predictor,
+    options: EngineOptions,
     *,
-    patch_size: int | tuple[int, int],
-    halo: int,
     planes: range | slice | None = None,
     region: Region | tuple[slice, slice] | None = None,
-    batch_size: int = 8,
-    blend: str = "gaussian",
-    mode: str = "dense",
-    n_outputs: int | None = None,
-    overlap: int = 0,
-    preprocess: Sequence[PreprocessStep] = (),
-    tile_filter: TileFilter | None = None,
     cache: TileCache | None = None,
     cache_key: CacheKey | None = None,
-    activation: str = "none",
-    threshold: float | None = None,
     aggregator: AggregatorFactory | None = None,
     scale: Sequence[float] = (1.0, 1.0, 1.0),
     translate: Sequence[float] = (0.0, 0.0, 0.0),
@@ -334,31 +286,29 @@ def predict_volume(
     Tiles carry their plane (``tile.z``) and batches may mix planes. The result's maps are
     ``(K, Z, H, W)`` and labels ``(Z, H, W)``.
     """
-    _check_options(blend, activation)
+    _check_options(options)
     if volume.ndim not in (3, 4):
         raise EngineError(f"expected a 'zyx' or 'zyxc' volume, got shape {tuple(volume.shape)}")
     z_range = _coerce_planes(planes, volume.shape[0])
-    grid = TileGrid(tuple(volume.shape[1:3]), patch_size, halo, overlap)
+    computer = _computer(volume, predictor, options, cache, cache_key, volume=True)
     region = coerce_region(region, volume.shape[1:3])
-    tiles = [t for z in z_range for t in grid.tiles_in(region, blended=blend != "none", z=z)]
-    computer = TileComputer(
-        volume, predictor, grid, mode, preprocess, tile_filter, cache, cache_key, volume=True
-    )
-    outputs = _outputs(computer, tiles, activation, batch_size, should_stop, on_progress)
+    blended = options.blend is not BlendMode.NONE
+    tiles = [t for z in z_range for t in computer.grid.tiles_in(region, blended=blended, z=z)]
+    outputs = _outputs(computer, tiles, options, should_stop, on_progress)
+    start = (z_range.start, *region.start)
     values, covered, counts = stitch(
         outputs,
         len(tiles),
         shape=(len(z_range), *region.shape),
-        origin=(z_range.start, *region.start),
-        blend=blend,
-        mode=mode,
-        n_outputs=n_outputs,
+        origin=start,
+        blend=options.blend.value,
+        mode=options.mode.value,
+        n_outputs=options.n_outputs,
         aggregator=aggregator,
     )
-    start = (z_range.start, *region.start)
     return PredictionResult(
         probabilities=values,
-        labels=labels_from_probabilities(values, threshold),
+        labels=labels_from_probabilities(values, options.threshold),
         covered=covered,
         region=region,
         planes=z_range,

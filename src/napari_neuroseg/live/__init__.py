@@ -4,7 +4,7 @@ Pure Python over the engine: no napari, no Qt. The widgets turn the viewer's cam
 numbers and call these.
 """
 
-from napari_neuroseg.live.session import LiveSession, LiveUpdate, ViewTooLarge, slide_tiling
+from napari_neuroseg.live.session import LiveSession, LiveUpdate, ViewTooLarge
 from napari_neuroseg.live.store import ResultStore
 from napari_neuroseg.live.viewport import Box, box_to_pixels, visible_box
 
@@ -15,6 +15,5 @@ __all__ = [
     "ResultStore",
     "ViewTooLarge",
     "box_to_pixels",
-    "slide_tiling",
     "visible_box",
 ]

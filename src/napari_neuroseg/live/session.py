@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from napari_neuroseg.analysis import SlidePlan
-from napari_neuroseg.analysis.slide import slide_tiling
 from napari_neuroseg.engine import (
     MemoryAggregator,
+    OutputMode,
     Region,
     Tile,
     TileCache,
@@ -45,7 +45,7 @@ from napari_neuroseg.live.preview import CoarseGrid, CoarsePass
 from napari_neuroseg.live.store import ResultStore
 from napari_neuroseg.live.viewport import Box, box_to_pixels
 
-__all__ = ["LiveSession", "LiveUpdate", "ViewTooLarge", "slide_tiling"]
+__all__ = ["LiveSession", "LiveUpdate", "ViewTooLarge"]
 
 Key = tuple[int | None, int, int]
 
@@ -145,17 +145,17 @@ class LiveSession:
         self.plan = plan
         self.predictor = predictor
         self.model_key = model_key
-        self.batch_size = int(batch_size)
         self.max_tiles = int(max_tiles)
         self.margin_tiles = int(margin_tiles)
-        self.grid, self.mode, self.blend = slide_tiling(plan)
+        self.options = plan.engine_options(batch_size=int(batch_size))
+        """The engine options, as :func:`~napari_neuroseg.analysis.predict_slide` uses them."""
+        self.grid = self.options.grid(plan.working_shape)
         self.cache = cache if cache is not None else TileCache(max_bytes=128 * 2**20)
-        self.computer = TileComputer(plan.array, predictor, self.grid, self.mode,
-                                     plan.preprocess, plan.tile_filter, self.cache,
-                                     plan.cache_key(model_key))
+        self.computer = TileComputer(plan.array, predictor, self.grid, self.options.mode.value,
+                                     self.options.preprocess, self.options.tile_filter,
+                                     self.cache, plan.cache_key(model_key))
         stride = self.grid.stride[0]
         self.n_outputs = int(getattr(predictor, "output_channels", 0) or plan.spec.n_classes)
-        self.threshold = plan.spec.threshold if plan.spec.n_classes == 1 else None
         self.store = store if store is not None else ResultStore(
             plan.working_shape, self.n_outputs, scale=plan.scale, translate=plan.translate,
             chunk=stride * max(1, round(256 / stride)))
@@ -167,7 +167,7 @@ class LiveSession:
         self._ready: list[Tile] = []
         self._weights: dict[tuple[int, int], np.ndarray] = {}
         self.preview = bool(preview)
-        self.preview_min_tiles = self.batch_size if preview_min_tiles is None \
+        self.preview_min_tiles = self.options.batch_size if preview_min_tiles is None \
             else int(preview_min_tiles)
         self.coarse = CoarsePass(plan, predictor, model_key, self.cache, preview_tiles)
         self._coarse: tuple[int, CoarseGrid, list[Tile]] | None = None  # (generation, ...)
@@ -249,7 +249,8 @@ class LiveSession:
     def _plan_coarse(self, generation: int,
                      cores: list[Tile]) -> tuple[int, CoarseGrid, list[Tile]] | None:
         """The coarse tiles of a view, when a preview is on, fits and is worth it."""
-        if not self.preview or self.mode != "dense" or len(cores) <= self.preview_min_tiles:
+        dense = self.options.mode is OutputMode.DENSE
+        if not self.preview or not dense or len(cores) <= self.preview_min_tiles:
             return None
         keep = self.computer.tile_filter
         kept = [c for c in cores if keep is None or keep(c)]
@@ -289,7 +290,7 @@ class LiveSession:
             if coarse is not None:
                 yield self._serve_coarse(*coarse)
                 continue
-            batch = self.queue.get_batch(self.batch_size, timeout=poll_interval)
+            batch = self.queue.get_batch(self.options.batch_size, timeout=poll_interval)
             if not batch:
                 if self.queue.closed:
                     return
@@ -333,7 +334,7 @@ class LiveSession:
         for out in outputs:
             for key, target in targets.items():
                 for part, values in self.coarse.upsample(coarse, out, [target]):
-                    labels = labels_from_probabilities(values, self.threshold)
+                    labels = labels_from_probabilities(values, self.options.threshold)
                     self.store.write(part, values, labels, update_pyramid=False)
                     written.append(part)
                     painted.add(key)
@@ -411,9 +412,10 @@ class LiveSession:
             agg = MemoryAggregator(self.n_outputs, region.shape, origin=region.start)
             for out in parts:
                 if out.values is not None:
-                    agg.aggregate(*contribution(out, self.blend, self.mode, self._weights))
+                    agg.aggregate(*contribution(out, self.options.blend.value,
+                                                self.options.mode.value, self._weights))
             probs = agg.finalize()
-            labels = labels_from_probabilities(probs, self.threshold)
+            labels = labels_from_probabilities(probs, self.options.threshold)
             self.store.write(region, probs, labels, update_pyramid=False)
             wrote = region
         with self._lock:
