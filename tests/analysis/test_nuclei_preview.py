@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_neuroseg.analysis import plan_slide
-from napari_neuroseg.analysis.nuclei_preview import preview_nuclei, preview_step
+from napari_neuroseg.analysis.nuclei_preview import drop_large, preview_nuclei, preview_step
 from napari_neuroseg.analysis.region import segment_nuclei
 from napari_neuroseg.engine import Region
 from napari_neuroseg.io import open_image
@@ -67,3 +67,13 @@ def test_a_large_region_is_subsampled_and_capped_like_the_model(plan):
     # every step x step block holds one label (the labels were repeated back)
     blocks = full.data[:504, :504].reshape(63, 8, 63, 8)
     assert (blocks == blocks[:, :1, :, :1]).all()
+
+
+def test_blobs_many_nuclei_wide_are_left_out_and_the_rest_renumbered():
+    labels = np.zeros((40, 40), np.int32)
+    labels[:3, :3] = 2  # 9 px
+    labels[10:30, 10:30] = 5  # 400 px: a blob
+    labels[35:, 35:] = 7  # 25 px
+    out = drop_large(labels, 100)
+    assert out.dtype == np.int32 and set(np.unique(out)) == {0, 1, 2}
+    assert (out[:3, :3] == 1).all() and (out[35:, 35:] == 2).all() and not out[10:30, 10:30].any()

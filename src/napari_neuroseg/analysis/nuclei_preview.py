@@ -23,10 +23,28 @@ from napari_neuroseg.engine import Region, TileCounts
 from napari_neuroseg.engine.stitch import world_offset
 from napari_neuroseg.engine.tiling import read_window
 
-__all__ = ["PREVIEW_MAX_PIXELS", "preview_nuclei", "preview_step"]
+__all__ = ["MAX_NUCLEUS_DISCS", "PREVIEW_MAX_PIXELS", "drop_large", "preview_nuclei",
+           "preview_step"]
 
 #: Working pixels the classical method runs on at full resolution (about 0.5 s on one core).
 PREVIEW_MAX_PIXELS = 640 * 512
+#: Instances larger than this many nucleus discs (``nucleus_radius_um``) are left out.
+MAX_NUCLEUS_DISCS = 4.0
+
+
+def drop_large(labels: np.ndarray, max_pixels: float) -> np.ndarray:
+    """``labels`` without the instances larger than ``max_pixels``, renumbered 1..n.
+
+    The watershed merges dense stroma or overlapping nuclei into blobs many nuclei wide; a
+    preview leaves them out rather than show them as one nucleus.
+    """
+    areas = np.bincount(labels.ravel())
+    keep = areas <= max_pixels
+    keep[0] = True
+    ids = np.zeros(len(areas), np.int32)
+    kept = np.flatnonzero(keep[1:] & (areas[1:] > 0)) + 1
+    ids[kept] = np.arange(1, len(kept) + 1, dtype=np.int32)
+    return ids[labels]
 
 
 def preview_step(shape: tuple[int, int], max_pixels: int = PREVIEW_MAX_PIXELS) -> int:
@@ -65,7 +83,9 @@ def preview_nuclei(plan: SlidePlan, region: Region | None = None, *,
     step = preview_step(working.shape, max_pixels)
     rgb = np.asarray(read_window(plan.array, working))[::step, ::step, :3]
     mpp = plan.choice.working_mpp * step
-    small = classical_nuclei(rgb, ClassicalNucleiOptions(mpp=mpp))
+    options = ClassicalNucleiOptions(mpp=mpp)
+    small = drop_large(classical_nuclei(rgb, options),
+                       MAX_NUCLEUS_DISCS * math.pi * (options.nucleus_radius_um / mpp) ** 2)
     labels = np.repeat(np.repeat(small, step, axis=0), step, axis=1)
     labels = np.ascontiguousarray(labels[:working.shape[0], :working.shape[1]])
     notes = list(plan.notes)
