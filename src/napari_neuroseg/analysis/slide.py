@@ -175,10 +175,10 @@ def plan_slide(
     _check_fit(image, spec)
     base_mpp = float(image.scale[0])
     mpps = [base_mpp * d for d in image.downsamples()]
-    target = spec.input.resolution if spec.input.resolution else base_mpp
-    choice = choose_level(mpps, float(target))
+    target_mpp = float(spec.input.resolution) if spec.input.resolution else base_mpp
+    choice = choose_level(mpps, target_mpp)
     scale, translate = choice.geometry(tuple(image.translate or (0.0, 0.0)))
-    notes = [f"level {choice.level} ({choice.level_mpp:.3g} µm/px) for {target:.3g} µm/px"]
+    notes = [f"level {choice.level} ({choice.level_mpp:.3g} µm/px) for {target_mpp:.3g} µm/px"]
     if choice.resample:
         notes.append(f"tiles resampled by {choice.factor:.3g}")
     if not image.metadata.get("mpp_known", True):
@@ -186,13 +186,14 @@ def plan_slide(
     steps: list[Callable[[np.ndarray], np.ndarray]] = []
     key: dict[str, Any] = {}
     if "macenko" in spec.input.preprocessing and stain_normalization:
-        target = spec.extra.get("macenko_target")  # the stains the model was trained to
-        normalizer = (MacenkoNormalizer.from_dict(target) if target else MacenkoNormalizer())
+        stain_target = spec.extra.get("macenko_target")  # the stains the model was trained to
+        normalizer = (MacenkoNormalizer.from_dict(stain_target) if stain_target
+                      else MacenkoNormalizer())
         normalizer = normalizer.fit_slide(image.levels)
         steps.append(normalizer.transform)
         key["macenko"] = normalizer.to_dict()
         notes.append("Macenko stain normalisation fitted on a low-resolution level"
-                     + (" (to the model's training stains)" if target else ""))
+                     + (" (to the model's training stains)" if stain_target else ""))
     tile_filter, mask = None, None
     if "tissue_mask" in spec.input.preprocessing and tissue_only:
         tile_filter, mask = _tissue_filter(image, choice, min_tissue_fraction)
