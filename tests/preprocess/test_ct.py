@@ -1,4 +1,4 @@
-"""CT windowing, brain extraction and seed 002's model input, on the phantom and a real head CT."""
+"""CT windowing, brain extraction and the CT metastasis recipe's model input (phantom, real CT)."""
 
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ def test_extract_brain(phantom):
         extract_brain(hu, mask=mask[:10])
 
 
-def test_preprocess_ct_slice_is_the_seed_model_input(phantom):
+def test_preprocess_ct_slice_is_the_recipe_model_input(phantom):
     hu, _ = phantom_slice(phantom, 0.0)
     mask = brain_mask(hu, spacing=SPACING)
     out = preprocess_ct_slice(hu, spacing=SPACING)

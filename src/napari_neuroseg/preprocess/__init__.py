@@ -1,4 +1,5 @@
-"""Preprocessing: stain normalisation, tissue masks, CT windows and brain masks, MRI z-scores.
+"""Preprocessing: stain normalisation, tissue masks, CT windows, brain masks and the CT model
+input, MRI z-scores.
 
 Pure numpy/scipy/scikit-image (torch only inside ``MacenkoNormalizer.transform_torch``); no
 napari, Qt or magicgui.
@@ -13,6 +14,7 @@ from napari_neuroseg.preprocess.ct import (
     slice_quality,
     window,
 )
+from napari_neuroseg.preprocess.ct_input import ct_model_input
 from napari_neuroseg.preprocess.mri import zscore
 from napari_neuroseg.preprocess.stain import MacenkoNormalizer
 from napari_neuroseg.preprocess.tissue import (
@@ -28,6 +30,7 @@ __all__ = [
     "MacenkoNormalizer",
     "brain_mask",
     "brain_mask_volume",
+    "ct_model_input",
     "extract_brain",
     "preprocess_ct_slice",
     "slice_quality",

@@ -1,10 +1,12 @@
-"""Head-CT preprocessing of seed 002: windowing, brain extraction, model input, quality.
+"""Head-CT preprocessing of the CT metastasis recipe: windowing, brain extraction, quality.
 
-Seed 002 feeds its slice classifier with: brain extraction (HU thresholding -50..100 plus
-morphology), the brain window (centre 40, width 80 HU), a z-score, a resize to 256 x 256, and
-a quality filter. The brain extraction here adds the skull as a constraint: soft tissue
-counts only inside the cranial cavity (the holes of the bone mask, > 300 HU, after closing
-gaps in the skull), which keeps the scalp, face and neck out. See ``docs/preprocessing.md``.
+The recipe (docs/training-recipes.md) feeds its slice classifier with: brain extraction (HU
+thresholding -50..100 plus morphology), the brain window (centre 40, width 80 HU), a z-score,
+padding to a square, a resize to 256 x 256, and a quality filter. The brain extraction here
+adds the skull as a constraint: soft tissue counts only inside the cranial cavity (the holes
+of the bone mask, > 300 HU, after closing gaps in the skull), which keeps the scalp, face and
+neck out. See ``docs/preprocessing.md``; :mod:`napari_neuroseg.preprocess.ct_input` chooses
+the steps a model's sidecar asks for.
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ def brain_mask(
     hu_slice : numpy.ndarray
         ``(H, W)`` slice in HU.
     low, high : float, optional
-        Soft-tissue HU range (seed 002: -50..100).
+        Soft-tissue HU range (the recipe's -50..100).
     spacing : float or (float, float), optional
         Pixel size in mm (row, column); the radii and ``min_area_mm2`` are physical.
     bone_hu : float, optional
@@ -306,22 +308,23 @@ def _mask_for(mask: Any, hu: np.ndarray) -> np.ndarray:
 
 def preprocess_ct_slice(
     hu: np.ndarray,
-    size: int = 256,
+    size: int | tuple[int, int] = 256,
     *,
     spacing: Spacing = 1.0,
     center: float = 40.0,
     width: float = 80.0,
     mask: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Seed 002's model input: brain extraction, window 40/80, z-score in the brain, resize.
+    """The recipe's model input: brain extraction, window 40/80, z-score in the brain, square
+    padding, resize (:func:`napari_neuroseg.preprocess.ct_input.ct_model_input` calls it).
 
     Parameters
     ----------
     hu : numpy.ndarray
         ``(H, W)`` slice in HU.
-    size : int, optional
-        Output edge; a non-square slice is padded (centred, with the background value)
-        to a square first so the anatomy keeps its aspect ratio.
+    size : int or (int, int), optional
+        Output edge (or height and width); a non-square slice is padded (centred, with the
+        background value) to a square first so the anatomy keeps its aspect ratio.
     spacing : float or (float, float), optional
         Pixel size in mm (for the brain mask).
     center, width : float, optional
@@ -341,7 +344,8 @@ def preprocess_ct_slice(
     windowed = window(extract_brain(slice_hu, mask=brain), center, width)
     windowed, brain = _pad_square(windowed), _pad_square(brain)
     standard = zscore(windowed, brain) if brain.any() else np.zeros_like(windowed)
-    return resize(standard, (size, size), order=1, anti_aliasing=True,
+    shape = (size, size) if np.isscalar(size) else tuple(size)
+    return resize(standard, shape, order=1, anti_aliasing=True,
                   preserve_range=True).astype(np.float32)
 
 
@@ -367,10 +371,10 @@ def slice_quality(
     min_brain_fraction: float = 0.05,
     mask: np.ndarray | None = None,
 ) -> SliceQuality:
-    """Seed 002's slice filter: is there enough brain in the slice to classify?
+    """The recipe's slice filter: is there enough brain in the slice to classify?
 
     Slices through the skull base or the vertex hold little brain and are dropped. Nothing
-    penalises asymmetry, so slices with a one-sided lesion are kept (as in the seed).
+    penalises asymmetry, so slices with a one-sided lesion are kept (as in the recipe).
 
     Parameters
     ----------
