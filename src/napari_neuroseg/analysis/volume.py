@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from skimage.transform import resize
 
 from napari_neuroseg.analysis.slide import AnalysisError, Predictor
 from napari_neuroseg.engine import EngineOptions, PredictionResult, TileCache, predict_volume
 from napari_neuroseg.io import LazyImage
 from napari_neuroseg.models.spec import ModelSpec
-from napari_neuroseg.preprocess.ct import extract_brain, slice_quality
+from napari_neuroseg.preprocess.ct import slice_quality
+from napari_neuroseg.preprocess.ct_input import ct_model_input
 
 
 def _check_volume(image: LazyImage, spec: ModelSpec) -> int:
@@ -133,17 +133,10 @@ class SliceClassification:
 
 
 def prepare_ct_slice(hu: np.ndarray, spec: ModelSpec, pixel_spacing: tuple[float, float]):
-    """The seed-002 input of one slice: brain extraction (if the spec asks), resized, in HU.
-
-    Windowing and normalisation are left to the model runner (``spec.input.normalization``).
-    """
-    hu = np.asarray(hu, dtype=np.float32)
-    if "brain_extraction" in spec.input.preprocessing:
-        hu = extract_brain(hu, spacing=pixel_spacing)
-    size = spec.input.patch_size
-    if hu.shape != tuple(size):
-        hu = resize(hu, size, order=1, preserve_range=True, anti_aliasing=True)
-    return hu.astype(np.float32)
+    """The network input of one slice by the steps its sidecar records: training's function,
+    :func:`napari_neuroseg.preprocess.ct_input.ct_model_input` (the runner then applies
+    ``spec.input.normalization``)."""
+    return ct_model_input(hu, spec, pixel_spacing)
 
 
 def classify_slices(
