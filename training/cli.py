@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in available_tasks().items():
         task = sub.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
         _task_arguments(task)
+        for flag, text in getattr(module, "OPTIONS", {}).items():  # the task's own flags
+            task.add_argument(flag, default=None, help=text)
     evaluate = sub.add_parser(
         "evaluate", help="the task's metrics for a checkpoint on a dataset",
         description="Evaluate any checkpoint on any dataset in the export layout with the "
@@ -143,9 +145,10 @@ def run_task(args: argparse.Namespace) -> int:
     from training.tasks import load_task
 
     module = load_task(args.task)
+    own = [flag.lstrip("-").replace("-", "_") for flag in getattr(module, "OPTIONS", {})]
     overrides = {**set_options(getattr(args, "set_options", None)),
                  **{k: getattr(args, k) for k in
-                    ("data", "init", "out", "epochs", "device", "resume", "seed")}}
+                    ("data", "init", "out", "epochs", "device", "resume", "seed", *own)}}
     config = build_config(module.Config, args.config, overrides)
     dist = init_distributed(config.device)
     try:

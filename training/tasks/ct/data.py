@@ -1,33 +1,29 @@
 """Data side of the ``ct`` task: slice preprocessing, the quality filter, patient-batch loaders.
 
-Every slice is prepared once, before training, exactly as the plugin prepares it at inference
-(:func:`napari_neuroseg.analysis.volume.prepare_ct_slice`: brain extraction in HU, resize to
-the spec's patch size), and kept in memory as float16 HU (128 KiB per 256 x 256 slice). The
-window (the spec's ``ct_window`` normalisation, which the plugin's
-:class:`~napari_neuroseg.models.runner.ModelRunner` applies) and the class-conditional
-augmentation are applied when a slice is drawn.
+Every slice is prepared once, before training, by the function the plugin uses at inference,
+:func:`napari_neuroseg.preprocess.ct_input.ct_model_input` (which
+:func:`napari_neuroseg.analysis.volume.prepare_ct_slice` calls), for the steps the spec
+records: the CT metastasis recipe's brain extraction, window, z-score, square padding and
+resize (docs/training-recipes.md), or the earlier brain-extracted HU that the spec's
+``ct_window`` normalisation windows. Slices are kept in memory as float16 (128 KiB per
+256 x 256 slice); the class-conditional augmentation is applied when a slice is drawn.
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from napari_neuroseg.analysis.volume import prepare_ct_slice
 from napari_neuroseg.dataset import Dataset
 from napari_neuroseg.models.runner import normalize
 from napari_neuroseg.models.spec import ModelSpec
-from napari_neuroseg.preprocess.ct import brain_mask, extract_brain, slice_quality
+from napari_neuroseg.preprocess.ct import brain_mask, slice_quality
+from napari_neuroseg.preprocess.ct_input import ct_model_input, is_recipe_input
 from training.augment import ClassConditionalAugment
 from training.loop import seed_worker
 from training.split import PatientBatchSampler
@@ -36,7 +32,6 @@ from training.tasks._common import DataError
 __all__ = [
     "CTSlices",
     "PreparedSlices",
-    "load_pretrained_backbone",
     "patient_label_of_items",
     "patient_loader",
     "prepare_slices",
@@ -45,14 +40,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PreparedSlices:
-    """Model inputs (in HU, before the window) of some items of a ``ct`` dataset.
+    """Model inputs of some items of a ``ct`` dataset (before the runner's normalisation).
 
     Attributes
     ----------
     items : numpy.ndarray of int
         Index in ``data.items`` of each slice.
     images : numpy.ndarray of float16, shape (n, size, size)
-        The plugin's prepared slice (brain only, resized), in HU.
+        The plugin's prepared slice: the recipe's z-scored input, or brain-only HU.
     brain_fraction : numpy.ndarray of float
         Share of the original slice covered by brain.
     usable : numpy.ndarray of bool
@@ -72,7 +67,7 @@ def patient_label_of_items(data: Dataset) -> list[int]:
     """Each item's patient label: the maximum label over the patient's slices.
 
     The converters put the patient's label on every slice; a dataset exported with slice
-    labels gets a positive patient when any slice is positive (seed 002's clinical rule).
+    labels gets a positive patient when any slice is positive (the recipe's clinical rule).
     """
     by_patient: dict[Hashable, int] = {}
     for item in data.items:
@@ -90,19 +85,16 @@ def _pixel_spacing(data: Dataset, index: int) -> float | tuple[float, float]:
 
 def model_input(hu: np.ndarray, spec: ModelSpec, spacing: float | tuple[float, float],
                 mask: np.ndarray) -> np.ndarray:
-    """``prepare_ct_slice`` (the plugin's function) reusing a brain mask computed already."""
-    if "brain_extraction" in spec.input.preprocessing:
-        hu = extract_brain(hu, spacing=spacing, mask=mask)
-        steps = tuple(s for s in spec.input.preprocessing if s != "brain_extraction")
-        spec = replace(spec, input=replace(spec.input, preprocessing=steps))
+    """:func:`~napari_neuroseg.preprocess.ct_input.ct_model_input` (the plugin's function)
+    reusing a brain mask computed already."""
     pixel = (spacing, spacing) if np.isscalar(spacing) else tuple(spacing)
-    return prepare_ct_slice(hu, spec, pixel)
+    return ct_model_input(hu, spec, pixel, mask=mask)
 
 
 def prepare_slices(data: Dataset, indices: Sequence[int] | np.ndarray, spec: ModelSpec,
                    min_brain_fraction: float,
                    on_progress: Callable[[int, int], None] | None = None) -> PreparedSlices:
-    """Prepare items ``indices`` of ``data`` for ``spec`` and apply seed 002's quality filter.
+    """Prepare items ``indices`` of ``data`` for ``spec`` and apply the recipe's quality filter.
 
     A slice is usable when brain covers at least ``min_brain_fraction`` of it
     (:func:`napari_neuroseg.preprocess.ct.slice_quality`). A patient none of whose slices
@@ -142,10 +134,13 @@ def prepare_slices(data: Dataset, indices: Sequence[int] | np.ndarray, spec: Mod
 
 
 class CTSlices(TorchDataset):
-    """Usable prepared slices as windowed ``(1, H, W)`` tensors, augmented by patient label.
+    """Usable prepared slices as ``(1, H, W)`` network inputs, augmented by patient label.
 
-    Items are ``(x, label, item_index)``: ``x`` float32 in [0, 1] (the spec's window), the
-    patient's label as float, the index in ``data.items`` (to find the patient).
+    Items are ``(x, label, item_index)``: ``x`` float32 as the runner would feed it (the
+    spec's normalisation applied: z-scores for the recipe's input, [0, 1] for the earlier
+    window), the patient's label as float, the index in ``data.items`` (to find the patient).
+    The augmentations (gamma, CLAHE, sharpening) work on [0, 1]: a z-scored slice is mapped
+    to [0, 1] by its own minimum and maximum for them and back afterwards.
     """
 
     def __init__(self, prepared: PreparedSlices, patient_labels: Sequence[int], spec: ModelSpec,
@@ -166,7 +161,11 @@ class CTSlices(TorchDataset):
         x = normalize(hu[None, None], self.spec.input.normalization)[0]
         if self.augment is not None:  # seeded from torch, which the trainer seeds per epoch
             rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))
-            image, _ = self.augment(x[0].numpy(), None, rng, label=self.labels[i])
+            image = x[0].numpy()
+            low, span = (float(image.min()), float(np.ptp(image)) or 1.0) \
+                if is_recipe_input(self.spec) else (0.0, 1.0)
+            image, _ = self.augment((image - low) / span, None, rng, label=self.labels[i])
+            image = np.asarray(image, dtype=np.float32) * span + low
             x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
         return x, float(self.labels[i]), int(self.prepared.items[self.rows[i]])
 
@@ -184,41 +183,3 @@ def patient_loader(slices: CTSlices, patient_ids: Sequence[Hashable], *,
                                   seed=seed, num_replicas=num_replicas, rank=rank)
     return DataLoader(slices, batch_sampler=sampler, num_workers=num_workers,
                       worker_init_fn=seed_worker)
-
-
-def load_pretrained_backbone(model: nn.Module, path: str) -> str:
-    """Load torchvision-format ResNet-50 weights (e.g. RadImageNet) into the backbone.
-
-    ``.safetensors`` files are read with safetensors; other files with
-    ``torch.load(weights_only=True)``, which refuses anything but tensors and containers.
-    A ``{"state_dict": ...}`` wrapper is unwrapped. The head keeps its initialisation.
-
-    Returns
-    -------
-    str
-        A one-line summary (tensors loaded, missing, unexpected).
-
-    Raises
-    ------
-    DataError
-        The file is missing, unreadable or is not a ResNet-50 state dict.
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise DataError(f"pretrained weights {file}: no such file")
-    try:
-        if file.suffix == ".safetensors":
-            state = load_file(str(file))
-        else:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-        report = model.load_torchvision_state_dict(state, strict_backbone=False)
-    except (OSError, EOFError, RuntimeError, ValueError, KeyError, AttributeError,
-            pickle.UnpicklingError, SafetensorError) as err:
-        raise DataError(f"pretrained weights {file}: not a torchvision ResNet-50 state dict "
-                        f"({err})") from err
-    if not report.loaded:
-        raise DataError(f"pretrained weights {file}: no tensor matches ResNet-50's names")
-    return (f"pretrained backbone {file.name}: {len(report.loaded)} tensors loaded, "
-            f"{len(report.missing)} missing, {len(report.unexpected)} unexpected")

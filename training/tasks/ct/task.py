@@ -1,28 +1,29 @@
-"""``python -m training ct``: brain-metastasis detection on head CT, decided per patient (seed 002).
+"""``python -m training ct``: brain-metastasis detection on head CT, decided per patient.
 
 ``ct-metastasis`` (:class:`napari_neuroseg.models.resnet.ResNet50Slice`) classifies slices; a
-patient's score is the maximum of its slice probabilities. The recipe follows seed 002:
+patient's score is the maximum of its slice probabilities. The CT metastasis recipe
+(docs/training-recipes.md):
 
-- slices prepared as the plugin prepares them at inference (brain extraction with HU
-  -50..100 and morphology, resize, window 40/80), slices with too little brain dropped
-  (``min_brain_fraction``);
+- slices prepared by the plugin's own :func:`napari_neuroseg.preprocess.ct_input.ct_model_input`
+  in the recipe's order (brain extraction, window 40/80, z-score, square padding, resize;
+  ``preprocessing: legacy`` for the earlier HU path), the steps recorded in the checkpoints'
+  ``spec.input.preprocessing``; slices with too little brain dropped (``min_brain_fraction``);
 - a patient-wise 80/20 split stratified by patient label; batches of whole patients
   (:class:`training.split.PatientBatchSampler`); slice logits max-pooled per patient and the
   BCE counted once per patient (:func:`training.losses.patient_bce_loss`);
 - the 3-stage curriculum (:class:`training.schedules.Curriculum`): head at 5e-5 for epochs
   0-4, + layer4 at 1e-5 from epoch 5, + layer3 at 5e-6 from epoch 12; gradient norm clipped
-  at 1.0;
+  at 1.0; a pretrained backbone from a local file (``--backbone PATH``,
+  :mod:`.backbone`);
 - class-conditional augmentation (mild for metastasis patients, strong for the others);
 - per epoch: patient-level AUC, the F1-maximising threshold with its F1, sensitivity and
   specificity, the same at 0.5, slice-level AUC. The best checkpoint is the best patient F1
   and every checkpoint stores its epoch's threshold in ``spec.threshold`` (the plugin's
-  decision threshold).
+  decision threshold); milestone checkpoints every ``milestone_every`` epochs and at the end
+  carry the epoch, stage and F1 in their names (:mod:`.milestones`).
 
-Where the seed is silent: the optimiser is Adam; the threshold is searched on a 0.05 grid (the
-seed reports 0.10); the seed's z-score step is not applied and non-square slices are resized
-without padding, because the plugin's inference path (``prepare_ct_slice`` and the runner's
-``ct_window`` normalisation) does neither, and a model must see at training what it sees in
-use. The brain-extraction HU range is the plugin's fixed -50..100.
+Where the recipe is silent: the optimiser is Adam; the threshold is searched on a 0.05 grid
+(the recipe reports 0.10). The brain-extraction HU range is the plugin's fixed -50..100.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ from napari_neuroseg.models.checkpoint import LoadedModel, checkpoint_paths, loa
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.runner import ModelRunner
 from napari_neuroseg.models.spec import ModelSpec
+from napari_neuroseg.preprocess.ct_input import (
+    CT_RECIPE_NORMALIZATION,
+    CT_RECIPE_STEPS,
+    ct_window_of,
+)
 from training.augment import ClassConditionalAugment, ct_negative_augment, ct_positive_augment
 from training.config import TrainConfig
 from training.ddp import DistInfo
@@ -57,49 +63,66 @@ from training.tasks._common import (
     trainer_options,
     write_outputs,
 )
+from training.tasks.ct.backbone import load_pretrained_backbone
 from training.tasks.ct.curriculum import CurriculumSwitch, build_curriculum
 from training.tasks.ct.data import (
     CTSlices,
-    load_pretrained_backbone,
     patient_label_of_items,
     patient_loader,
     prepare_slices,
 )
 from training.tasks.ct.metrics import ct_plots, patient_scores, scores_metrics, slice_probabilities
+from training.tasks.ct.milestones import MILESTONE_FOLDER, MilestoneCheckpoints
 
 NAME = "ct"
 DATASET_TASK = "ct"
-HELP = "brain-metastasis detection on head CT, patient-level (ResNet-50 slices, seed 002)"
+HELP = "brain-metastasis detection on head CT, patient-level (the CT metastasis recipe)"
 DESCRIPTION = (
     "Train ct-metastasis on a ct dataset (docs/dataset-format.md; convert_ct_labels turns "
-    "labels1.csv + DICOM folders into one): brain extraction, window 40/80, slice-quality "
+    "labels1.csv + DICOM folders into one): brain extraction, window 40/80, z-score, square "
+    "padding and resize (the plugin's preprocessing, recorded in the checkpoint), quality "
     "filter, batches of whole patients, max pooling of slice logits, patient BCE, the 3-stage "
     "curriculum and class-conditional augmentation; writes checkpoints whose threshold is "
     "the F1-maximising one, patient-level AUC/F1/sensitivity/specificity, plots, report.md."
 )
 SPEC = "ct-metastasis"
+PREPROCESSING = ("recipe", "legacy")
+#: Flags of this sub-command besides those every task takes (the CLI adds them).
+OPTIONS = {"--backbone": "local torchvision-layout ResNet-50 weights (e.g. RadImageNet) for "
+           "the backbone, .safetensors or a tensors-only .pth/.bin (docs/training-recipes.md)"}
 
 
 @dataclass
 class Config(TrainConfig):
-    """Options of the ``ct`` task (plus those every task shares); seed 002's defaults.
+    """Options of the ``ct`` task (plus those every task shares); the recipe's defaults.
 
     Attributes
     ----------
     image_size : int
-        Edge of the network input (seed: 256).
+        Edge of the network input (recipe: 256).
     hidden, dropout : int or None, float or None
         Override the head's hidden width (512) and dropout (0.4); None keeps the registry's.
+    backbone : str or None
+        A local torchvision-layout ResNet-50 weights file for the backbone (the recipe:
+        RadImageNet ResNet-50, which users download themselves; ``.safetensors`` or a
+        tensors-only ``.pth``/``.bin``; ``--backbone PATH``; see :mod:`.backbone`); None
+        starts from random weights.
     pretrained : str or None
-        Torchvision-format ResNet-50 weights for the backbone (seed: RadImageNet-ResNet50,
-        ``.safetensors`` or a tensors-only ``.pth``); None starts from random weights.
+        The earlier name of ``backbone`` (still read; giving both is refused).
+    preprocessing : str
+        ``recipe``: brain extraction, window, z-score, square padding, resize (the recipe's
+        order); ``legacy``: the earlier brain-extracted HU, resized without padding and
+        windowed by the runner. Recorded in the checkpoints; the plugin follows it.
+    milestone_every : int or None
+        Also keep the checkpoint of every N-th epoch and of the last one as
+        ``checkpoints/milestones/epoch{E}_stage{S}_f1_{F}`` (None or 0: the last one only).
     min_brain_fraction : float
         Slices whose brain covers less of the image are dropped (a patient with none left
         keeps all its slices).
     val_fraction : float
-        Share of patients held out, per label (seed: 80/20).
+        Share of patients held out, per label (recipe: 80/20).
     patients_per_batch : int
-        Whole patients per training batch (seed: 32 slices per batch, about one of its
+        Whole patients per training batch (recipe: 32 slices per batch, about one of its
         30-50-slice patients).
     max_slices_per_patient : int or None
         Random subset of a patient's slices per epoch (memory); None keeps all, so max
@@ -107,14 +130,14 @@ class Config(TrainConfig):
     batch_size : int
         Not used for training (batches are whole patients).
     stage_starts : tuple of int
-        First epoch of each curriculum stage: head; + layer4; + layer3 (seed: 0, 5, 12).
+        First epoch of each curriculum stage: head; + layer4; + layer3 (recipe: 0, 5, 12).
         Fewer values give fewer stages.
     lr, lr_layer4, lr_layer3 : float
-        Learning rates of the head, layer4 and layer3 (seed: 5e-5, 1e-5, 5e-6).
+        Learning rates of the head, layer4 and layer3 (recipe: 5e-5, 1e-5, 5e-6).
     optimizer : str
-        ``adam`` or ``adamw`` (the seed does not say; Adam), with ``weight_decay``.
+        ``adam`` or ``adamw`` (the recipe does not say; Adam), with ``weight_decay``.
     grad_clip : float or None
-        Gradient norm clipping (seed: 1.0).
+        Gradient norm clipping (recipe: 1.0).
     pos_weight : float or None
         Weight of positive patients in the BCE.
     label_smoothing : float
@@ -122,22 +145,25 @@ class Config(TrainConfig):
     augment : bool
         Class-conditional augmentation of training slices.
     positive_p, positive_gamma, positive_blur_p : float, (float, float), float
-        Metastasis patients' slices: probability, gamma range, blur probability (seed: 0.7,
+        Metastasis patients' slices: probability, gamma range, blur probability (recipe: 0.7,
         0.95-1.05, gentle blur).
     negative_p, negative_gamma, negative_clahe_p, negative_sharpen_p : float, ...
         Other slices: probability, gamma range, CLAHE and 2x sharpening probabilities
-        (seed: 0.5, 0.9-1.1, CLAHE and sharpening on).
+        (recipe: 0.5, 0.9-1.1, CLAHE and sharpening on).
     threshold_step : float or None
         Grid step of the F1-maximising threshold search; None tries every patient score.
     epochs, monitor, mode : int, str, str
-        Seed: 50 epochs; the best checkpoint has the highest validation ``patient_f1`` (at
-        the searched threshold; the seed names its checkpoints by F1).
+        Recipe: 50 epochs; the best checkpoint has the highest validation ``patient_f1`` (at
+        the searched threshold; the recipe names its checkpoints by F1).
     """
 
     image_size: int = 256
     hidden: int | None = None
     dropout: float | None = None
+    backbone: str | None = None
     pretrained: str | None = None
+    preprocessing: str = "recipe"
+    milestone_every: int | None = 5
     min_brain_fraction: float = 0.05
     val_fraction: float = 0.2
     patients_per_batch: int = 1
@@ -180,8 +206,26 @@ def _spec(config: Config, data: Dataset) -> ModelSpec:
                    "patient is the maximum over its slices, positive at or above the "
                    "threshold that maximised patient-level F1 on the validation patients. "
                    f"Trained with `python -m training ct` on {data.path.name}.")
-    return replace(spec, input=replace(spec.input, patch_size=size), extra=extra,
-                   description=description)
+    inputs = replace(spec.input, patch_size=size)
+    if config.preprocessing == "recipe":
+        center, width = ct_window_of(spec)
+        extra["ct_window"] = {"center": center, "width": width}
+        inputs = replace(inputs, preprocessing=CT_RECIPE_STEPS,
+                         normalization=dict(CT_RECIPE_NORMALIZATION))
+    return replace(spec, input=inputs, extra=extra, description=description)
+
+
+def _check_config(config: Config) -> str | None:
+    """Refuse unknown choices; return the backbone file (``backbone`` or ``pretrained``)."""
+    if config.preprocessing not in PREPROCESSING:
+        raise ValueError(f"preprocessing must be one of {PREPROCESSING}, not "
+                         f"{config.preprocessing!r}")
+    if config.milestone_every is not None and config.milestone_every < 0:
+        raise ValueError(f"milestone_every must be >= 0, not {config.milestone_every}")
+    if config.backbone and config.pretrained and config.backbone != config.pretrained:
+        raise ValueError("give the backbone file once: backbone (or --backbone), not also "
+                         "pretrained")
+    return config.backbone or config.pretrained
 
 
 def _check(data: Dataset) -> None:
@@ -231,6 +275,7 @@ def _history_values(metrics: dict[str, Any]) -> dict[str, Any]:
 def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
     """Train (or resume) and return the best checkpoint's validation metrics."""
     main = dist is None or dist.is_main
+    backbone = _check_config(config)
     data = open_task_dataset(config.data, DATASET_TASK)
     _check(data)
     spec = _spec(config, data)
@@ -241,11 +286,11 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
                  labels)
     model = ModelRegistry().build(spec)
     notes = []
-    if config.pretrained:
-        notes.append(load_pretrained_backbone(model, config.pretrained))
+    if backbone:
+        notes.append(load_pretrained_backbone(model, backbone))
     else:
-        notes.append("Backbone not pretrained (seed 002 starts from RadImageNet weights): the "
-                     "head-only stage trains on random features.")
+        notes.append("Backbone not pretrained (the recipe starts from RadImageNet weights, "
+                     "--backbone PATH): the head-only stage trains on random features.")
     init_weights(model, config.init)
     switch = CurriculumSwitch(build_curriculum(
         model, config.stage_starts, (config.lr, config.lr_layer4, config.lr_layer3),
@@ -288,11 +333,15 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
         return _history_values(metrics)
 
     # The loss lives in ``forward`` (patient pooling); the trainer's loss_fn is not used.
+    folder = RunFolder(Path(config.out)).checkpoints / MILESTONE_FOLDER if config.out else None
+    milestones = MilestoneCheckpoints(folder, config.milestone_every, config.stage_starts,
+                                      enabled=main)
     trainer = Trainer(model, spec, train, val, patient_bce_loss, switch.optimizer,
-                      callbacks=[switch], evaluate_fn=evaluate_fn, forward=forward,
+                      callbacks=[switch, milestones], evaluate_fn=evaluate_fn, forward=forward,
                       **trainer_options(config, dist))
     holder["trainer"] = trainer
     history = trainer.fit(resume=config.resume)
+    milestones.finish(trainer)
 
     final, evaluated = trainer.model, "the last epoch's model"
     threshold = trainer.spec.threshold

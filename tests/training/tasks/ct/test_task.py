@@ -14,11 +14,12 @@ from napari_neuroseg.samples.ct import write_ct_series
 from training.augment import ClassConditionalAugment
 from training.cli import main
 from training.tasks._common import DataError
-from training.tasks.ct.data import CTSlices, prepare_slices
+from training.tasks.ct.data import CTSlices, model_input, prepare_slices
 
 N_PATIENTS, N_SLICES = 4, 4
 # The phantom's first and last slices hold 36 % brain, the others 38 %: 0.37 drops 2 each.
-SMALL = "image_size: 32\nhidden: 16\nstage_starts: [0, 1]\nmin_brain_fraction: 0.37\n"
+SMALL = ("image_size: 32\nhidden: 16\nstage_starts: [0, 1]\nmin_brain_fraction: 0.37\n"
+         "milestone_every: 1\n")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -170,20 +171,142 @@ def test_augmentation_follows_the_patient_label(dataset):
     assert 0.0 <= float(plain.min()) and float(plain.max()) <= 1.0 and plain.std() > 0
 
 
-def test_pretrained_torchvision_weights_fill_the_backbone(tmp_path):
+def _backbone_state(model, rgb):
+    """A torchvision-layout ResNet-50 state dict for ``model`` (random values, RGB stem)."""
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v
+             for k, v in model.state_dict().items() if not k.startswith("classifier.")}
+    state["conv1.weight"] = rgb
+    state["fc.weight"], state["fc.bias"] = torch.zeros(1000, 2048), torch.zeros(1000)
+    return state
+
+
+def test_a_backbone_file_fills_the_backbone_only(tmp_path):
     from safetensors.torch import save_file
 
-    from training.tasks.ct.data import load_pretrained_backbone
+    from training.tasks.ct.backbone import load_pretrained_backbone
 
     model = ModelRegistry().build(ModelRegistry().get("ct-metastasis"))
     head = model.classifier[0].weight.clone()
     rgb = torch.randn(64, 3, 7, 7)
-    save_file({"conv1.weight": rgb, "fc.weight": torch.zeros(1000, 2048)},
+    state = _backbone_state(model, rgb)
+    save_file({f"module.{k}": v.contiguous() for k, v in state.items()},
               str(tmp_path / "radimagenet.safetensors"))
-    summary = load_pretrained_backbone(model, str(tmp_path / "radimagenet.safetensors"))
-    assert "1 tensors loaded" in summary
+    summary = load_pretrained_backbone(model, tmp_path / "radimagenet.safetensors")
+    assert "radimagenet.safetensors" in summary and "2 head tensors ignored" in summary
     assert torch.allclose(model.conv1.weight, rgb.sum(1, keepdim=True))  # grey = R + G + B
+    assert torch.equal(model.layer4[2].bn3.running_var, state["layer4.2.bn3.running_var"])
     assert torch.equal(model.classifier[0].weight, head)
+    torch.save({"state_dict": state}, tmp_path / "radimagenet.pth")  # tensors only
+    load_pretrained_backbone(model, tmp_path / "radimagenet.pth")
+
+
+def test_a_backbone_file_with_other_names_is_refused_naming_the_keys(tmp_path):
+    from safetensors.torch import save_file
+
+    from training.tasks.ct.backbone import load_pretrained_backbone
+
+    model = ModelRegistry().build(ModelRegistry().get("ct-metastasis"))
+    fake = {"resnet.embedder.convolution.weight": torch.zeros(64, 3, 7, 7),
+            "conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(2, 2048)}
+    save_file(fake, str(tmp_path / "hf.safetensors"))
+    before = model.conv1.weight.clone()
+    with pytest.raises(DataError) as caught:
+        load_pretrained_backbone(model, tmp_path / "hf.safetensors")
+    message = str(caught.value)
+    assert "hf.safetensors" in message and "unexpected key(s) (resnet.embedder" in message
+    assert "264 missing key(s) (bn1.bias, bn1.running_mean" in message  # 265 less conv1
+    assert "and 256 more" in message and "1 unexpected key(s)" in message
+    assert torch.equal(model.conv1.weight, before)  # nothing loaded
     (tmp_path / "other.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(DataError, match="not a torchvision ResNet-50 state dict"):
-        load_pretrained_backbone(model, str(tmp_path / "other.pth"))
+    with pytest.raises(DataError, match=r"other\.pth: not a safetensors file or a tensors-only"):
+        load_pretrained_backbone(model, tmp_path / "other.pth")
+    bad = _backbone_state(model, torch.zeros(64, 3, 7, 7))
+    bad["layer1.0.conv1.weight"] = torch.zeros(3, 3)
+    torch.save(bad, tmp_path / "wrong_shape.pth")
+    with pytest.raises(DataError, match=r"wrong_shape\.pth: .*layer1\.0\.conv1\.weight"):
+        load_pretrained_backbone(model, tmp_path / "wrong_shape.pth")
+    with pytest.raises(DataError, match=r"missing\.pth: no such file"):
+        load_pretrained_backbone(model, tmp_path / "missing.pth")
+
+
+def test_backbone_flag_reaches_the_config(dataset, tmp_path):
+    from training.cli import build_parser
+
+    args = build_parser().parse_args(["ct", "--data", str(dataset), "--backbone", "w.pth"])
+    assert args.backbone == "w.pth"
+    with pytest.raises(DataError, match=r"nothing\.pth: no such file"):
+        main(["ct", "--data", str(dataset), "--backbone", str(tmp_path / "nothing.pth"),
+              "--device", "cpu", "--epochs", "1"])
+    with pytest.raises(ValueError, match="give the backbone file once"):
+        main(["ct", "--data", str(dataset), "--backbone", "a.pth", "--set", "pretrained=b.pth"])
+
+
+def test_milestones_every_epoch_carry_epoch_stage_and_f1(trained):
+    history = json.loads((trained / "history.json").read_text())
+    folder = trained / "checkpoints" / "milestones"
+    names = sorted(p.stem for p in folder.glob("*.safetensors"))
+    expected = [f"epoch{e + 1:03d}_stage{e + 1}_f1_{history['patient_f1'][e]:.4f}"
+                for e in range(2)]
+    assert names == expected
+    for epoch, name in enumerate(names):
+        loaded = load_checkpoint(folder / name)
+        assert loaded.spec.threshold == history["threshold"][epoch]
+        sidecar = json.loads((folder / f"{name}.json").read_text())
+        assert sidecar["metrics"]["epoch"] == epoch
+    last = load_checkpoint(trained / "checkpoints" / "last").model.state_dict()
+    final = load_checkpoint(folder / names[-1]).model.state_dict()
+    assert all(torch.equal(last[k], final[k]) for k in last)
+
+
+def test_milestone_names_and_stages():
+    from training.tasks.ct.milestones import MilestoneCheckpoints, milestone_name
+
+    assert milestone_name(49, 3, 0.82764) == "epoch050_stage3_f1_0.8276"
+    assert milestone_name(0, 1, float("nan")) == "epoch001_stage1_f1_nan"
+    keeper = MilestoneCheckpoints(None, 5, (0, 5, 12))
+    assert [keeper.stage(e) for e in (0, 4, 5, 11, 12, 49)] == [1, 1, 2, 2, 3, 3]
+
+
+def test_training_and_inference_prepare_a_slice_identically(trained, dataset):
+    """The sidecar says z-score; training's prepared slice is what the plugin feeds."""
+    from napari_neuroseg.analysis.volume import prepare_ct_slice
+    from napari_neuroseg.dataset import Dataset
+    from napari_neuroseg.models.runner import normalize
+    from napari_neuroseg.preprocess.ct import brain_mask
+    from napari_neuroseg.preprocess.ct_input import CT_RECIPE_STEPS
+
+    spec = load_checkpoint(trained / "checkpoints" / "best").spec
+    assert tuple(spec.input.preprocessing) == CT_RECIPE_STEPS
+    assert spec.extra["ct_window"] == {"center": 40.0, "width": 80.0}
+    data = Dataset.open(dataset)
+    index = N_SLICES + 1  # a middle slice of a positive patient
+    hu = data.read_image(data.items[index]).astype(np.float32)
+    spacing = tuple(data.items[index].region["spacing_mm"][-2:])
+    inference = prepare_ct_slice(hu, spec, spacing)
+    training = model_input(hu, spec, spacing, brain_mask(hu, spacing=spacing))
+    np.testing.assert_array_equal(training, inference)
+    brain = inference != inference[0, 0]
+    assert abs(inference[brain].mean()) < 0.5 and inference.shape == (32, 32)
+    prepared = prepare_slices(data, [index], spec, 0.0)
+    x = CTSlices(prepared, [1] * len(data.items), spec)[0][0]
+    fed = normalize(torch.from_numpy(inference)[None, None], spec.input.normalization)[0]
+    torch.testing.assert_close(x, fed, atol=2e-3 * float(fed.abs().max()), rtol=0)
+
+
+def test_augmentation_of_a_zscored_slice_works_on_0_1(trained, dataset):
+    from napari_neuroseg.dataset import Dataset
+
+    spec = load_checkpoint(trained / "checkpoints" / "best").spec
+    data = Dataset.open(dataset)
+    prepared = prepare_slices(data, [N_SLICES + 1], spec, 0.0)
+    seen = []
+
+    def identity(image, mask, rng):
+        seen.append((float(image.min()), float(image.max())))
+        return image, mask
+
+    plain = CTSlices(prepared, [1] * len(data.items), spec)[0][0]
+    same = CTSlices(prepared, [1] * len(data.items), spec,
+                    ClassConditionalAugment(positive=identity, negative=identity))[0][0]
+    assert seen == [(0.0, 1.0)]
+    torch.testing.assert_close(same, plain, atol=1e-5, rtol=0)
