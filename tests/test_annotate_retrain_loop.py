@@ -17,7 +17,7 @@ import pytest
 from napari_neuroseg.models.checkpoint import save_checkpoint
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.samples.mri import write_lgg_patient
-from napari_neuroseg.widgets._common import FROM_FILE
+from napari_neuroseg.widgets._model_picker import FROM_FILE
 from napari_neuroseg.widgets.export_widget import ExportWidget
 from napari_neuroseg.widgets.mri_widget import MRIWidget
 from napari_neuroseg.widgets.train_widget import TrainWidget

@@ -16,7 +16,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from napari_neuroseg.io import _dicom_headers, _dicom_volume
 from napari_neuroseg.io._describe import describe
-from napari_neuroseg.io._types import ReaderError, to_layer_data
+from napari_neuroseg.io._types import ReaderError
 from napari_neuroseg.io.dicom import (
     DicomWarning,
     is_dicom_file,
@@ -24,6 +24,7 @@ from napari_neuroseg.io.dicom import (
     read_dicom,
     scan_dicom,
 )
+from napari_neuroseg.io.layers import to_layer_data
 from napari_neuroseg.samples.ct import HeadPhantom, write_ct_series
 
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_neuroseg.io._types import ReaderError, to_layer_data
+from napari_neuroseg.io._types import ReaderError
+from napari_neuroseg.io.layers import to_layer_data
 from napari_neuroseg.io.mri import (
     is_lgg_folder,
     is_lgg_slice,

@@ -14,7 +14,8 @@ import tifffile
 
 from napari_neuroseg.io import _slide_openslide, _slide_tiff, slide
 from napari_neuroseg.io._slide_openslide import composite_on_white
-from napari_neuroseg.io._types import ReaderError, to_layer_data
+from napari_neuroseg.io._types import ReaderError
+from napari_neuroseg.io.layers import to_layer_data
 from napari_neuroseg.io.slide import is_slide_file, read_slide
 from napari_neuroseg.samples.slide import write_synthetic_slide
 

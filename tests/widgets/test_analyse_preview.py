@@ -7,7 +7,7 @@ import pytest
 
 from napari_neuroseg.analysis import plan_slide
 from napari_neuroseg.io import open_image
-from napari_neuroseg.io._types import layer_kwargs
+from napari_neuroseg.io.layers import layer_kwargs
 from napari_neuroseg.live import LiveSession
 from napari_neuroseg.models.spec import InputSpec, ModelSpec
 from napari_neuroseg.samples.slide import write_synthetic_slide

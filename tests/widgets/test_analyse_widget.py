@@ -8,7 +8,7 @@ from qtpy.QtCore import QTimer
 
 from napari_neuroseg.analysis import predict_slide
 from napari_neuroseg.io import open_image
-from napari_neuroseg.io._types import layer_kwargs
+from napari_neuroseg.io.layers import layer_kwargs
 from napari_neuroseg.samples.slide import write_synthetic_slide
 from napari_neuroseg.widgets import analyse_widget
 from napari_neuroseg.widgets._gc import GcFreeze

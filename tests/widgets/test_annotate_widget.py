@@ -9,7 +9,7 @@ from napari_neuroseg.annotate.labelstore import LabelStore
 from napari_neuroseg.annotate.palette import STANDARD_CLASS_MAPS
 from napari_neuroseg.engine import Region
 from napari_neuroseg.io import open_image
-from napari_neuroseg.io._types import layer_kwargs
+from napari_neuroseg.io.layers import layer_kwargs
 from napari_neuroseg.live.viewport import Box, box_to_pixels
 from napari_neuroseg.samples.slide import write_synthetic_slide
 from napari_neuroseg.widgets import _annotate_slide

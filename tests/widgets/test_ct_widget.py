@@ -16,7 +16,7 @@ from napari_neuroseg.models.runner import ModelRunner
 from napari_neuroseg.preprocess.ct import brain_mask
 from napari_neuroseg.samples.ct import HeadPhantom, write_ct_series
 from napari_neuroseg.widgets import ct_widget
-from napari_neuroseg.widgets._common import FROM_FILE
+from napari_neuroseg.widgets._model_picker import FROM_FILE
 from napari_neuroseg.widgets.ct_widget import NO_DECISION_RANDOM, RANDOM_TITLE, CTWidget
 
 pytestmark = pytest.mark.gui

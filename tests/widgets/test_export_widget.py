@@ -71,7 +71,7 @@ def test_parse_class_text():
 def test_a_slide_region_is_exported_and_round_trips_through_geojson(viewer, widget, qtbot,
                                                                    slide_path, tmp_path):
     (slide_layer,) = viewer.open(str(slide_path), plugin=PLUGIN)
-    from napari_neuroseg.widgets._common import image_from_layer
+    from napari_neuroseg.io.layers import image_from_layer
 
     layer = _tissue_layer(viewer, image_from_layer(slide_layer))
     widget.labels_layer.value = layer

@@ -14,7 +14,7 @@ from napari_neuroseg.samples.mri import (
     write_nifti_volume,
     write_tiff_stack,
 )
-from napari_neuroseg.widgets._common import FROM_FILE
+from napari_neuroseg.widgets._model_picker import FROM_FILE
 from napari_neuroseg.widgets.mri_widget import MRIWidget
 
 pytestmark = pytest.mark.gui

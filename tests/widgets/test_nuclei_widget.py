@@ -18,8 +18,8 @@ from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.source import ModelSource
 from napari_neuroseg.samples.slide import write_synthetic_slide
 from napari_neuroseg.widgets import _view_analysis
-from napari_neuroseg.widgets._common import FROM_FILE
 from napari_neuroseg.widgets._gc import GcFreeze
+from napari_neuroseg.widgets._model_picker import FROM_FILE
 from napari_neuroseg.widgets.nuclei_widget import NucleiWidget
 
 pytestmark = pytest.mark.gui
@@ -248,7 +248,7 @@ def test_real_nuclei_tile(make_napari_viewer, qtbot, shared_data, tiny_checkpoin
 def test_the_canvas_keeps_its_width_after_a_run(make_napari_viewer, qtbot, slide_path, oracle):
     """Issue 12, blocker 3: status lines never wrapped, so after a run the dock grew until the
     canvas was 0 px wide (and the window past the screen)."""
-    from napari_neuroseg.widgets._common import PANEL_MAX_WIDTH
+    from napari_neuroseg.widgets._panel import PANEL_MAX_WIDTH
 
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1600, 1000)

@@ -13,7 +13,7 @@ from napari_neuroseg.io import open_image, to_layer_data
 from napari_neuroseg.models.checkpoint import save_checkpoint
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.samples._slide_texture import he_region
-from napari_neuroseg.widgets._common import FROM_FILE
+from napari_neuroseg.widgets._model_picker import FROM_FILE
 from napari_neuroseg.widgets.nuclei_widget import NucleiWidget
 
 pytestmark = pytest.mark.gui

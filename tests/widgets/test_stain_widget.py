@@ -14,7 +14,7 @@ from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.source import ModelSource
 from napari_neuroseg.samples.slide import write_synthetic_slide
 from napari_neuroseg.widgets import _view_analysis
-from napari_neuroseg.widgets._common import FROM_FILE
+from napari_neuroseg.widgets._model_picker import FROM_FILE
 from napari_neuroseg.widgets.stain_widget import StainWidget
 
 pytestmark = pytest.mark.gui

@@ -14,7 +14,7 @@ import pytest
 from napari_neuroseg.models.checkpoint import load_checkpoint
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.samples.mri import write_lgg_patient
-from napari_neuroseg.widgets._common import FROM_FILE
+from napari_neuroseg.widgets._model_picker import FROM_FILE
 from napari_neuroseg.widgets.mri_widget import MRIWidget
 from napari_neuroseg.widgets.train_widget import TrainWidget, event_line, layer_checkpoint
 

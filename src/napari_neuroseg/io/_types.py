@@ -2,8 +2,8 @@
 
 A reader never returns pixels: it returns :class:`LazyImage` records whose ``levels`` are
 dask arrays (one per pyramid level for slides, a single level for CT and MRI volumes).
-:func:`to_layer_data` turns them into napari ``LayerDataTuple`` s with a physical scale,
-so layers of different resolution line up in world coordinates.
+:mod:`napari_neuroseg.io.layers` turns them into napari layer data with a physical scale,
+so layers of different resolution line up in world coordinates, and layers back into records.
 """
 
 from __future__ import annotations
@@ -106,45 +106,3 @@ class LazyImage:
         i = self.axes.index(self.spatial_axes[-2])
         base = self.levels[0].shape[i]
         return [base / level.shape[i] for level in self.levels]
-
-
-def layer_kwargs(image: LazyImage) -> dict[str, Any]:
-    """napari layer keyword arguments for ``image`` (name, scale, metadata, display).
-
-    The scale covers the spatial axes only: napari drops the RGB axis, and a ``channel_axis``
-    in ``display`` splits the channels into separate layers that each get the spatial scale.
-    """
-    kwargs: dict[str, Any] = {
-        "name": image.name,
-        "scale": tuple(float(s) for s in image.scale),
-        "units": tuple(image.unit for _ in image.scale),
-        "metadata": {
-            "neuroseg": {
-                "source": image.source,
-                "modality": image.modality,
-                "axes": image.axes,
-                "unit": image.unit,
-                "warnings": list(image.warnings),
-                **image.metadata,
-            }
-        },
-    }
-    if image.translate is not None:
-        kwargs["translate"] = tuple(float(t) for t in image.translate)
-    if image.multiscale:
-        kwargs["multiscale"] = True
-    kwargs.update(image.display)
-    if "c" in image.axes and not kwargs.get("rgb", False) and "channel_axis" not in kwargs:
-        raise ValueError(
-            f"{image.source}: a {image.axes!r} image needs rgb=True or a channel_axis to display"
-        )
-    return kwargs
-
-
-def to_layer_data(images: list[LazyImage]) -> list[tuple]:
-    """Turn reader records into napari ``(data, kwargs, layer_type)`` tuples."""
-    out = []
-    for image in images:
-        data = image.levels if image.multiscale else image.levels[0]
-        out.append((data, layer_kwargs(image), image.kind))
-    return out

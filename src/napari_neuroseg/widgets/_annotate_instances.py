@@ -15,8 +15,8 @@ from magicgui.widgets import ComboBox, Container, LineEdit, PushButton
 
 from napari_neuroseg.annotate import instances as ops
 from napari_neuroseg.widgets._annotate_layers import shapes_layers
-from napari_neuroseg.widgets._common import report_error, start_worker
 from napari_neuroseg.widgets._undoable import write_labels
+from napari_neuroseg.widgets._workers import report_error, start_worker
 
 
 def parse_ids(text: str) -> list[int]:

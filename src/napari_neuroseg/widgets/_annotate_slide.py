@@ -30,9 +30,10 @@ from napari_neuroseg.annotate.slidegrid import (
     slide_identity,
 )
 from napari_neuroseg.engine import Region
+from napari_neuroseg.io.layers import image_from_layer
 from napari_neuroseg.live.viewport import Box, box_to_pixels, visible_box
 from napari_neuroseg.widgets._annotate_layers import apply_palette, labels_layers, layer_level0
-from napari_neuroseg.widgets._common import image_from_layer, report_error, start_worker
+from napari_neuroseg.widgets._workers import report_error, start_worker
 
 AUTOSAVE_MS = 1500
 MAX_SIDE = 4096

@@ -25,24 +25,23 @@ from napari_neuroseg.analysis.region import (
 from napari_neuroseg.analysis.slide import SlidePlan, plan_slide
 from napari_neuroseg.engine import Region, TileCache
 from napari_neuroseg.io import LazyImage
+from napari_neuroseg.io.layers import image_from_layer, image_layers
 from napari_neuroseg.live.viewport import box_to_pixels, visible_box
 from napari_neuroseg.models.source import ModelSource
-from napari_neuroseg.widgets._common import (
-    ModelPicker,
+from napari_neuroseg.widgets._gc import GcFreeze
+from napari_neuroseg.widgets._model_picker import ModelPicker
+from napari_neuroseg.widgets._mpp import MppField
+from napari_neuroseg.widgets._panel import fit_panel
+from napari_neuroseg.widgets._results import result_metadata
+from napari_neuroseg.widgets._workers import (
     connect_events,
-    fit_panel,
     forget_removed_layers,
-    image_from_layer,
-    image_layers,
     report_error,
     start_worker,
     stop_workers,
     view_events,
     warn,
 )
-from napari_neuroseg.widgets._gc import GcFreeze
-from napari_neuroseg.widgets._mpp import MppField
-from napari_neuroseg.widgets._results import result_metadata
 
 if TYPE_CHECKING:
     import napari
@@ -168,7 +167,7 @@ class ViewAnalysisWidget(Container):
 
     # -- choices ----------------------------------------------------------------------------
     def _slide_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        return [(layer.name, layer) for layer in image_layers(self._viewer, ("slide",))
+        return [(layer.name, layer) for layer in image_layers(self._viewer.layers, ("slide",))
                 if not layer.metadata.get("neuroseg", {}).get("result_of")]  # no results
 
     def _on_layers_changed(self, _event: Any = None) -> None:

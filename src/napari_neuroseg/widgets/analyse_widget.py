@@ -27,25 +27,24 @@ from qtpy.QtCore import QTimer
 from napari_neuroseg.analysis import plan_slide
 from napari_neuroseg.engine import TileCache
 from napari_neuroseg.io import LazyImage
+from napari_neuroseg.io.layers import image_from_layer, image_layers
 from napari_neuroseg.live import LiveSession, LiveUpdate, ViewTooLarge, visible_box
 from napari_neuroseg.models.source import ModelSource
-from napari_neuroseg.widgets._common import (
-    ModelPicker,
+from napari_neuroseg.widgets._gc import GcFreeze
+from napari_neuroseg.widgets._live_layers import RetiredStores, show_heatmap, show_labels
+from napari_neuroseg.widgets._model_picker import ModelPicker
+from napari_neuroseg.widgets._mpp import MppField
+from napari_neuroseg.widgets._panel import fit_panel
+from napari_neuroseg.widgets._results import HEATMAP_COLORMAPS
+from napari_neuroseg.widgets._workers import (
     connect_events,
-    fit_panel,
     forget_removed_layers,
-    image_from_layer,
-    image_layers,
     report_error,
     start_worker,
     stop_workers,
     view_events,
     warn,
 )
-from napari_neuroseg.widgets._gc import GcFreeze
-from napari_neuroseg.widgets._live_layers import RetiredStores, show_heatmap, show_labels
-from napari_neuroseg.widgets._mpp import MppField
-from napari_neuroseg.widgets._results import HEATMAP_COLORMAPS
 
 if TYPE_CHECKING:
     import napari
@@ -158,7 +157,7 @@ class AnalyseWidget(Container):
 
     # -- choices and configuration ----------------------------------------------------------
     def _slide_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        return [(layer.name, layer) for layer in image_layers(self._viewer, ("slide",))
+        return [(layer.name, layer) for layer in image_layers(self._viewer.layers, ("slide",))
                 if not layer.metadata.get("neuroseg", {}).get("result_of")]  # no results
 
     def _class_choices(self, _widget: Any = None) -> list[str]:

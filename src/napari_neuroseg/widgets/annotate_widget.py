@@ -23,6 +23,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton
 from qtpy.QtWidgets import QAbstractSpinBox, QComboBox, QLabel, QSizePolicy
 
 from napari_neuroseg.annotate.palette import STANDARD_CLASS_MAPS, ClassMap
+from napari_neuroseg.io.layers import image_from_layer, image_layers
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.widgets._annotate_instances import InstanceTools
 from napari_neuroseg.widgets._annotate_layers import (
@@ -33,13 +34,8 @@ from napari_neuroseg.widgets._annotate_layers import (
     palette_conflict,
 )
 from napari_neuroseg.widgets._annotate_slide import SlideEditor
-from napari_neuroseg.widgets._common import (
-    connect_events,
-    fit_panel,
-    image_from_layer,
-    image_layers,
-    report_error,
-)
+from napari_neuroseg.widgets._panel import fit_panel
+from napari_neuroseg.widgets._workers import connect_events, report_error
 
 if TYPE_CHECKING:
     import napari
@@ -145,7 +141,7 @@ class AnnotateWidget(Container):
         return [(layer.name, layer) for layer in labels_layers(self._viewer)]
 
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        return [(layer.name, layer) for layer in image_layers(self._viewer)]
+        return [(layer.name, layer) for layer in image_layers(self._viewer.layers)]
 
     def _class_choices(self, _widget: Any = None) -> list[str]:
         maps = getattr(self, "maps", {})

@@ -39,19 +39,18 @@ from napari_neuroseg.analysis.ct_view import (
     slice_positions_mm,
     window_limits,
 )
+from napari_neuroseg.io.layers import image_from_layer, image_layers
 from napari_neuroseg.preprocess.ct import WINDOW_PRESETS
-from napari_neuroseg.widgets._common import (
-    ModelPicker,
+from napari_neuroseg.widgets._model_picker import ModelPicker
+from napari_neuroseg.widgets._panel import fit_panel
+from napari_neuroseg.widgets._results import result_metadata
+from napari_neuroseg.widgets._workers import (
     connect_events,
-    fit_panel,
-    image_from_layer,
-    image_layers,
     report_error,
     start_worker,
     stop_workers,
     warn,
 )
-from napari_neuroseg.widgets._results import result_metadata
 
 if TYPE_CHECKING:
     import napari
@@ -173,7 +172,8 @@ class CTWidget(Container):
 
     # -- layers and slices --------------------------------------------------------------
     def _ct_layer_names(self, _widget: Any = None) -> list[str]:
-        return [layer.name for layer in image_layers(self._viewer, ("CT",)) if layer.ndim == 3]
+        return [layer.name for layer in image_layers(self._viewer.layers, ("CT",))
+                if layer.ndim == 3]
 
     def _on_layers_changed(self, _event: Any = None) -> None:
         self.layer.reset_choices()

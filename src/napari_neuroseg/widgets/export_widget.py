@@ -46,14 +46,9 @@ from napari_neuroseg.annotate.layer_classes import class_map_of_metadata, export
 from napari_neuroseg.dataset.manifest import DatasetError, parse_class_map
 from napari_neuroseg.dataset.tasks import CT_CLASSES, FIXED_CLASS_MAPS, NUCLEI_CLASSES
 from napari_neuroseg.io import LazyImage
-from napari_neuroseg.widgets._common import (
-    connect_events,
-    fit_panel,
-    image_from_layer,
-    report_error,
-    start_worker,
-)
-from napari_neuroseg.widgets._mri_stack import channel_layers, stack_from_layers
+from napari_neuroseg.io.layers import channel_layers, image_from_layer, stack_from_layers
+from napari_neuroseg.widgets._panel import fit_panel
+from napari_neuroseg.widgets._workers import connect_events, report_error, start_worker
 
 if TYPE_CHECKING:
     import napari

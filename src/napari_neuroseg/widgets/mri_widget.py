@@ -37,25 +37,22 @@ from napari_neuroseg.analysis.cleanup import (
     voxel_volume_ml,
 )
 from napari_neuroseg.io import LazyImage
+from napari_neuroseg.io.layers import channel_layers, stack_from_layers
 from napari_neuroseg.models.source import ModelSource
 from napari_neuroseg.models.spec import ModelSpec
-from napari_neuroseg.widgets._common import (
-    ModelPicker,
+from napari_neuroseg.widgets._model_picker import ModelPicker
+from napari_neuroseg.widgets._mri_stack import StackComboBox
+from napari_neuroseg.widgets._panel import fit_panel
+from napari_neuroseg.widgets._results import result_metadata
+from napari_neuroseg.widgets._undoable import write_labels
+from napari_neuroseg.widgets._workers import (
     connect_events,
-    fit_panel,
     forget_removed_layers,
     report_error,
     start_worker,
     stop_workers,
     warn,
 )
-from napari_neuroseg.widgets._mri_stack import (
-    StackComboBox,
-    channel_layers,
-    stack_from_layers,
-)
-from napari_neuroseg.widgets._results import result_metadata
-from napari_neuroseg.widgets._undoable import write_labels
 
 if TYPE_CHECKING:
     import napari

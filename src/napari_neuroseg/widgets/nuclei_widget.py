@@ -24,13 +24,14 @@ from napari_neuroseg.analysis.region import (
 if TYPE_CHECKING:
     import napari
 
-from napari_neuroseg.widgets._common import fit_panel, forget_removed_layers
 from napari_neuroseg.widgets._nuclei_types import (
     remove_types_layer,
     show_types_layer,
     types_text,
 )
+from napari_neuroseg.widgets._panel import fit_panel
 from napari_neuroseg.widgets._view_analysis import ViewAnalysisWidget
+from napari_neuroseg.widgets._workers import forget_removed_layers
 
 
 class NucleiWidget(ViewAnalysisWidget):

@@ -23,7 +23,7 @@ from napari.utils.notifications import notification_manager, show_warning
 
 from napari_neuroseg.io import LazyImage, detect_format, open_image
 from napari_neuroseg.io._describe import describe
-from napari_neuroseg.widgets._common import fit_panel
+from napari_neuroseg.widgets._panel import fit_panel
 
 if TYPE_CHECKING:
     import napari

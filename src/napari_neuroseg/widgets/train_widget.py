@@ -35,16 +35,15 @@ from napari.utils import progress as napari_progress
 
 from napari_neuroseg.annotate.start_comparison import StartComparison, compare_with_start
 from napari_neuroseg.annotate.trainjob import TASKS, TrainJob, dataset_task
-from napari_neuroseg.widgets._common import (
-    ModelPicker,
+from napari_neuroseg.widgets._model_picker import ModelPicker, device_choices
+from napari_neuroseg.widgets._panel import fit_panel
+from napari_neuroseg.widgets._train_curves import TrainingCurves, curve_values
+from napari_neuroseg.widgets._workers import (
     connect_events,
-    device_choices,
-    fit_panel,
     report_error,
     start_worker,
     stop_workers,
 )
-from napari_neuroseg.widgets._train_curves import TrainingCurves, curve_values
 
 if TYPE_CHECKING:
     import napari
