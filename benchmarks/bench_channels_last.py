@@ -2,7 +2,7 @@
 
 The ``mri`` task's CPU configs set ``channels_last: true`` (:class:`training.loop.Trainer`
 then converts the model and every 4-D input). This measures one optimisation step (forward,
-BCE + Dice loss, backward, Adam step) of the seed-001 U-Nets on a batch of 256 x 256 x 3
+BCE + Dice loss, backward, Adam step) of the FLAIR MRI recipe's U-Nets on a batch of 256 x 256 x 3
 slices, both formats interleaved in the same run (the reference is the default format), and
 checks that the two give the same loss and gradients (float32 arithmetic in both).
 ``--write`` puts the table in docs/benchmarks.md ("CPU training: channels-last").
@@ -30,7 +30,7 @@ NETWORKS = {
     "5-floor U-Net, width 8 (mri-flair-unet as shipped)": dict(depth=5, base_features=8),
     "4-floor triple-conv U-Net, width 8": dict(depth=4, base_features=8,
                                                deep_convs=(2, 2, 3, 3)),
-    "5-floor U-Net, width 32 (the seed's)": dict(depth=5, base_features=32),
+    "5-floor U-Net, width 32 (the write-up's)": dict(depth=5, base_features=32),
 }
 
 

@@ -1,4 +1,5 @@
-"""Augmentations: class-conditional CT (seed 002), tile geometry/colour/cutout (seed 003), stain.
+"""Augmentations: class-conditional CT (the CT metastasis recipe, docs/training-recipes.md), tile
+geometry/colour/cutout (the LeNet nuclei-tile recipe), stain.
 
 Every augmentation is a callable ``aug(image, mask=None, rng=None) -> (image, mask)``:
 
@@ -119,7 +120,7 @@ class Clahe:
 
 @dataclass(frozen=True)
 class Sharpen:
-    """Unsharp mask ``x + amount * (x - blur(x))`` (seed 002: "2x sharpening")."""
+    """Unsharp mask ``x + amount * (x - blur(x))`` (the CT metastasis recipe: "2x sharpening")."""
 
     amount: float = 2.0
     radius: float = 1.0
@@ -297,13 +298,14 @@ class StainAugment:
         return _restore(np.exp(-perturbed), image), mask
 
 
-# -- seed recipes ---------------------------------------------------------------------------
+# -- the recipes' augmentations -------------------------------------------------------------
 
 
 def ct_positive_augment(p: float = 0.7, gamma: tuple[float, float] = (0.95, 1.05),
                         blur_p: float = 0.5, blur_sigma: tuple[float, float] = (0.3, 0.7),
                         ) -> RandomApply:  # fmt: skip
-    """Seed 002, positive (metastasis) slices: with probability 0.7, mild gamma, gentle blur."""
+    """The CT metastasis recipe, positive (metastasis) slices: with probability 0.7, mild gamma,
+    gentle blur."""
     inner = Compose([Gamma(*gamma), RandomApply(GaussianBlur(*blur_sigma), blur_p)])
     return RandomApply(inner, p)
 
@@ -312,7 +314,8 @@ def ct_negative_augment(p: float = 0.5, gamma: tuple[float, float] = (0.9, 1.1),
                         clahe_p: float = 0.5, clip_limit: float = 0.01,
                         sharpen_p: float = 0.5, sharpen_amount: float = 2.0,
                         ) -> RandomApply:  # fmt: skip
-    """Seed 002, negative slices: with probability 0.5, gamma, CLAHE, 2x sharpening."""
+    """The CT metastasis recipe, negative slices: with probability 0.5, gamma, CLAHE, 2x
+    sharpening."""
     inner = Compose([
         Gamma(*gamma),
         RandomApply(Clahe(clip_limit=clip_limit), clahe_p),
@@ -322,7 +325,8 @@ def ct_negative_augment(p: float = 0.5, gamma: tuple[float, float] = (0.9, 1.1),
 
 
 class ClassConditionalAugment:
-    """Seed 002's class-conditional augmentation: mild for positives, strong for negatives.
+    """The CT metastasis recipe's class-conditional augmentation: mild for positives, strong for
+    negatives.
 
     Call as ``aug(image, mask, rng, label=...)``; ``label`` truthy selects ``positive``.
     """
@@ -339,7 +343,8 @@ class ClassConditionalAugment:
 def tile_augment(
     affine_p: float = 0.5, jitter_p: float = 0.8, cutout_p: float = 0.5, cutout: bool = True
 ) -> Compose:
-    """Seed 003 tile augmentation: flips/90 degrees, small affine, colour jitter, cutout."""
+    """The LeNet nuclei-tile recipe's tile augmentation: flips/90 degrees, small affine, colour
+    jitter, cutout."""
     augs: list[object] = [
         FlipRotate(), RandomApply(Affine(), affine_p), RandomApply(ColorJitter(), jitter_p),
     ]  # fmt: skip
@@ -350,7 +355,7 @@ def tile_augment(
 
 def mri_augment(affine_p: float = 0.5, intensity_p: float = 0.8, cutout_p: float = 0.3
                 ) -> Compose:
-    """MR slices (seed 001): left-right flips, small rotations and scaling, per-channel
+    """MR slices (the FLAIR MRI recipe): left-right flips, small rotations and scaling, per-channel
     intensity and contrast (the sequences are never mixed), cutout that erases the label too.
 
     No 90° turns or up-down flips: axial brain slices have an anterior and a posterior.

@@ -281,7 +281,8 @@ def patient_bce_loss(
     pos_weight: float | None = None,
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """Seed 002's patient-level loss: max-pool slice logits per patient, BCE once per patient.
+    """The CT metastasis recipe's patient-level loss: max-pool slice logits per patient, BCE once
+    per patient.
 
     Parameters
     ----------

@@ -1,13 +1,14 @@
-"""Rare-class oversampling as an index sampler (seed 000), usable under DDP.
+"""Rare-class oversampling as an index sampler (the LGG tissue recipe, docs/training-recipes.md),
+usable under DDP.
 
-Seed 000 puts each training image in the bucket of the rarest class it contains and repeats
-the buckets (infiltrating tumour 20x, leading edge 5x; the LE-focused variant 3x). Here that
-becomes :class:`RareClassSampler`, a :class:`torch.utils.data.Sampler` that yields indices
-(images are never copied): every epoch a sample appears ``rate`` times, a fractional rate
-being rounded stochastically (``floor(rate)`` times plus one more with probability
-``rate - floor(rate)``), so its expected count is exactly ``rate``. The epoch's list is
-shuffled with a generator seeded by ``(seed, epoch)``, identically on every rank, and each rank
-takes its stride of it (padded so that every rank gets the same length).
+The LGG tissue recipe puts each training image in the bucket of the rarest class it contains and
+repeats the buckets (infiltrating tumour 20x, leading edge 5x; the LE-focused variant 3x). Here
+that becomes :class:`RareClassSampler`, a :class:`torch.utils.data.Sampler` that yields indices
+(images are never copied): every epoch a sample appears ``rate`` times, a fractional rate being
+rounded stochastically (``floor(rate)`` times plus one more with probability ``rate -
+floor(rate)``), so its expected count is exactly ``rate``. The epoch's list is shuffled with a
+generator seeded by ``(seed, epoch)``, identically on every rank, and each rank takes its stride of
+it (padded so that every rank gets the same length).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-# LGG classes of seed 000: 0 background, 1 cellular tumour, 2 leading edge, 3 infiltrating tumour.
+# LGG classes of the LGG tissue recipe: 0 background, 1 cellular tumour, 2 leading edge, 3
+# infiltrating tumour.
 LGG_LE, LGG_IT = 2, 3
 SEED000_EXTREME_RATES = MappingProxyType({LGG_IT: 20.0, LGG_LE: 5.0})
 SEED000_LE_FOCUSED_RATES = MappingProxyType({LGG_LE: 3.0})
@@ -82,7 +84,7 @@ def rarest_class_rates(
     presence : sequence of iterables of int, or array (n_samples, n_classes)
         See :func:`class_presence`.
     rates : mapping of int to float
-        ``{class_id: rate}``, e.g. ``{3: 20.0, 2: 5.0}`` (seed 000).
+        ``{class_id: rate}``, e.g. ``{3: 20.0, 2: 5.0}`` (the LGG tissue recipe).
     priority : sequence of int, optional
         Classes from rarest to most common; the first one a sample contains gives its rate.
         Defaults to the classes of ``rates`` by decreasing rate.
@@ -154,7 +156,7 @@ class RareClassSampler(Sampler[int]):
     presence : sequence of iterables of int, or array (n_samples, n_classes)
         Classes each sample contains, or its pixel counts (:func:`class_presence`).
     rates : mapping of int to float
-        ``{class_id: rate}``; seed 000: ``SEED000_EXTREME_RATES`` (IT 20x, LE 5x) or
+        ``{class_id: rate}``; the LGG tissue recipe: ``SEED000_EXTREME_RATES`` (IT 20x, LE 5x) or
         ``SEED000_LE_FOCUSED_RATES`` (LE 3x).
     priority : sequence of int, optional
         Classes from rarest to most common (default: by decreasing rate).

@@ -1,14 +1,15 @@
-"""Epoch schedules: progressive unfreezing (seed 000) and the CT curriculum (seed 002).
+"""Epoch schedules: progressive unfreezing (the LGG tissue recipe, docs/training-recipes.md) and
+the CT curriculum (the CT metastasis recipe).
 
 :class:`ProgressiveUnfreezing` walks a :class:`~napari_neuroseg.models.tissue.TissueSegmenter`
 through phases (head only, then the last 10, 25 and 50 layers, then everything) by calling
 ``model.set_trainable(last_n)`` when a phase starts. One optimizer over all parameters is
 enough there: frozen parameters get no gradient and ``torch.optim`` skips them.
 
-:class:`Curriculum` walks a :class:`~napari_neuroseg.models.resnet.ResNet50Slice` through seed
-002's three stages (classifier at 5e-5; + layer4 at 1e-5; + layer3 at 5e-6, starting at epochs
-0, 5 and 12) and rebuilds the optimizer's parameter groups when the stage changes, carrying
-over the optimizer state of parameters that were already training.
+:class:`Curriculum` walks a :class:`~napari_neuroseg.models.resnet.ResNet50Slice` through the CT
+metastasis recipe's three stages (classifier at 5e-5; + layer4 at 1e-5; + layer3 at 5e-6, starting
+at epochs 0, 5 and 12) and rebuilds the optimizer's parameter groups when the stage changes,
+carrying over the optimizer state of parameters that were already training.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class Phase:
     lr: float | None = None
 
 
-# Seed 000: head, last 10, 25, 50 layers, then all. It gives no phase lengths: 5 epochs each.
+# The LGG tissue recipe: head, last 10, 25, 50 layers, then all. It gives no phase lengths: 5
+# epochs each.
 SEED000_PHASES = (Phase(0, 5), Phase(10, 5), Phase(25, 5), Phase(50, 5), Phase(None, 5))
 
 
@@ -135,7 +137,8 @@ def _default_optimizer(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
 
 @dataclass
 class Curriculum:
-    """Seed 002's staged fine-tuning with per-group learning rates, switching by epoch.
+    """The CT metastasis recipe's staged fine-tuning with per-group learning rates, switching by
+    epoch.
 
     Parameters
     ----------
@@ -146,7 +149,7 @@ class Curriculum:
         Default: epoch 0 ``{classifier: 5e-5}``, epoch 5 ``+ {layer4: 1e-5}``, epoch 12
         ``+ {layer3: 5e-6}``.
     make_optimizer : callable
-        ``make_optimizer(param_groups) -> Optimizer``; default ``torch.optim.Adam`` (the seed
+        ``make_optimizer(param_groups) -> Optimizer``; default ``torch.optim.Adam`` (the write-up
         does not name its optimizer).
     """
 

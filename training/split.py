@@ -1,14 +1,15 @@
-"""Patient-level data handling (seed 002): split, patient batches, threshold search.
+"""Patient-level data handling (the CT metastasis recipe, docs/training-recipes.md): split, patient
+batches, threshold search.
 
 - :func:`patient_split`: train / validation split by patient (no patient in both), stratified
-  by patient label when labels are given (seed 002: 80/20).
+  by patient label when labels are given (the CT metastasis recipe: 80/20).
 - :class:`PatientBatchSampler`: batches made of whole patients, so that slice logits can be
   max-pooled per patient (:func:`napari_neuroseg.models.resnet.patient_max_pool_tensor`) and the
   loss counted once per patient (:func:`training.losses.patient_bce_loss`);
   :func:`batch_patient_index` numbers the patients of a batch for that.
 - the probability threshold maximising patient-level F1 is
   :func:`training.metrics.threshold_search`, with its
-  sensitivity and specificity (seed 002 reports an optimal threshold of 0.10).
+  sensitivity and specificity (the CT metastasis recipe reports an optimal threshold of 0.10).
 """
 
 from __future__ import annotations

@@ -81,7 +81,8 @@ def test_wrong_task_and_modality_are_refused(ct, tmp_path):
 
 
 def test_patient_probability_pools_only_the_slices_the_model_was_trained_on(tmp_path):
-    """A model trained with seed 002's quality filter pools over usable slices only."""
+    """A model trained with the CT metastasis recipe's quality filter pools over usable slices
+    only."""
     from dataclasses import replace
 
     from napari_neuroseg.models.registry import ModelRegistry

@@ -1,4 +1,5 @@
-"""Tests for napari_neuroseg.models.lenet (seed 003 LeNet-5 tile classifier)."""
+"""Tests for napari_neuroseg.models.lenet (the LeNet nuclei-tile recipe's LeNet-5 tile
+classifier)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests for napari_neuroseg.models.resnet (seed 002 ResNet-50 slice classifier)."""
+"""Tests for napari_neuroseg.models.resnet (the CT metastasis recipe's ResNet-50 slice
+classifier)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from napari_neuroseg.models.resnet import (
 # Parameter counts, measured and cross-checked by hand:
 #   torchvision resnet50 = 25,557,032; minus fc (2048*1000 + 1000 = 2,049,000) = 23,508,032;
 #   a 1-channel conv1 has 64*1*49 = 3,136 weights instead of 9,408: backbone 23,501,760.
-#   head: 2048*512 + 512 + 512*1 + 1 = 1,049,601.  Total 24,551,361 (seed 002: "24.6M").
+# head: 2048*512 + 512 + 512*1 + 1 = 1,049,601.  Total 24,551,361 (the CT metastasis recipe:
+# "24.6M").
 BACKBONE_1CH = 23_501_760
 HEAD = 1_049_601
 LAYER3 = 7_098_368

@@ -22,7 +22,7 @@ def default_model() -> TissueSegmenter:
 
 def test_default_size_is_the_seed_9_4m(default_model):
     n = count_parameters(default_model)
-    assert 9_000_000 < n < 9_800_000  # seed 000: "all 9.4M parameters trainable"
+    assert 9_000_000 < n < 9_800_000  # the LGG tissue recipe: "all 9.4M parameters trainable"
     assert n == 9_321_532  # FC-DenseNet103 + the 212-parameter mapping head
     assert count_parameters(default_model.gbm) == 9_321_320
     assert default_model.size_multiple == 32
@@ -144,7 +144,7 @@ def test_progressive_unfreezing_counts_increase(default_model):
     assert (counts[2], counts[3]) == (705_740, 2_067_116)
     assert counts[0] < counts[1] < counts[2] < counts[3] < counts[4]
     assert counts[4] == count_parameters(default_model)
-    # 199 layers before the mapping head: seed 000's "last 50" leaves most of the
+    # 199 layers before the mapping head: the LGG tissue recipe's "last 50" leaves most of the
     # FC-DenseNet frozen; only the last phase (None) trains all of it
     assert default_model.set_trainable(199) == counts[4]
     first = default_model.gbm.first

@@ -18,7 +18,7 @@ def _n_convs(module: nn.Module) -> int:
 def test_seed_five_floor_matches_seed_parameter_count():
     model = UNet.seed_five_floor()
     n = count_parameters(model)
-    # seed 001 (Keras, batch-norm moving statistics included): 7,774,049
+    # the FLAIR MRI recipe (Keras, batch-norm moving statistics included): 7,774,049
     assert 7_600_000 < n < 8_000_000
     assert n == 7_765_985
     # Keras counts the 2 moving statistics per batch-norm channel as (non-trainable) params
@@ -31,7 +31,8 @@ def test_seed_five_floor_matches_seed_parameter_count():
 def test_seed_four_floor_has_triple_convs_on_deep_encoder_floors():
     model = UNet.seed_four_floor()
     n = count_parameters(model)
-    assert abs(n - 10_655_809) / 10_655_809 < 0.001  # seed 001 model 2, trainable params
+    # the FLAIR MRI recipe's model 2, its trainable parameters
+    assert abs(n - 10_655_809) / 10_655_809 < 0.001
     assert n == 10_654_401
     assert [_n_convs(model.get_submodule(f"enc{i}")) for i in (1, 2, 3)] == [2, 2, 3]
     assert _n_convs(model.bottleneck) == 3

@@ -1,4 +1,4 @@
-"""HSV tissue detection (seed 000), tissue fractions and tile filters."""
+"""HSV tissue detection (the LGG tissue recipe), tissue fractions and tile filters."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def pyramid() -> tuple[list[da.Array], list[int]]:
 
 
 def seed_000_mask(rgb: np.ndarray) -> np.ndarray:
-    """Seed 000's ``detect_tissue_mask``, verbatim (OpenCV)."""
+    """The LGG tissue recipe's ``detect_tissue_mask``, verbatim (OpenCV)."""
     cv2 = pytest.importorskip("cv2")
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
     mask = (hsv[:, :, 1] > 15) & (hsv[:, :, 2] < 240)

@@ -1,4 +1,4 @@
-"""Rare-class oversampling sampler (seed 000)."""
+"""Rare-class oversampling sampler (the LGG tissue recipe)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Progressive unfreezing (seed 000), CT curriculum (seed 002), gradient clipping."""
+"""Progressive unfreezing (the LGG tissue recipe), CT curriculum (the CT metastasis recipe),
+gradient clipping."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from training.schedules import (
     trainable_parameters,
 )
 
-#: A small FC-DenseNet with 53 layers before the mapping head, so that seed 000's phases
-#: (head, last 10, 25, 50, all) unfreeze strictly more each time.
+#: A small FC-DenseNet with 53 layers before the mapping head, so that the LGG tissue recipe's
+#: phases (head, last 10, 25, 50, all) unfreeze strictly more each time.
 SMALL_TISSUE = {
     "first_filters": 8,
     "growth_rate": 4,

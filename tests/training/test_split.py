@@ -1,4 +1,4 @@
-"""Patient-level split, patient batches and the F1 threshold search (seed 002)."""
+"""Patient-level split, patient batches and the F1 threshold search (the CT metastasis recipe)."""
 
 from __future__ import annotations
 

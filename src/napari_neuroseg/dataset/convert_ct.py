@@ -1,11 +1,11 @@
 """Convert a CSV of CT patient labels beside DICOM folders to a dataset (task ``ct``).
 
-The layout of seed 002: ``CTs/<patient>/*.dcm`` and ``labels1.csv`` with one row per patient.
-Column names vary, so the patient column is the first whose name is one of
-:data:`PATIENT_COLUMNS` (else the first column) and the label column the first in
-:data:`LABEL_COLUMNS` (else the second). Labels may be ``0/1``, ``yes/no``, ``true/false``,
-``positive/negative``. Folder names match patient ids exactly, ignoring case, or by the
-number they contain (``patient_007`` matches ``7``).
+The layout of the CT metastasis recipe (docs/training-recipes.md): ``CTs/<patient>/*.dcm`` and
+``labels1.csv`` with one row per patient. Column names vary, so the patient column is the first
+whose name is one of :data:`PATIENT_COLUMNS` (else the first column) and the label column the first
+in :data:`LABEL_COLUMNS` (else the second). Labels may be ``0/1``, ``yes/no``, ``true/false``,
+``positive/negative``. Folder names match patient ids exactly, ignoring case, or by the number they
+contain (``patient_007`` matches ``7``).
 """
 
 from __future__ import annotations

@@ -1,31 +1,34 @@
-"""The declared models: one :class:`ModelSpec` per seed project.
+"""The declared models: one :class:`ModelSpec` per training recipe.
 
 Descriptions say what a model computes, never where its weights come from: that depends on
 the checkpoint found (bundled, registered or none) and is said by
 :func:`napari_neuroseg.models.bundled.weights_provenance`.
 
-Sources for the values, by seed write-up (``shared/seeds``):
+Sources for the values, by recipe (docs/training-recipes.md says where each comes
+from; its write-up is in ``shared/seeds``, and a spec's ``extra["seed"]`` keeps its
+number):
 
-* 000 (LGG tissue transfer): 4 LGG classes and their ids, Macenko stain normalisation, HSV
-  tissue mask (saturation > 15, value < 240, 5x5 closing/opening), an 8-class GBM model with
-  a 1x1 conv 8 -> 16 -> 4 mapping head. The seed does not name the 8 GBM classes; they are
-  the IvyGAP anatomic-structure regions that GBM_WSSM segments, as listed in the project's
-  issue (background plus seven regions; IvyGAP's "hyperplastic blood vessels" is not a class
-  of its own here). The network is GBM_WSSM's FC-DenseNet103 (shared/docs/gbm-wssm-facts.md).
-  The seed gives no working resolution; the GBM_WSSM images are whole IvyGAP sections
-  resized to 1024x1024, estimated at about 5 µm/px (docs/models.md says how), so the
-  declared specs work at 5 µm/px; a checkpoint records the resolution it was trained at.
-* 001 (FLAIR MRI): Kaggle LGG slices, 3 channels pre-contrast / FLAIR / post-contrast,
-  256x256, one FLAIR-abnormality mask; U-Net model 1 = 5 floors, 32 base features, two convs
-  per floor (7.77M parameters); TransUNet = 4-floor CNN + transformer bottleneck.
-* 002 (CT metastasis): brain extraction (-50..100 HU), brain window 40/80 HU, 256x256 slices,
-  ResNet-50 with a 1-channel stem and a 2048 -> 512 -> 1 head, one logit per slice, patient =
-  max over slices, operating threshold 0.10.
-* 003 (nuclei tiles): LeNet-5 on 256x256 RGB tiles, classes NO_NUCLEUS / NUCLEI, masks from
-  sliding windows with stride 128 and probability aggregation. No resolution given: native.
-* 004 (title only): CycleGAN IHC -> H&E feeding HoVer-Net. 0.5 µm/px (20x, the resolution
-  of the usual HoVer-Net training sets) is used for both so translated tiles feed HoVer-Net
-  without resampling.
+* the LGG tissue recipe (transfer from the GBM model, 000): 4 LGG classes and their ids, Macenko
+  stain normalisation, HSV tissue mask (saturation > 15, value < 240, 5x5 closing/opening), an
+  8-class GBM model with a 1x1 conv 8 -> 16 -> 4 mapping head. The write-up does not name the 8 GBM
+  classes; they are the IvyGAP anatomic-structure regions that GBM_WSSM segments: background plus
+  seven regions (IvyGAP's "hyperplastic blood vessels" is not a class of its own here). The network
+  is GBM_WSSM's FC-DenseNet103 (shared/docs/gbm-wssm-facts.md). The write-up gives no working
+  resolution; the GBM_WSSM images are whole IvyGAP sections resized to 1024x1024, estimated at
+  about 5 µm/px (docs/models.md says how), so the declared specs work at 5 µm/px; a checkpoint
+  records the resolution it was trained at.
+* the FLAIR MRI recipe (U-Net / TransUNet, 001): Kaggle LGG slices, 3 channels pre-contrast / FLAIR
+  / post-contrast, 256x256, one FLAIR-abnormality mask; U-Net model 1 = 5 floors, 32 base features,
+  two convs per floor (7.77M parameters); TransUNet = 4-floor CNN + transformer bottleneck.
+* the CT metastasis recipe (002): brain extraction (-50..100 HU), brain window 40/80 HU, 256x256
+  slices, ResNet-50 with a 1-channel stem and a 2048 -> 512 -> 1 head, one logit per slice, patient
+  = max over slices, operating threshold 0.10.
+* the LeNet nuclei-tile recipe (003): LeNet-5 on 256x256 RGB tiles, classes NO_NUCLEUS / NUCLEI,
+  masks from sliding windows with stride 128 and probability aggregation. No resolution given:
+  native.
+* the CycleGAN + HoVer-Net recipe (IHC -> H&E, 004; title only): CycleGAN IHC -> H&E feeding
+  HoVer-Net. 0.5 µm/px (20x, the resolution of the usual HoVer-Net training sets) is used for both
+  so translated tiles feed HoVer-Net without resampling.
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ LEGACY_NO_WEIGHTS = (
     "the network has random weights."
 )
 """The sentence older declared specs ended with; checkpoints written from them still carry it
-in their sidecar's description, and the registry removes it (a checkpoint has weights)."""
+in their sidecar's description, and the registry removes it (a checkpoint has weights).
+Kept word for word, old ticket number included, because it is matched in stored files."""
 
 GBM_CLASSES = GBM_REGION_CLASSES  # the IvyGAP regions, as the converter writes them
 REGION_COLORS = {
@@ -116,7 +120,7 @@ def _tissue_specs() -> list[ModelSpec]:
             output="probabilities",
             description="8-class glioblastoma H&E region segmentation (IvyGAP anatomic "
             "structures) with the GBM_WSSM FC-DenseNet; the source model of lgg-tissue "
-            "(seed 000).",
+            "(the LGG tissue recipe).",
             extra={"seed": "000", "source": "IvyGAP anatomic structures (GBM_WSSM)"},
         ),
         ModelSpec(
@@ -130,7 +134,7 @@ def _tissue_specs() -> list[ModelSpec]:
             output="probabilities",
             description="Lower-grade glioma H&E regions (cellular tumour, leading edge, "
             "infiltrating tumour) by transfer from the 8-class GBM model through a 1x1 "
-            "mapping head, Macenko-normalised (seed 000).",
+            "mapping head, Macenko-normalised (the LGG tissue recipe).",
             extra={
                 "seed": "000",
                 "source_model": "gbm-tissue-8",
@@ -162,7 +166,7 @@ def _mri_specs() -> list[ModelSpec]:
             },
             input=_mri_input(),
             description="FLAIR-abnormality segmentation of brain MRI slices (pre-contrast, "
-            "FLAIR, post-contrast) with the 5-floor U-Net of seed 001 (model 1).",
+            "FLAIR, post-contrast) with the 5-floor U-Net of the FLAIR MRI recipe (model 1).",
             **common,
         ),
         ModelSpec(
@@ -182,7 +186,7 @@ def _mri_specs() -> list[ModelSpec]:
             },
             input=_mri_input(),
             description="FLAIR-abnormality segmentation of brain MRI slices with a TransUNet "
-            "(CNN encoder, transformer bottleneck, CNN decoder; seed 001).",
+            "(CNN encoder, transformer bottleneck, CNN decoder; the FLAIR MRI recipe).",
             **common,
         ),
     ]
@@ -208,7 +212,7 @@ def _ct_spec() -> ModelSpec:
         output="logit",
         threshold=0.10,
         description="Brain-metastasis probability per head-CT slice (ResNet-50, one logit); "
-        "a patient is the maximum over its slices, positive above 0.10 (seed 002).",
+        "a patient is the maximum over its slices, positive above 0.10 (the CT metastasis recipe).",
         extra={
             "seed": "002",
             "patient_pooling": "max",
@@ -230,7 +234,7 @@ def _slide_specs() -> list[ModelSpec]:
             colors=("#000000", "#00ff00"),
             output="probabilities",
             description="Nuclei present / absent per 256x256 H&E window (LeNet-5); windows "
-            "every 128 px are aggregated into a nuclei mask (seed 003).",
+            "every 128 px are aggregated into a nuclei mask (the LeNet nuclei-tile recipe).",
             extra={"seed": "003", "stride": 128},
         ),
         ModelSpec(
@@ -255,7 +259,8 @@ def _slide_specs() -> list[ModelSpec]:
             colors=("#000000", "#ffff00"),
             output="instances",
             description="Nuclear instance segmentation of H&E (HoVer-Net style: nuclear "
-            "pixels plus horizontal/vertical distance maps, watershed; seed 004).",
+            "pixels plus horizontal/vertical distance maps, watershed; the CycleGAN + HoVer-Net "
+            "recipe).",
             extra={"seed": "004", "type_classes": []},
         ),
         ModelSpec(
@@ -280,7 +285,7 @@ def _slide_specs() -> list[ModelSpec]:
             colors=("#ff0000", "#00ff00", "#0000ff"),
             output="image",
             description="Virtual H&E from IHC (CycleGAN ResNet generator, 9 blocks); the "
-            "output can feed nuclei-hovernet (seed 004).",
+            "output can feed nuclei-hovernet (the CycleGAN + HoVer-Net recipe).",
             extra={"seed": "004"},
         ),
     ]

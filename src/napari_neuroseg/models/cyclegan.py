@@ -1,4 +1,5 @@
-"""CycleGAN networks (Zhu et al. 2017) for stain translation, e.g. IHC -> H&E (seed 004).
+"""CycleGAN networks (Zhu et al. 2017) for stain translation, e.g. IHC -> H&E (the CycleGAN +
+HoVer-Net recipe, docs/training-recipes.md).
 
 :class:`ResnetGenerator` is the image-to-image generator (c7s1-64, d128, d256, residual
 blocks, u128, u64, c7s1-3, tanh); :class:`PatchDiscriminator` the 70x70 PatchGAN. Weights

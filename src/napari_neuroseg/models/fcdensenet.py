@@ -1,12 +1,12 @@
 """FC-DenseNet ("One Hundred Layers Tiramisu"), laid out as the GBM_WSSM network defines it.
 
-The 8-class glioblastoma region model that seed 000 transfers from (GBM_WSSM, Keras) is an
-FC-DenseNet103: a 3x3 convolution of 48 filters; dense blocks of 4, 5, 7, 10 and 12 layers on
-the way down, each followed by a transition down; a bottleneck block of 15 layers; on the way
-up, a transition up and a dense block of 12, 10, 7, 5 and 4 layers; a 1x1 convolution to the
-classes. With 3 input channels and 8 classes it has 9,321,320 trainable parameters, and
-9,424,392 counting the batch norms' running means and variances as Keras does (its "Total
-params", the seed's 9.4 M).
+The 8-class glioblastoma region model that the LGG tissue recipe (docs/training-recipes.md)
+transfers from (GBM_WSSM, Keras) is an FC-DenseNet103: a 3x3 convolution of 48 filters; dense
+blocks of 4, 5, 7, 10 and 12 layers on the way down, each followed by a transition down; a
+bottleneck block of 15 layers; on the way up, a transition up and a dense block of 12, 10, 7, 5 and
+4 layers; a 1x1 convolution to the classes. With 3 input channels and 8 classes it has 9,321,320
+trainable parameters, and 9,424,392 counting the batch norms' running means and variances as Keras
+does (its "Total params", the write-up's 9.4 M).
 
 What this layout keeps from the authors' code, because a converted ``GBM_WSSM.h5`` must compute
 the same thing here (see :mod:`napari_neuroseg.models.keras_import`):

@@ -1,6 +1,7 @@
-"""LeNet-5 adapted to 256 x 256 RGB tiles (seed 003: does a tile contain nuclei?).
+"""LeNet-5 adapted to 256 x 256 RGB tiles (the LeNet nuclei-tile recipe, docs/training-recipes.md:
+does a tile contain nuclei?).
 
-Exactly seed 003's network::
+Exactly the LeNet nuclei-tile recipe's network::
 
     Conv2d(3 -> 6, k5, p2) + ReLU, AvgPool2d(2)
     Conv2d(6 -> 16, k5) + ReLU,   AvgPool2d(2)
@@ -35,7 +36,7 @@ def lenet_feature_size(input_size: int) -> int:
 
 
 class LeNet5(nn.Module):
-    """Seed 003's LeNet-5 tile classifier.
+    """The LeNet nuclei-tile recipe's LeNet-5 tile classifier.
 
     Parameters
     ----------

@@ -5,10 +5,10 @@ built, so reading the registry costs no torch model construction. A :class:`Mode
 is an ordinary object (no module-level state): each viewer or script owns its own.
 
 The declared models (:data:`DEFAULT_SPECS`, built by :func:`default_specs` in
-:mod:`._default_specs`) follow the seed projects. Some ship trained weights in the package
-(:func:`~napari_neuroseg.models.bundled.bundled_weights_folder`): a default registry registers
-them, so they are the default models; :meth:`ModelRegistry.list_models` says which model has
-a checkpoint and where its weights come from (:meth:`ModelRegistry.provenance`).
+:mod:`._default_specs`) follow the training recipes (docs/training-recipes.md). Some ship trained
+weights in the package (:func:`~napari_neuroseg.models.bundled.bundled_weights_folder`): a default
+registry registers them, so they are the default models; :meth:`ModelRegistry.list_models` says
+which model has a checkpoint and where its weights come from (:meth:`ModelRegistry.provenance`).
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
-"""ResNet-50 slice classifier for head CT (seed 002: metastasis present / absent).
+"""ResNet-50 slice classifier for head CT (the CT metastasis recipe, docs/training-recipes.md:
+metastasis present / absent).
 
 The backbone is a plain-torch ResNet-50 (bottleneck blocks 3-4-6-3, stride on the 3x3
 convolution as in torchvision >= 0.2 "v1.5") with torchvision's module names, so a
 torchvision-format ResNet-50 state dict (ImageNet, RadImageNet, ...) loads by name through
 :meth:`ResNet50Slice.load_torchvision_state_dict`. The stem takes one channel (a windowed CT
-slice) and the head is seed 002's ``Linear(2048, 512) -> ReLU -> Dropout(0.4) -> Linear(512, 1)``.
+slice) and the head is the CT metastasis recipe's ``Linear(2048, 512) -> ReLU -> Dropout(0.4) ->
+Linear(512, 1)``.
 
 Training follows a three-stage curriculum (classifier, then + layer4, then + layer3):
 :func:`curriculum_stage` says which groups train at which learning rate,
@@ -26,7 +28,8 @@ from torch import nn
 
 BLOCKS_PER_LAYER = (3, 4, 6, 3)
 STAGE_GROUPS = ("stem", "layer1", "layer2", "layer3", "layer4", "classifier")  # input to output
-# Seed 002's learning rates per stage (stage -> ((group, lr), ...)); tuples keep it immutable.
+# The CT metastasis recipe's learning rates per stage (stage -> ((group, lr), ...)); tuples keep it
+# immutable.
 _CURRICULUM = MappingProxyType(
     {
         1: (("classifier", 5e-5),),
@@ -100,7 +103,7 @@ class LoadReport:
 
 
 class ResNet50Slice(nn.Module):
-    """ResNet-50 with a single-channel stem and seed 002's binary head.
+    """ResNet-50 with a single-channel stem and the CT metastasis recipe's binary head.
 
     Parameters
     ----------
@@ -115,7 +118,7 @@ class ResNet50Slice(nn.Module):
     -----
     ``forward`` maps ``(N, in_channels, H, W)`` float32 to ``(N, 1)`` logits (sigmoid gives
     the probability of a metastasis on that slice). Any ``H, W >= 32`` works (global average
-    pooling); seed 002 uses 256 x 256.
+    pooling); the CT metastasis recipe uses 256 x 256.
     """
 
     def __init__(self, in_channels: int = 1, hidden: int = 512, dropout: float = 0.4) -> None:
@@ -229,7 +232,7 @@ class ResNet50Slice(nn.Module):
         stage : int, optional
             Curriculum stage whose groups and rates to use (:func:`curriculum_stage`).
         lrs : mapping, optional
-            ``{group: lr}`` used instead of (or, with ``stage``, on top of) the seed's rates.
+            ``{group: lr}`` used instead of (or, with ``stage``, on top of) the write-up's rates.
 
         Returns
         -------
@@ -345,7 +348,7 @@ def _strip_prefix(key: str) -> str:
 
 
 def curriculum_stage(stage: int) -> dict[str, float]:
-    """Trainable groups and learning rates of seed 002's curriculum stage.
+    """Trainable groups and learning rates of the CT metastasis recipe's curriculum stage.
 
     Parameters
     ----------
@@ -365,7 +368,7 @@ def curriculum_stage(stage: int) -> dict[str, float]:
 def patient_max_pool(
     slice_logits: Sequence[float] | np.ndarray | torch.Tensor, patient_ids: Sequence[Hashable]
 ) -> dict[Hashable, float]:
-    """Patient logit = maximum of its slice logits (seed 002's MAX pooling).
+    """Patient logit = maximum of its slice logits (the CT metastasis recipe's MAX pooling).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""LGG tissue segmenter: the 8-class GBM network plus the seed 000 class-mapping head.
+"""LGG tissue segmenter: the 8-class GBM network plus the LGG tissue recipe's class-mapping head.
 
 The GBM network (``self.gbm``) is the GBM_WSSM FC-DenseNet
 (:class:`~napari_neuroseg.models.fcdensenet.FCDenseNet`, FC-DenseNet103 by default) that
@@ -34,7 +34,8 @@ def _mapping_head(n_source: int, hidden: int, n_target: int) -> nn.Sequential:
 
 
 class TissueSegmenter(nn.Module):
-    """8-class GBM FC-DenseNet with an optional 8 -> 4 class-mapping head (seed 000).
+    """8-class GBM FC-DenseNet with an optional 8 -> 4 class-mapping head (the LGG tissue recipe,
+    docs/training-recipes.md).
 
     With the defaults the GBM network is the authors' FC-DenseNet103: 9,321,320 trainable
     parameters (9.4 M counting batch-norm statistics, as Keras does), 9,321,532 with the
@@ -61,7 +62,7 @@ class TissueSegmenter(nn.Module):
     dropout : float
         Dropout of the dense layers and transitions down (0.2).
     hidden_features : int
-        Channels between the two 1x1 convolutions of the mapping head (16 in seed 000).
+        Channels between the two 1x1 convolutions of the mapping head (16 in the LGG tissue recipe).
     """
 
     def __init__(

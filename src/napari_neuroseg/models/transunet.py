@@ -1,9 +1,9 @@
 """TransUNet: a U-Net whose bottleneck is processed by transformer encoder blocks.
 
 After Chen et al. (2021), "TransUNet: Transformers Make Strong Encoders for Medical Image
-Segmentation", as built from scratch in seed 001: a CNN encoder, transformer blocks over the
-tokens of the bottleneck feature map (one token per pixel of that map, learned positional
-embeddings), and a CNN decoder with skip connections.
+Segmentation", as built from scratch in the FLAIR MRI recipe (docs/training-recipes.md): a CNN
+encoder, transformer blocks over the tokens of the bottleneck feature map (one token per pixel of
+that map, learned positional embeddings), and a CNN decoder with skip connections.
 """
 
 from __future__ import annotations

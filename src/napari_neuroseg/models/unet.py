@@ -1,8 +1,8 @@
 """U-Net with configurable depth, width and convolutions per floor.
 
-Two presets reproduce the FLAIR MRI models of seed 001 (``UNet.seed_five_floor``,
-``UNet.seed_four_floor``). The same class is the 8-class GBM network inside
-:class:`~napari_neuroseg.models.tissue.TissueSegmenter`.
+Two presets reproduce the U-Nets of the FLAIR MRI recipe (docs/training-recipes.md),
+``UNet.seed_five_floor`` and ``UNet.seed_four_floor``. The same class is the 8-class GBM
+network inside :class:`~napari_neuroseg.models.tissue.TissueSegmenter`.
 """
 
 from __future__ import annotations
@@ -110,9 +110,10 @@ class UNet(nn.Module):
 
     @classmethod
     def seed_five_floor(cls, in_channels: int = 3, out_channels: int = 1) -> UNet:
-        """Seed 001 model 1: 5 floors (32 ... 512 channels), two convolutions per floor.
+        """The FLAIR MRI recipe's model 1: 5 floors (32 ... 512 channels), two convolutions per
+        floor.
 
-        This is the U-Net of Buda et al. (2019) that seed 001 replicates in Keras
+        This is the U-Net of Buda et al. (2019) that the FLAIR MRI recipe replicates in Keras
         (7,774,049 parameters there, counting the batch-norm moving statistics). Here:
         7,765,985 parameters (bias + batch-norm scale/shift; running statistics are buffers).
         Input sides must be multiples of 16.
@@ -121,12 +122,13 @@ class UNet(nn.Module):
 
     @classmethod
     def seed_four_floor(cls, in_channels: int = 3, out_channels: int = 1) -> UNet:
-        """Seed 001 model 2: 4 floors (64 ... 512 channels), triple convolutions deep down.
+        """The FLAIR MRI recipe's model 2: 4 floors (64 ... 512 channels), triple convolutions deep
+        down.
 
         The two deepest encoder floors (256 channels and the 512-channel bottleneck) stack
         three convolutions, the other floors and the decoder two. 10,654,401 parameters
-        against the seed's 10,655,809 trainable ones (0.01 % apart; the seed does not publish
-        the layer list, this is the simplest design that lands there). Input sides must be
+        against the write-up's 10,655,809 trainable ones (0.01 % apart; the write-up does not
+        publish the layer list, this is the simplest design that lands there). Input sides must be
         multiples of 8.
         """
         return cls(in_channels, out_channels, depth=4, base_features=64, deep_convs=(2, 2, 3, 3))

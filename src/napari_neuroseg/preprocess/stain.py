@@ -1,4 +1,5 @@
-"""Macenko stain normalisation for H&E (seed 000), fitted once per slide, applied per tile.
+"""Macenko stain normalisation for H&E (the LGG tissue recipe, docs/training-recipes.md), fitted
+once per slide, applied per tile.
 
 Macenko et al., "A method for normalizing histology slides for quantitative analysis",
 ISBI 2009. Colours are mapped to optical density ``OD = -log(I / Io)``; pixels with OD below

@@ -1,10 +1,10 @@
-"""Tissue detection on slide thumbnails (seed 000's HSV thresholding) and tile filters.
+"""Tissue detection on slide thumbnails (the LGG tissue recipe's HSV thresholding) and tile filters.
 
 A pixel is tissue when it is coloured and not too bright: saturation > ``saturation_min`` and
 value < ``value_max``, both on OpenCV's 0-255 HSV scale, followed by a morphological closing
-then opening with a square kernel, exactly like seed 000's ``detect_tissue_mask`` (computed
-here with scipy, so OpenCV is not needed). The mask is computed on a low-resolution level;
-:func:`tissue_fraction` and :class:`TileFilter` then answer per-tile questions in level-0
+then opening with a square kernel, exactly like the LGG tissue recipe's ``detect_tissue_mask``
+(computed here with scipy, so OpenCV is not needed). The mask is computed on a low-resolution
+level; :func:`tissue_fraction` and :class:`TileFilter` then answer per-tile questions in level-0
 pixels without touching level 0.
 """
 
@@ -39,7 +39,8 @@ Downsample = float | tuple[float, float]
 def tissue_mask(
     rgb: np.ndarray, saturation_min: float = 15, value_max: float = 240, kernel: int = 5
 ) -> np.ndarray:
-    """Detect stained tissue in an RGB image by HSV thresholding (seed 000).
+    """Detect stained tissue in an RGB image by HSV thresholding (the LGG tissue recipe,
+    docs/training-recipes.md).
 
     Parameters
     ----------

@@ -1,4 +1,5 @@
-"""``python -m training cv-mri``: seed 001's networks and a FLAIR threshold, cross-validated.
+"""``python -m training cv-mri``: the FLAIR MRI recipe's networks and a FLAIR threshold,
+cross-validated.
 
 Each ``--run NAME=FOLDER`` names a folder of fold runs, ``FOLDER/fold0 ... fold{K-1}``, made by
 ``python -m training mri --set folds=K --set fold=I`` (patient-wise folds,

@@ -1,6 +1,7 @@
-"""``python -m training mri``: FLAIR abnormality segmentation of LGG MRI slices (seed 001).
+"""``python -m training mri``: FLAIR abnormality segmentation of LGG MRI slices (the FLAIR MRI
+recipe, docs/training-recipes.md).
 
-U-Net (the seed's 5-floor model, ``mri-flair-unet``) or TransUNet (``mri-flair-transunet``) on
+U-Net (the write-up's 5-floor model, ``mri-flair-unet``) or TransUNet (``mri-flair-transunet``) on
 the 3-channel (pre-contrast, FLAIR, post-contrast) slices of a dataset in the export layout
 (docs/dataset-format.md; ``napari_neuroseg.dataset.convert_kaggle_lgg`` converts a Kaggle
 ``kaggle_3m`` folder). Patient-wise validation split, stratified by whether a patient has a
@@ -47,7 +48,7 @@ from training.tasks.mri.split import mri_split
 
 NAME = "mri"
 DATASET_TASK = "mri"
-HELP = "FLAIR abnormality segmentation of LGG MRI slices (U-Net / TransUNet, seed 001)"
+HELP = "FLAIR abnormality segmentation of LGG MRI slices (U-Net / TransUNet, the FLAIR MRI recipe)"
 DESCRIPTION = (
     "Train mri-flair-unet (or model: mri-flair-transunet in --config) on a dataset in the "
     "export layout (docs/dataset-format.md), with a patient-wise validation split and a "
@@ -69,8 +70,8 @@ class Config(TrainConfig):
         Override the network width (small runs); None keeps the registry's.
     arch : dict
         Further architecture keywords over the registry's, e.g. ``{depth: 4, deep_convs:
-        [2, 2, 3, 3]}`` for seed 001's 4-floor U-Net with triple deep convolutions, or the
-        TransUNet's ``embed_dim`` / ``num_layers`` (``base_features`` above wins).
+        [2, 2, 3, 3]}`` for the FLAIR MRI recipe's 4-floor U-Net with triple deep convolutions, or
+        the TransUNet's ``embed_dim`` / ``num_layers`` (``base_features`` above wins).
     lr_schedule : str
         ``constant``, or ``cosine``: the rate falls from ``lr`` towards 0 over ``epochs`` along
         a half cosine (stepped per epoch), so that the last epoch's weights, which a

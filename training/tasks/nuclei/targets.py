@@ -1,4 +1,5 @@
-"""HoVer-Net training targets and loss for the ``nuclei`` task (seed 004).
+"""HoVer-Net training targets and loss for the ``nuclei`` task (the CycleGAN + HoVer-Net recipe,
+docs/training-recipes.md).
 
 Targets (Graham et al., 2019, and their reference code): from an instance label image, the
 nuclear-pixel map NP (1 inside any nucleus) and the horizontal / vertical maps HV (per nucleus,

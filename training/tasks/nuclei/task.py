@@ -1,8 +1,10 @@
-"""``python -m training nuclei``: HoVer-Net nuclear instance segmentation of H&E tiles (seed 004).
+"""``python -m training nuclei``: HoVer-Net nuclear instance segmentation of H&E tiles (the
+CycleGAN + HoVer-Net recipe, docs/training-recipes.md).
 
-Seed 004 (an IHC -> H&E CycleGAN feeding HoVer-Net) gives no HoVer-Net hyperparameters, so the
-recipe follows the HoVer-Net paper (Graham et al., Med. Image Anal. 2019) and its reference
-code, adapted to this package's smaller, randomly initialised ``nuclei-hovernet`` network:
+The CycleGAN + HoVer-Net recipe (an IHC -> H&E CycleGAN feeding HoVer-Net) gives no HoVer-Net
+hyperparameters, so the recipe follows the HoVer-Net paper (Graham et al., Med. Image Anal. 2019)
+and its reference code, adapted to this package's smaller, randomly initialised ``nuclei-hovernet``
+network:
 
 * **Targets** NP (nucleus vs background) and HV (per-nucleus horizontal / vertical distance
   to the centre of mass in ``[-1, 1]``), computed per sample after cropping and augmentation
@@ -69,7 +71,8 @@ from training.tasks.nuclei.targets import HoVerNetLoss
 
 NAME = "nuclei"
 DATASET_TASK = "nuclei"
-HELP = "HoVer-Net nuclear instance segmentation of H&E tiles (NP + HV maps, watershed; seed 004)"
+HELP = ("HoVer-Net nuclear instance segmentation of H&E tiles (NP + HV maps, watershed; the "
+        "CycleGAN + HoVer-Net recipe)")
 DESCRIPTION = (
     "Train nuclei-hovernet on a 'nuclei' dataset (RGB tiles with instance masks, e.g. from "
     "convert_nuclei_tiles) with random crops, flips/rotations and colour/stain augmentation, "

@@ -3,7 +3,7 @@
 GBM_WSSM trains on random 224x224 crops of whole IvyGAP sections (1024x1024). Here every
 prepared section (tissue-aware mask, Macenko normalisation, :class:`TilePrep`) is optionally
 downscaled by an integer factor and kept in memory (a few dozen sections: training data, not
-a slide); a grid of crop positions (``stride`` apart) gives the samples, so seed 000's
+a slide); a grid of crop positions (``stride`` apart) gives the samples, so the LGG tissue recipe's
 rare-class oversampling can repeat the crops that hold infiltrating tumour or leading edge.
 Each draw moves its crop by up to half a stride at random, so repeats are not copies. With
 ``crop=None`` a sample is the whole prepared section (validation).

@@ -1,12 +1,13 @@
-"""Data side of the ``tissue`` task (seed 000): class-map checks, tile preparation, tile sets.
+"""Data side of the ``tissue`` task (the LGG tissue recipe, docs/training-recipes.md): class-map
+checks, tile preparation, tile sets.
 
 Every tile goes through :class:`TilePrep` before augmentation and normalisation:
 
-1. the HSV tissue mask (:func:`napari_neuroseg.preprocess.tissue.tissue_mask`, seed 000's
-   saturation > 15, value < 240, 5x5 closing and opening) is computed on the raw tile;
-   seed 000 uses it to make "tissue-aware masks": annotated pixels that are not tissue
-   become background (``tissue_mask: relabel``, the default). ``ignore`` leaves them out of
-   the loss and the metrics instead; ``off`` uses the masks as given;
+1. the HSV tissue mask (:func:`napari_neuroseg.preprocess.tissue.tissue_mask`, the LGG tissue
+   recipe's saturation > 15, value < 240, 5x5 closing and opening) is computed on the raw tile; the
+   LGG tissue recipe uses it to make "tissue-aware masks": annotated pixels that are not tissue
+   become background (``tissue_mask: relabel``, the default). ``ignore`` leaves them out of the
+   loss and the metrics instead; ``off`` uses the masks as given;
 2. Macenko stain normalisation maps the tile's stains (estimated per slide, pooled over up to
    ``STAIN_FIT_TILES`` of its tiles, or per tile) to the target stains of a reference tile.
 """
@@ -49,10 +50,10 @@ def canonical_class_name(name: str) -> str:
 def fold_lookup(source: Sequence[str], target: Sequence[str], rest: str) -> np.ndarray:
     """Class-id lookup from ``source`` names to ``target`` ones; other classes go to ``rest``.
 
-    Names are compared by :func:`canonical_class_name`. Seed 000's LGG classes from the 8
-    GBM regions: background, leading edge and infiltrating tumour keep their class, the four
-    other tumour regions (perinecrotic zone, pseudopalisading cells, microvascular
-    proliferation, necrosis) become cellular tumour.
+    Names are compared by :func:`canonical_class_name`. The LGG tissue recipe's LGG classes from
+    the 8 GBM regions: background, leading edge and infiltrating tumour keep their class, the four
+    other tumour regions (perinecrotic zone, pseudopalisading cells, microvascular proliferation,
+    necrosis) become cellular tumour.
     """
     wanted = [canonical_class_name(n) for n in target]
     fallback = wanted.index(canonical_class_name(rest))
@@ -286,8 +287,8 @@ class TileData(TorchDataset):
     spec : ModelSpec
         Its input normalisation is applied.
     augment : bool
-        Seed 000's training augmentation: flips, 90 degree turns, a small affine and HED
-        stain jitter (:func:`training.augment.histology_augment`).
+        The LGG tissue recipe's training augmentation: flips, 90 degree turns, a small affine and
+        HED stain jitter (:func:`training.augment.histology_augment`).
     """
 
     def __init__(self, prep: TilePrep, indices: Sequence[int], spec: ModelSpec,

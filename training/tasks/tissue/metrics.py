@@ -1,11 +1,11 @@
-"""Metrics and plots of the ``tissue`` task (seed 000).
+"""Metrics and plots of the ``tissue`` task (the LGG tissue recipe, docs/training-recipes.md).
 
 Per-class Dice, recall and precision, the confusion matrix and mean Dice come from
-:meth:`training.metrics.ConfusionMatrix.summary`. Seed 000 found that accuracy hides the rare
-classes and followed their highest predicted probability ("LE max probability 0.26 -> 0.79",
-"IT never exceeded 0.34"), so the maximum probability of every rare class over its own
-pixels is reported too, and the probability histograms are drawn from a fixed random sample
-of the validation pixels.
+:meth:`training.metrics.ConfusionMatrix.summary`. The LGG tissue recipe found that accuracy hides
+the rare classes and followed their highest predicted probability ("LE max probability 0.26 ->
+0.79", "IT never exceeded 0.34"), so the maximum probability of every rare class over its own
+pixels is reported too, and the probability histograms are drawn from a fixed random sample of the
+validation pixels.
 """
 
 from __future__ import annotations

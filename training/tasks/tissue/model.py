@@ -1,9 +1,10 @@
-"""Model side of the ``tissue`` task (seed 000): the LGG spec, GBM transfer, epoch callbacks.
+"""Model side of the ``tissue`` task (the LGG tissue recipe, docs/training-recipes.md): the LGG
+spec, GBM transfer, epoch callbacks.
 
 Transfer (``--init``): an 8-class ``gbm-tissue-8`` checkpoint is built and loaded as it was
 saved, then :meth:`~napari_neuroseg.models.tissue.TissueSegmenter.replace_head` puts a fresh
-8 -> 16 -> 4 mapping head on it (seed 000 keeps the 8 GBM outputs and maps them); the result
-is exactly the registry architecture of the saved ``lgg-tissue`` spec, with the checkpoint's
+8 -> 16 -> 4 mapping head on it (the LGG tissue recipe keeps the 8 GBM outputs and maps them); the
+result is exactly the registry architecture of the saved ``lgg-tissue`` spec, with the checkpoint's
 widths. A checkpoint that already has the dataset's number of classes is loaded as it is.
 """
 
@@ -73,7 +74,7 @@ def build_model(spec: ModelSpec, init: str | None, *, log=print) -> tuple[nn.Mod
     if not init:
         if spec.arch_kwargs.get("mapping_head", True):
             log(f"warning: no --init: {spec.name} starts from random weights, no GBM weights "
-                "are used (seed 000 transfers from the 8-class GBM model gbm-tissue-8)")
+                "are used (the LGG tissue recipe transfers from the GBM model gbm-tissue-8)")
         return ModelRegistry().build(spec), spec
     source = read_spec(init)
     if source.architecture != "tissue":

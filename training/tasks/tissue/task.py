@@ -1,16 +1,17 @@
-"""``python -m training tissue``: LGG H&E tissue regions by transfer from the GBM model (seed 000).
+"""``python -m training tissue``: LGG H&E tissue regions by transfer from the GBM model (the LGG
+tissue recipe, docs/training-recipes.md).
 
 Four classes (background, cellular tumour, leading edge, infiltrating tumour) from a dataset
 of H&E tiles and masks in the export layout (docs/dataset-format.md), starting from the
-8-class GBM model ``gbm-tissue-8`` (``--init``) with a new 8 -> 16 -> 4 mapping head. Seed
-000's recipe: tissue-aware masks (HSV tissue detection), Macenko stain normalisation,
-rare-class oversampling by the rarest class in each tile (infiltrating tumour 20x, leading
-edge 5x; the "le-focused" variant: leading edge 3x), progressive unfreezing (head, then the
-last 10, 25 and 50 layers, then all), stain and geometric augmentation. Reported per epoch
-and at the end: per-class Dice, recall and precision, the confusion matrix, mean Dice and the
-highest probability of the rare classes (seed 000 tracked "LE max probability").
+8-class GBM model ``gbm-tissue-8`` (``--init``) with a new 8 -> 16 -> 4 mapping head. The LGG
+tissue recipe: tissue-aware masks (HSV tissue detection), Macenko stain normalisation, rare-class
+oversampling by the rarest class in each tile (infiltrating tumour 20x, leading edge 5x; the
+"le-focused" variant: leading edge 3x), progressive unfreezing (head, then the last 10, 25 and 50
+layers, then all), stain and geometric augmentation. Reported per epoch and at the end: per-class
+Dice, recall and precision, the confusion matrix, mean Dice and the highest probability of the rare
+classes (the LGG tissue recipe tracked "LE max probability").
 
-Where the seed is silent (phase lengths, learning rate, loss) the choices are documented on
+Where the write-up is silent (phase lengths, learning rate, loss) the choices are documented on
 :class:`Config`.
 """
 
@@ -85,7 +86,7 @@ from training.tasks.tissue.model import (
 
 NAME = "tissue"
 DATASET_TASK = "tissue"
-HELP = "LGG H&E tissue regions by transfer from the 8-class GBM model (seed 000)"
+HELP = "LGG H&E tissue regions by transfer from the 8-class GBM model (the LGG tissue recipe)"
 DESCRIPTION = (
     "Fine-tune lgg-tissue (background, cellular tumour, leading edge, infiltrating tumour) "
     "from a gbm-tissue-8 checkpoint (--init) on H&E tiles in the export layout "
@@ -96,7 +97,7 @@ DESCRIPTION = (
     "matrix), plots and report.md."
 )
 _LGG_NAMES = {LGG_IT: "infiltrating tumour", LGG_LE: "leading edge"}
-#: Seed 000's oversampling presets, by class name (so they apply to 4 or 8 classes).
+#: The LGG tissue recipe's oversampling presets, by class name (so they apply to 4 or 8 classes).
 OVERSAMPLING = {key: {_LGG_NAMES[c]: r for c, r in rates.items()}
                 for key, rates in (("extreme", SEED000_EXTREME_RATES),
                                    ("le-focused", SEED000_LE_FOCUSED_RATES), ("none", {}))}
@@ -137,7 +138,7 @@ class Config(TrainConfig):
         Integer factor by which sections are shrunk before cropping (2: the working
         resolution is twice the dataset's µm/px, and the spec records it).
     oversampling : str
-        ``extreme`` (seed 000's final recipe: IT 20x, LE 5x), ``le-focused`` (LE 3x) or
+        ``extreme`` (the LGG tissue recipe's final run: IT 20x, LE 5x), ``le-focused`` (LE 3x) or
         ``none``. A tile is repeated at the rate of the rarest class it contains.
     presence_share : float
         A sample counts as holding a class for oversampling when the class covers at least
@@ -147,23 +148,23 @@ class Config(TrainConfig):
         Override the preset's rate of infiltrating tumour / leading edge tiles.
     phase_layers : list of int or null
         Progressive unfreezing: layers before the head that train in each phase (``0``: head
-        only; ``null``: all). Seed 000: head, 10, 25, 50, all. ``[null]`` trains everything
-        from the start (the seed's "fully unfrozen" variant).
+        only; ``null``: all). The LGG tissue recipe: head, 10, 25, 50, all. ``[null]`` trains
+        everything from the start (the write-up's "fully unfrozen" variant).
     phase_epochs : list of int
-        Length of each phase (the last lasts to the end). The seed gives none: 5 each.
+        Length of each phase (the last lasts to the end). The write-up gives none: 5 each.
     loss : str
         ``ce``, ``focal``, ``dice``, ``ce+dice`` or ``focal+dice``.
     class_weighting : str
         Weights of ``ce``/``focal`` from the effective (oversampled) pixel frequencies:
         ``median`` (median-frequency balancing), ``inverse``, ``inverse_sqrt`` or ``none``.
-        The seed names no loss; weighting the frequencies *after* oversampling corrects the
+        The write-up names no loss; weighting the frequencies *after* oversampling corrects the
         imbalance left over without compounding the two.
     class_weights : list of float or None
         Explicit class weights (override ``class_weighting``).
     focal_gamma, dice_weight : float
         Focal loss focusing parameter; weight of the Dice term in combinations.
     stain_normalization : bool
-        Macenko normalisation of every tile (seed 000: on).
+        Macenko normalisation of every tile (the LGG tissue recipe: on).
     stain_reference : str or None
         Item id of the tile whose stains are the target; None: the first training tile.
     stain_fit : str
@@ -172,16 +173,16 @@ class Config(TrainConfig):
         estimate where a tile has too little tissue).
     tissue_mask : str
         What the HSV tissue mask does to annotated non-tissue pixels: ``relabel`` to
-        background (seed 000's tissue-aware masks), ``ignore`` (left out of loss and
+        background (the LGG tissue recipe's tissue-aware masks), ``ignore`` (left out of loss and
         metrics) or ``off``.
     saturation_min, value_max : float
-        HSV thresholds of tissue (seed 000: saturation > 15, value < 240).
+        HSV thresholds of tissue (the LGG tissue recipe: saturation > 15, value < 240).
     mask_kernel : int
-        Square kernel of the mask's closing and opening (seed 000: 5).
+        Square kernel of the mask's closing and opening (the LGG tissue recipe: 5).
     augment : bool
         Flips, 90 degree turns, small affine and HED stain jitter on training tiles.
     optimizer : str
-        ``adam`` (the seed's Keras default), ``adamw``, ``sgd`` or ``rmsprop`` (GBM_WSSM's).
+        ``adam`` (the write-up's Keras default), ``adamw``, ``sgd`` or ``rmsprop`` (GBM_WSSM's).
     precise_bn : bool
         After the last epoch, recompute the batch norms' running statistics over one pass of
         the training samples (no augmentation, no dropout) and save them in the ``last``

@@ -128,8 +128,8 @@ def test_a_training_split_without_lesions_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(("name", "architecture", "parameters"), [
-    ("mri-flair-unet5", "unet", 7_765_985),            # seed 001 model 1 (7.8 M)
-    ("mri-flair-unet4-triple", "unet", 10_654_401),    # seed 001 model 2 (10.7 M)
+    ("mri-flair-unet5", "unet", 7_765_985),            # the FLAIR MRI recipe's model 1 (7.8 M)
+    ("mri-flair-unet4-triple", "unet", 10_654_401),    # the FLAIR MRI recipe's model 2 (10.7 M)
     ("mri-flair-transunet", "transunet", 6_006_497),
     ("mri-flair-unet5-cpu", "unet", 487_289),
     ("mri-flair-unet4-triple-cpu", "unet", 167_897),
