@@ -23,8 +23,8 @@ from torch.utils.data import Sampler
 # LGG classes of the LGG tissue recipe: 0 background, 1 cellular tumour, 2 leading edge, 3
 # infiltrating tumour.
 LGG_LE, LGG_IT = 2, 3
-SEED000_EXTREME_RATES = MappingProxyType({LGG_IT: 20.0, LGG_LE: 5.0})
-SEED000_LE_FOCUSED_RATES = MappingProxyType({LGG_LE: 3.0})
+LGG_EXTREME_RATES = MappingProxyType({LGG_IT: 20.0, LGG_LE: 5.0})
+LGG_LE_FOCUSED_RATES = MappingProxyType({LGG_LE: 3.0})
 
 Presence = Sequence[Iterable[int]] | np.ndarray
 
@@ -156,8 +156,8 @@ class RareClassSampler(Sampler[int]):
     presence : sequence of iterables of int, or array (n_samples, n_classes)
         Classes each sample contains, or its pixel counts (:func:`class_presence`).
     rates : mapping of int to float
-        ``{class_id: rate}``; the LGG tissue recipe: ``SEED000_EXTREME_RATES`` (IT 20x, LE 5x) or
-        ``SEED000_LE_FOCUSED_RATES`` (LE 3x).
+        ``{class_id: rate}``; the LGG tissue recipe: ``LGG_EXTREME_RATES`` (IT 20x, LE 5x) or
+        ``LGG_LE_FOCUSED_RATES`` (LE 3x).
     priority : sequence of int, optional
         Classes from rarest to most common (default: by decreasing rate).
     default_rate : float

@@ -45,7 +45,7 @@ class Phase:
 
 # The LGG tissue recipe: head, last 10, 25, 50 layers, then all. It gives no phase lengths: 5
 # epochs each.
-SEED000_PHASES = (Phase(0, 5), Phase(10, 5), Phase(25, 5), Phase(50, 5), Phase(None, 5))
+LGG_TRANSFER_PHASES = (Phase(0, 5), Phase(10, 5), Phase(25, 5), Phase(50, 5), Phase(None, 5))
 
 
 def _as_phase(item: Phase | Sequence[Any]) -> Phase:
@@ -74,11 +74,11 @@ class ProgressiveUnfreezing:
     model : torch.nn.Module
         Anything with ``set_trainable(last_n) -> int`` (``TissueSegmenter``).
     phases : sequence of Phase or (last_n, epochs[, lr]) tuples
-        Default :data:`SEED000_PHASES`.
+        Default :data:`LGG_TRANSFER_PHASES`.
     """
 
     def __init__(
-        self, model: nn.Module, phases: Iterable[Phase | Sequence[Any]] = SEED000_PHASES
+        self, model: nn.Module, phases: Iterable[Phase | Sequence[Any]] = LGG_TRANSFER_PHASES
     ) -> None:
         self.model = model
         self.phases = tuple(_as_phase(p) for p in phases)

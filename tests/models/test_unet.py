@@ -15,8 +15,8 @@ def _n_convs(module: nn.Module) -> int:
     return sum(isinstance(m, nn.Conv2d) for m in module.modules())
 
 
-def test_seed_five_floor_matches_seed_parameter_count():
-    model = UNet.seed_five_floor()
+def test_five_floor_matches_the_write_up_parameter_count():
+    model = UNet.five_floor()
     n = count_parameters(model)
     # the FLAIR MRI recipe (Keras, batch-norm moving statistics included): 7,774,049
     assert 7_600_000 < n < 8_000_000
@@ -28,8 +28,8 @@ def test_seed_five_floor_matches_seed_parameter_count():
     assert abs(n + bn_buffers - 7_774_049) / 7_774_049 < 0.001
 
 
-def test_seed_four_floor_has_triple_convs_on_deep_encoder_floors():
-    model = UNet.seed_four_floor()
+def test_four_floor_has_triple_convs_on_deep_encoder_floors():
+    model = UNet.four_floor()
     n = count_parameters(model)
     # the FLAIR MRI recipe's model 2, its trainable parameters
     assert abs(n - 10_655_809) / 10_655_809 < 0.001
@@ -40,8 +40,8 @@ def test_seed_four_floor_has_triple_convs_on_deep_encoder_floors():
     assert model.bottleneck[0].out_channels == 512
 
 
-def test_seed_five_floor_output_is_logits_at_input_size():
-    model = UNet.seed_five_floor(in_channels=1, out_channels=2).eval()
+def test_five_floor_output_is_logits_at_input_size():
+    model = UNet.five_floor(in_channels=1, out_channels=2).eval()
     with torch.no_grad():
         model.head.bias.copy_(torch.tensor([-5.0, 5.0]))  # a sigmoid/softmax would squash these
         out = model(torch.rand(1, 1, 64, 64))
@@ -58,7 +58,7 @@ def test_any_size_divisible_by_the_multiple_works(depth, size):
 
 
 def test_indivisible_size_names_the_multiple_and_a_fix():
-    model = UNet.seed_five_floor()
+    model = UNet.five_floor()
     with pytest.raises(ValueError, match=r"divisible by 16, got 70x64.*64x64"):
         model(torch.rand(1, 3, 70, 64))
 
@@ -135,7 +135,7 @@ def test_output_is_local_far_pixels_do_not_interact():
 def test_cuda_forward_matches_cpu():
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    model = UNet.seed_five_floor().eval()
+    model = UNet.five_floor().eval()
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         expected = model(x)

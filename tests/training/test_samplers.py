@@ -8,8 +8,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from training.samplers import (
-    SEED000_EXTREME_RATES,
-    SEED000_LE_FOCUSED_RATES,
+    LGG_EXTREME_RATES,
+    LGG_LE_FOCUSED_RATES,
     RareClassSampler,
     class_presence,
     effective_frequencies,
@@ -22,9 +22,9 @@ PRESENCE = [{0, 1}, {0, 1, 2}, {0, 1, 2, 3}, {0, 3}, {1}]
 
 
 def test_rate_is_that_of_the_rarest_class_present():
-    rates = rarest_class_rates(PRESENCE, SEED000_EXTREME_RATES)
+    rates = rarest_class_rates(PRESENCE, LGG_EXTREME_RATES)
     np.testing.assert_array_equal(rates, [1, 5, 20, 20, 1])
-    le_focused = rarest_class_rates(PRESENCE, SEED000_LE_FOCUSED_RATES)
+    le_focused = rarest_class_rates(PRESENCE, LGG_LE_FOCUSED_RATES)
     np.testing.assert_array_equal(le_focused, [1, 3, 3, 1, 1])
     # An explicit priority overrides the order by rate.
     flipped = rarest_class_rates(PRESENCE, {3: 20.0, 2: 5.0}, priority=[2, 3])
@@ -49,7 +49,7 @@ def test_bad_rates_raise():
 
 def test_it_sample_drawn_twenty_times_as_often_as_common_one():
     presence = [{0, 1}] * 30 + [{0, 1, 2}] * 5 + [{0, 1, 2, 3}] * 2
-    sampler = RareClassSampler(presence, SEED000_EXTREME_RATES, seed=3)
+    sampler = RareClassSampler(presence, LGG_EXTREME_RATES, seed=3)
     draws = np.zeros(len(presence))
     for epoch in range(20):
         sampler.set_epoch(epoch)
@@ -73,8 +73,8 @@ def test_fractional_rates_by_stochastic_rounding():
 
 
 def test_epochs_reshuffle_and_seed_reproduces():
-    a = RareClassSampler(PRESENCE * 5, SEED000_EXTREME_RATES, seed=1)
-    b = RareClassSampler(PRESENCE * 5, SEED000_EXTREME_RATES, seed=1)
+    a = RareClassSampler(PRESENCE * 5, LGG_EXTREME_RATES, seed=1)
+    b = RareClassSampler(PRESENCE * 5, LGG_EXTREME_RATES, seed=1)
     first = list(a)
     assert first == list(b)
     a.set_epoch(1)
@@ -84,9 +84,9 @@ def test_epochs_reshuffle_and_seed_reproduces():
 
 def test_ranks_split_the_same_permutation():
     presence = PRESENCE * 3  # 15 samples, 3 + 15 + 60 + 60 + 3 ... draws
-    world = [RareClassSampler(presence, SEED000_EXTREME_RATES, seed=7, num_replicas=3, rank=r)
+    world = [RareClassSampler(presence, LGG_EXTREME_RATES, seed=7, num_replicas=3, rank=r)
              for r in range(3)]  # fmt: skip
-    single = RareClassSampler(presence, SEED000_EXTREME_RATES, seed=7)
+    single = RareClassSampler(presence, LGG_EXTREME_RATES, seed=7)
     for epoch in (0, 4):
         for s in [*world, single]:
             s.set_epoch(epoch)
@@ -103,7 +103,7 @@ def test_effective_frequencies_hand_case():
     counts = np.array([[90, 10, 0, 0], [50, 30, 0, 20]])
     np.testing.assert_allclose(effective_frequencies(counts, [1, 1]), [0.7, 0.2, 0, 0.1])
     # The IT image drawn 20x: totals 90+1000, 10+600, 0, 400 over 2100.
-    sampler = RareClassSampler(counts, SEED000_EXTREME_RATES)
+    sampler = RareClassSampler(counts, LGG_EXTREME_RATES)
     expected = np.array([1090, 610, 0, 400]) / 2100
     np.testing.assert_allclose(sampler.expected_frequencies(counts), expected)
     np.testing.assert_allclose(sampler.epoch_frequencies(counts), expected)
@@ -111,7 +111,7 @@ def test_effective_frequencies_hand_case():
 
 def test_in_a_dataloader_without_copying():
     data = TensorDataset(torch.arange(5))
-    sampler = RareClassSampler(PRESENCE, SEED000_EXTREME_RATES, seed=0)
+    sampler = RareClassSampler(PRESENCE, LGG_EXTREME_RATES, seed=0)
     seen = torch.cat([batch[0] for batch in DataLoader(data, batch_size=8, sampler=sampler)])
     assert seen.numel() == len(sampler) == 1 + 5 + 20 + 20 + 1
     assert int((seen == 2).sum()) == 20

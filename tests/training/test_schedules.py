@@ -10,7 +10,7 @@ from torch import nn
 from napari_neuroseg.models.resnet import ResNet50Slice
 from napari_neuroseg.models.tissue import TissueSegmenter
 from training.schedules import (
-    SEED000_PHASES,
+    LGG_TRANSFER_PHASES,
     Curriculum,
     Phase,
     ProgressiveUnfreezing,
@@ -59,7 +59,7 @@ def test_unfreezing_phases_by_epoch_and_counts():
 
 
 def test_unfreezing_defaults_and_lr():
-    assert [p.last_n for p in SEED000_PHASES] == [0, 10, 25, 50, None]
+    assert [p.last_n for p in LGG_TRANSFER_PHASES] == [0, 10, 25, 50, None]
     model = TissueSegmenter(first_filters=4, growth_rate=2, down_blocks=(1, 1), bottleneck_layers=1)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     schedule = ProgressiveUnfreezing(model, [Phase(0, 1, lr=1e-3), Phase(None, 1, lr=1e-4)])

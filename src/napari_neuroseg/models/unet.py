@@ -1,7 +1,7 @@
 """U-Net with configurable depth, width and convolutions per floor.
 
 Two presets reproduce the U-Nets of the FLAIR MRI recipe (docs/training-recipes.md),
-``UNet.seed_five_floor`` and ``UNet.seed_four_floor``. The same class is the 8-class GBM
+``UNet.five_floor`` and ``UNet.four_floor``. The same class is the 8-class GBM
 network inside :class:`~napari_neuroseg.models.tissue.TissueSegmenter`.
 """
 
@@ -109,7 +109,7 @@ class UNet(nn.Module):
         return 2 ** (self.depth - 1)
 
     @classmethod
-    def seed_five_floor(cls, in_channels: int = 3, out_channels: int = 1) -> UNet:
+    def five_floor(cls, in_channels: int = 3, out_channels: int = 1) -> UNet:
         """The FLAIR MRI recipe's model 1: 5 floors (32 ... 512 channels), two convolutions per
         floor.
 
@@ -121,7 +121,7 @@ class UNet(nn.Module):
         return cls(in_channels, out_channels, depth=5, base_features=32, convs_per_block=2)
 
     @classmethod
-    def seed_four_floor(cls, in_channels: int = 3, out_channels: int = 1) -> UNet:
+    def four_floor(cls, in_channels: int = 3, out_channels: int = 1) -> UNet:
         """The FLAIR MRI recipe's model 2: 4 floors (64 ... 512 channels), triple convolutions deep
         down.
 

@@ -40,10 +40,10 @@ from training.metrics import ConfusionMatrix
 from training.precise_bn import recalibrate_batchnorm
 from training.runfolder import RunFolder
 from training.samplers import (
+    LGG_EXTREME_RATES,
     LGG_IT,
     LGG_LE,
-    SEED000_EXTREME_RATES,
-    SEED000_LE_FOCUSED_RATES,
+    LGG_LE_FOCUSED_RATES,
     RareClassSampler,
 )
 from training.split import PatientSplit
@@ -99,8 +99,8 @@ DESCRIPTION = (
 _LGG_NAMES = {LGG_IT: "infiltrating tumour", LGG_LE: "leading edge"}
 #: The LGG tissue recipe's oversampling presets, by class name (so they apply to 4 or 8 classes).
 OVERSAMPLING = {key: {_LGG_NAMES[c]: r for c, r in rates.items()}
-                for key, rates in (("extreme", SEED000_EXTREME_RATES),
-                                   ("le-focused", SEED000_LE_FOCUSED_RATES), ("none", {}))}
+                for key, rates in (("extreme", LGG_EXTREME_RATES),
+                                   ("le-focused", LGG_LE_FOCUSED_RATES), ("none", {}))}
 RARE_NAMES = ("leading edge", "infiltrating tumour")
 #: ``classes`` option: the registry model trained and the class names it predicts.
 CLASS_SETS = {"lgg": "lgg-tissue", "gbm": "gbm-tissue-8"}
