@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
 from napari_neuroseg.models.hovernet import hv_targets
 from napari_neuroseg.models.hovernet_post import (
+    PostprocessOptions,
     hovernet_instances,
     instance_types,
     remove_small_objects,
@@ -133,3 +136,25 @@ def test_small_nuclei_keep_their_markers_with_a_smaller_opening_and_unmarked_one
     assert hovernet_instances(lone, flat, ksize=3, min_size=4, marker_radius=2).max() == 0
     assert hovernet_instances(lone, flat, ksize=3, min_size=4, marker_radius=2,
                               keep_unmarked=True).max() == 1
+
+
+def test_postprocess_options_from_spec_overrides_and_validation():
+    spec = dataclasses.make_dataclass("Spec", ["extra"])(
+        {"postprocess": {"ksize": 21, "min_size": 4, "stain": "ignored"}})
+    assert PostprocessOptions().as_dict() == {
+        "np_threshold": 0.5, "marker_threshold": 0.4, "min_size": 10, "ksize": 11,
+        "marker_radius": 2, "keep_unmarked": False}
+    saved = PostprocessOptions.from_spec(spec)
+    assert (saved.ksize, saved.min_size, saved.np_threshold) == (21, 4, 0.5)
+    tuned = PostprocessOptions.from_spec(spec, {"min_size": 7, "unknown": 1})
+    assert (tuned.ksize, tuned.min_size) == (21, 7)
+    assert PostprocessOptions.from_spec(None) == PostprocessOptions()
+    assert PostprocessOptions.names()[:2] == ("np_threshold", "marker_threshold")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        saved.ksize = 5  # type: ignore[misc]
+    with pytest.raises(ValueError, match="ksize must be an odd integer >= 3, got 4"):
+        PostprocessOptions(ksize=4)
+    with pytest.raises(ValueError, match=r"marker_threshold must be in \[0, 1\], got 1.5"):
+        PostprocessOptions.from_spec(spec, {"marker_threshold": 1.5})
+    out = hovernet_instances(np.zeros((16, 16)), np.zeros((2, 16, 16)), **saved.as_dict())
+    assert out.shape == (16, 16) and out.max() == 0

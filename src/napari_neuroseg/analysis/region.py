@@ -28,7 +28,7 @@ import numpy as np
 from napari_neuroseg.analysis.nuclei_types import classify_nuclei, type_image, type_names_of
 from napari_neuroseg.analysis.slide import AnalysisError, Predictor, SlidePlan, predict_slide
 from napari_neuroseg.engine import PredictionResult, Region, TileCache, TileCounts
-from napari_neuroseg.models.hovernet_post import hovernet_instances
+from napari_neuroseg.models.hovernet_post import PostprocessOptions, hovernet_instances
 from napari_neuroseg.models.spec import ModelSpec
 
 __all__ = [
@@ -52,14 +52,7 @@ UNTYPED = "untyped"
 DEFAULT_MAX_SIZE = 4096
 #: :func:`hovernet_instances` options when the model's spec saves none
 #: (``spec.extra["postprocess"]``, written by the nuclei training task).
-DEFAULT_POSTPROCESS: dict[str, Any] = {
-    "np_threshold": 0.5,
-    "marker_threshold": 0.4,
-    "min_size": 10,
-    "ksize": 11,
-    "marker_radius": 2,
-    "keep_unmarked": False,
-}
+DEFAULT_POSTPROCESS: dict[str, Any] = PostprocessOptions().as_dict()
 _UM_PER_UNIT = {"um": 1.0, "µm": 1.0, "micron": 1.0, "micrometer": 1.0, "mm": 1000.0,
                 "nm": 1e-3}
 
@@ -212,20 +205,15 @@ def postprocess_options(spec: ModelSpec,
                         overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """:func:`hovernet_instances` keywords: ``overrides``, else the spec's, else defaults.
 
+    See :meth:`PostprocessOptions.from_spec
+    <napari_neuroseg.models.hovernet_post.PostprocessOptions.from_spec>`.
+
     Raises
     ------
     ValueError
         ``ksize`` not odd and >= 3, or a threshold outside [0, 1].
     """
-    saved = dict(spec.extra.get("postprocess") or {})
-    options = {key: saved.get(key, value) for key, value in DEFAULT_POSTPROCESS.items()}
-    options.update({k: v for k, v in (overrides or {}).items() if k in DEFAULT_POSTPROCESS})
-    if int(options["ksize"]) < 3 or int(options["ksize"]) % 2 == 0:
-        raise ValueError(f"ksize must be an odd integer >= 3, got {options['ksize']}")
-    for key in ("np_threshold", "marker_threshold"):
-        if not 0.0 <= float(options[key]) <= 1.0:
-            raise ValueError(f"{key} must be in [0, 1], got {options[key]}")
-    return options
+    return PostprocessOptions.from_spec(spec, overrides).as_dict()
 
 
 def to_uint8_rgb(values: np.ndarray, spec: ModelSpec) -> np.ndarray:

@@ -16,15 +16,78 @@ OpenCV:
    received no marker becomes an instance of its own (the paper's code drops it: at 0.5 µm/px
    a nucleus of radius 3-4 px often loses its whole marker to the opening), then instances
    smaller than ``min_size`` removed.
+
+:class:`PostprocessOptions` holds these options for one model: its defaults are the ones the
+``nuclei`` training task uses, and a checkpoint saves its tuned values in the spec's
+``extra["postprocess"]``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.special import comb
 from skimage.morphology import disk
 from skimage.segmentation import watershed
+
+from napari_neuroseg.models.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class PostprocessOptions:
+    """:func:`hovernet_instances` keywords for one model, checked when built.
+
+    Parameters
+    ----------
+    np_threshold, marker_threshold : float
+        In [0, 1].
+    min_size, ksize, marker_radius, keep_unmarked
+        As in :func:`hovernet_instances`; ``ksize`` odd and at least 3. ``ksize`` 11 (not
+        the paper's 21) suits nuclei at 0.5 µm/px.
+
+    Raises
+    ------
+    ValueError
+        ``ksize`` not odd and >= 3, or a threshold outside [0, 1].
+    """
+
+    np_threshold: float = 0.5
+    marker_threshold: float = 0.4
+    min_size: int = 10
+    ksize: int = 11
+    marker_radius: int = 2
+    keep_unmarked: bool = False
+
+    def __post_init__(self) -> None:
+        if int(self.ksize) < 3 or int(self.ksize) % 2 == 0:
+            raise ValueError(f"ksize must be an odd integer >= 3, got {self.ksize}")
+        for key in ("np_threshold", "marker_threshold"):
+            if not 0.0 <= float(getattr(self, key)) <= 1.0:
+                raise ValueError(f"{key} must be in [0, 1], got {getattr(self, key)}")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The option names, in :func:`hovernet_instances`' order."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec | None,
+                  overrides: Mapping[str, Any] | None = None) -> PostprocessOptions:
+        """``overrides``, else the spec's saved ``extra["postprocess"]``, else the defaults.
+
+        Keys that are not options are ignored in both.
+        """
+        saved = dict((spec.extra if spec is not None else {}).get("postprocess") or {})
+        saved.update(overrides or {})
+        return cls(**{key: saved[key] for key in cls.names() if key in saved})
+
+    def as_dict(self) -> dict[str, Any]:
+        """The keywords of :func:`hovernet_instances`."""
+        return asdict(self)
 
 
 def hovernet_instances(

@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader
 
 from napari_neuroseg.dataset import Dataset
 from napari_neuroseg.models.checkpoint import LoadedModel, load_checkpoint
-from napari_neuroseg.models.hovernet_post import hovernet_instances
+from napari_neuroseg.models.hovernet_post import PostprocessOptions, hovernet_instances
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.spec import ModelSpec
 from training.config import TrainConfig
@@ -83,8 +83,7 @@ DESCRIPTION = (
 )
 MODEL = "nuclei-hovernet"
 #: Post-processing options (:func:`hovernet_instances` keywords) and the Config fields.
-POSTPROCESS = ("np_threshold", "marker_threshold", "min_size", "ksize", "marker_radius",
-               "keep_unmarked")
+POSTPROCESS = PostprocessOptions.names()
 METRIC_KEYS = ("dice", "aji", "dq", "sq", "pq")
 
 
@@ -166,12 +165,12 @@ class Config(TrainConfig):
     optimizer: str = "adam"
     lr_step_epochs: int | None = 25
     lr_gamma: float = 0.1
-    np_threshold: float = 0.5
-    marker_threshold: float = 0.4
-    min_size: int = 10
-    ksize: int = 11
-    marker_radius: int = 2
-    keep_unmarked: bool = False
+    np_threshold: float = PostprocessOptions.np_threshold
+    marker_threshold: float = PostprocessOptions.marker_threshold
+    min_size: int = PostprocessOptions.min_size
+    ksize: int = PostprocessOptions.ksize
+    marker_radius: int = PostprocessOptions.marker_radius
+    keep_unmarked: bool = PostprocessOptions.keep_unmarked
     epochs: int = 50
     batch_size: int = 8
     lr: float = 1e-4
@@ -192,20 +191,12 @@ def postprocess_options(config: Config | None = None, spec: ModelSpec | None = N
     Raises
     ------
     ValueError
-        ``ksize`` not odd and >= 3, or a threshold outside [0, 1].
+        ``ksize`` not odd and >= 3, or a threshold outside [0, 1] (see
+        :class:`~napari_neuroseg.models.hovernet_post.PostprocessOptions`).
     """
     if config is not None:
-        options = {key: getattr(config, key) for key in POSTPROCESS}
-    else:
-        defaults = Config()
-        saved = dict((spec.extra if spec is not None else {}).get("postprocess") or {})
-        options = {key: saved.get(key, getattr(defaults, key)) for key in POSTPROCESS}
-    if int(options["ksize"]) < 3 or int(options["ksize"]) % 2 == 0:
-        raise ValueError(f"ksize must be an odd integer >= 3, got {options['ksize']}")
-    for key in ("np_threshold", "marker_threshold"):
-        if not 0.0 <= float(options[key]) <= 1.0:
-            raise ValueError(f"{key} must be in [0, 1], got {options[key]}")
-    return options
+        return PostprocessOptions(**{key: getattr(config, key) for key in POSTPROCESS}).as_dict()
+    return PostprocessOptions.from_spec(spec).as_dict()
 
 
 def uses_macenko(spec: ModelSpec, setting: bool | None = None) -> bool:
