@@ -10,7 +10,7 @@ from napari_neuroseg.analysis import predict_slide
 from napari_neuroseg.io import open_image
 from napari_neuroseg.io.layers import layer_kwargs
 from napari_neuroseg.samples.slide import write_synthetic_slide
-from napari_neuroseg.widgets import analyse_widget
+from napari_neuroseg.widgets import _slide_view, analyse_widget
 from napari_neuroseg.widgets._gc import GcFreeze
 from napari_neuroseg.widgets.analyse_widget import AnalyseWidget
 
@@ -208,7 +208,7 @@ def test_whole_image_with_progress_and_cancel(make_napari_viewer, qtbot, slide_p
 def test_a_model_that_does_not_fit_is_a_notification(make_napari_viewer, qtbot, monkeypatch,
                                                      closing):
     errors = []
-    monkeypatch.setattr(analyse_widget, "report_error", lambda err, where="": errors.append(err))
+    monkeypatch.setattr(_slide_view, "report_error", lambda err, where="": errors.append(err))
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((300, 300), np.uint8), name="gray")
     widget = AnalyseWidget(viewer)

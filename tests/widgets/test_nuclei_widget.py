@@ -17,7 +17,7 @@ from napari_neuroseg.models.hovernet import hv_targets
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.source import ModelSource
 from napari_neuroseg.samples.slide import write_synthetic_slide
-from napari_neuroseg.widgets import _view_analysis
+from napari_neuroseg.widgets import _slide_view, _view_analysis
 from napari_neuroseg.widgets._gc import GcFreeze
 from napari_neuroseg.widgets._model_picker import FROM_FILE
 from napari_neuroseg.widgets.nuclei_widget import NucleiWidget
@@ -186,7 +186,7 @@ def test_follow_the_view_reruns_replaces_and_cancels_stale_runs(make_napari_view
 def test_big_views_are_capped_and_errors_are_notifications(make_napari_viewer, qtbot,
                                                            slide_path, oracle, monkeypatch):
     errors = []
-    monkeypatch.setattr(_view_analysis, "report_error", lambda err, where="": errors.append(err))
+    monkeypatch.setattr(_slide_view, "report_error", lambda err, where="": errors.append(err))
     viewer, _, widget = _widget(make_napari_viewer, slide_path)
     widget.max_size.value = 256
     _look_at(viewer, (256.0, 384.0), 800.0)  # the whole slide

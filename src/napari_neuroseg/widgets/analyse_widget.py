@@ -7,44 +7,26 @@ centre and zoom (and the canvas size) are debounced, turned into the visible wor
 handed to ``session.request``, which queues only tiles not computed yet, nearest first.
 With "Coarse preview first" on, a view that needs many tiles is first painted by the model on
 a coarser grid (a few tiles for the whole view; the status says it is a preview and at what
-µm/px), then refined tile by tile from the centre outwards.
+µm/px), then refined tile by tile from the centre outwards. The slide and model choosers,
+cancellation and teardown are those of
+:class:`~napari_neuroseg.widgets._slide_view.SlideViewWidget`.
 """
 
 import time
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    FloatSlider,
-    Label,
-    ProgressBar,
-    PushButton,
-)
+from magicgui.widgets import CheckBox, ComboBox, FloatSlider, PushButton
 from qtpy.QtCore import QTimer
 
 from napari_neuroseg.analysis import plan_slide
 from napari_neuroseg.engine import TileCache
 from napari_neuroseg.io import LazyImage
-from napari_neuroseg.io.layers import image_from_layer, image_layers
 from napari_neuroseg.live import LiveSession, LiveUpdate, ViewTooLarge, visible_box
 from napari_neuroseg.models.source import ModelSource
-from napari_neuroseg.widgets._gc import GcFreeze
 from napari_neuroseg.widgets._live_layers import RetiredStores, show_heatmap, show_labels
-from napari_neuroseg.widgets._model_picker import ModelPicker
-from napari_neuroseg.widgets._mpp import MppField
-from napari_neuroseg.widgets._panel import fit_panel
 from napari_neuroseg.widgets._results import HEATMAP_COLORMAPS
-from napari_neuroseg.widgets._workers import (
-    connect_events,
-    forget_removed_layers,
-    report_error,
-    start_worker,
-    stop_workers,
-    view_events,
-    warn,
-)
+from napari_neuroseg.widgets._slide_view import SlideViewWidget
+from napari_neuroseg.widgets._workers import report_error, start_worker, warn
 
 if TYPE_CHECKING:
     import napari
@@ -81,7 +63,7 @@ class WholeClock:
         return f", about {text} left"
 
 
-class AnalyseWidget(Container):
+class AnalyseWidget(SlideViewWidget):
     """Segment a slide live (what is on screen) or whole, into labels and a heatmap.
 
     Parameters
@@ -89,44 +71,33 @@ class AnalyseWidget(Container):
     viewer : napari.Viewer
     """
 
+    TASKS = ("semantic_segmentation", "tile_classification")
+    MODELS = SLIDE_MODELS
+    TITLE = "Analyse"
+    DEBOUNCE_MS = DEBOUNCE_MS
+    RESULT_LAYERS = ("labels_layer", "heatmap_layer")
+
     def __init__(self, viewer: "napari.viewer.Viewer") -> None:
-        super().__init__(labels=True)
-        self._viewer = viewer
-        self.layer = ComboBox(label="Slide", choices=self._slide_choices)
-        self.mpp = MppField()
-        self.picker = ModelPicker(("semantic_segmentation", "tile_classification"),
-                                  names=SLIDE_MODELS)
+        super().__init__(viewer)
         self.stain = CheckBox(text="Stain normalisation (Macenko)", value=True)
         self.tissue = CheckBox(text="Tissue only", value=True)
         self.live = CheckBox(text="Live: analyse what is on screen", value=False)
         self.preview = CheckBox(text="Coarse preview first", value=True)
         self.whole_button = PushButton(text="Whole image / all tissue")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="Progress", min=0, max=100, value=0)
         self.heat_class = ComboBox(label="Heatmap class", choices=self._class_choices)
         self.colormap = ComboBox(label="Colormap", choices=list(HEATMAP_COLORMAPS),
                                  value="inferno")
         self.opacity = FloatSlider(label="Opacity", min=0.0, max=1.0, value=0.5)
-        self.status = Label(value="Choose a slide and a model.")
-        self.extend([self.layer, self.mpp, self.picker, self.stain, self.tissue, self.live,
-                     self.preview, self.whole_button, self.cancel_button, self.progress,
-                     self.heat_class, self.colormap, self.opacity, self.status])
-        self.cache = TileCache(max_bytes=256 * 2**20)
         self.session: LiveSession | None = None
         self.session_config: tuple[Any, ...] | None = None
         self.labels_layer: Any = None
         self.heatmap_layer: Any = None
         self._serve_worker: Any = None
-        self._gc_hold: GcFreeze | None = None
         self._build_worker: Any = None
         self._then: Any = None
         self._whole = False
         self._errors: set[str] = set()
         self.counts = {"computed": 0, "cached": 0, "skipped": 0}
-        self._debounce = QTimer()
-        self._debounce.setSingleShot(True)
-        self._debounce.setInterval(DEBOUNCE_MS)
-        self._debounce.timeout.connect(self.request_view)
         self._refresh = QTimer()
         self._refresh.setSingleShot(True)
         self._refresh.setInterval(REFRESH_MS)
@@ -134,48 +105,28 @@ class AnalyseWidget(Container):
         for widget in (self.layer, self.picker.model, self.picker.file, self.picker.device,
                        self.stain, self.tissue):
             widget.changed.connect(self._on_config_changed)
-        self.layer.changed.connect(self._follow_layer)
         self.mpp.value_box.changed.connect(self._on_config_changed)  # after the rescale
-        self._follow_layer()
         self.live.changed.connect(self._on_live)
         self.preview.changed.connect(self._on_preview)
         self.whole_button.changed.connect(self.run_whole)
-        self.cancel_button.changed.connect(self.cancel)
         self.heat_class.changed.connect(self._on_heat_class)
         self.colormap.changed.connect(self._on_display)
         self.opacity.changed.connect(self._on_display)
-        self._events = view_events(viewer, self._on_camera, self._on_layers_changed)
-        self._closed = False
         self._note = ""  # what the status keeps in front of tile counts ("Cancelled")
         self._whole_clock = WholeClock()
-        self._source: ModelSource | None = None  # the weights the session runs
         self._shown_store: Any = None  # the store the result layers show
         self._retired = RetiredStores(lambda: [self._shown_store])
-        self._disconnect = connect_events(self.native, self._events,
-                                          on_teardown=self._teardown)
-        fit_panel(self)
+        self.lay_out([self.stain, self.tissue, self.live, self.preview, self.whole_button],
+                     display=[self.heat_class, self.colormap, self.opacity])
 
     # -- choices and configuration ----------------------------------------------------------
-    def _slide_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        return [(layer.name, layer) for layer in image_layers(self._viewer.layers, ("slide",))
-                if not layer.metadata.get("neuroseg", {}).get("result_of")]  # no results
+    def settings(self) -> tuple[Any, ...]:
+        """Stain normalisation and tissue only (either re-plans the slide)."""
+        return (self.stain.value, self.tissue.value)
 
     def _class_choices(self, _widget: Any = None) -> list[str]:
         session = getattr(self, "session", None)
         return list(session.plan.spec.classes) if session is not None else []
-
-    def _on_layers_changed(self, event: Any = None) -> None:
-        self.layer.reset_choices()
-        forget_removed_layers(self, self._viewer, "labels_layer", "heatmap_layer")
-
-    def _follow_layer(self, _value: Any = None) -> None:
-        self.mpp.layer = self.layer.value
-
-    def _config(self) -> tuple[Any, ...]:
-        layer = self.layer.value
-        scale = tuple(layer.scale) if layer is not None else None  # a new µm/px re-plans
-        return (id(layer), scale, self.picker.model.value, str(self.picker.file.value),
-                self.picker.device.value, self.stain.value, self.tissue.value)
 
     def _on_config_changed(self, _value: Any = None) -> None:
         """A new slide, model or preprocessing: a new session (cached tiles are kept)."""
@@ -196,10 +147,7 @@ class AnalyseWidget(Container):
         if self._build_worker is not None:
             return
         try:
-            if self.layer.value is None:
-                raise ValueError("no slide: open one (File > Open, or the sample slide)")
-            image = image_from_layer(self.layer.value)
-            source = self.picker.source()
+            image, source = self._slide_and_source()
         except ValueError as err:
             self._fail(err)
             return
@@ -232,10 +180,10 @@ class AnalyseWidget(Container):
         self._source = weights
         self.counts = dict.fromkeys(self.counts, 0)
         self._errors.clear()
-        spec, source = session.plan.spec, self.layer.value
+        spec = session.plan.spec
         self.heat_class.reset_choices()
         self.heat_class.value = spec.classes[-1]
-        units = getattr(source, "units", None)
+        units = self._slide_units()
         self.labels_layer = show_labels(self._viewer, self.labels_layer, session,
                                         f"{spec.name} labels", units, weights)
         self.heatmap_layer = show_heatmap(
@@ -246,7 +194,7 @@ class AnalyseWidget(Container):
         self._retired.sweep()  # the previous session's store, now that nothing shows it
         self._serve_worker = start_worker(session.serve, on_yield=self._on_update,
                                           on_error=self._fail)
-        self._gc_hold = GcFreeze()  # short full collections while tiles are computed
+        self._hold_gc()  # short full collections while tiles are computed
         self.status.value = "; ".join(session.plan.notes)
         then, self._then = self._then, None
         if then is not None:
@@ -258,9 +206,7 @@ class AnalyseWidget(Container):
         is closed once nothing shows it and the worker has finished."""
         session, worker = self.session, self._serve_worker
         self.session, self._serve_worker = None, None
-        if self._gc_hold is not None:
-            self._gc_hold.release()
-            self._gc_hold = None
+        self._release_gc()
         self._set_whole(False)
         if session is None:
             return
@@ -282,9 +228,13 @@ class AnalyseWidget(Container):
         if self.session is not None:
             self.session.preview = bool(value)  # from the next view on
 
-    def _on_camera(self, _event: Any = None) -> None:
-        if self.live.value and not self._whole:
-            self._debounce.start()
+    def follows_view(self) -> bool:
+        """In live mode, unless a whole-image run is going on."""
+        return bool(self.live.value) and not self._whole
+
+    def run_settled_view(self) -> int:
+        """Queue the tiles of the view the camera settled on (see :meth:`request_view`)."""
+        return self.request_view()
 
     def visible_box(self) -> Any:
         """The world box on screen (plus a margin), from the camera and the canvas size."""
@@ -380,7 +330,7 @@ class AnalyseWidget(Container):
         self.heatmap_layer = show_heatmap(
             self._viewer, self.heatmap_layer, self.session, index,
             f"{self.session.plan.spec.name} heatmap", self.colormap.value, self.opacity.value,
-            getattr(self.layer.value, "units", None), self._source)
+            self._slide_units(), self._source)
 
     def _on_display(self, _value: Any = None) -> None:
         if self.heatmap_layer is not None:
@@ -390,34 +340,16 @@ class AnalyseWidget(Container):
     def _fail(self, err: BaseException) -> None:
         if self._closed:
             return
-        report_error(err, "Analyse")
-        self.status.value = f"Failed: {err}"
+        super()._fail(err)
         self._set_whole(False)
 
-    def _teardown(self) -> None:
-        """Stop the timers and workers (waiting for them) and disconnect from the viewer.
-
-        The result layers stay in the viewer with their store (a temporary store is deleted
-        when Python exits). Runs once: on close, when napari removes the dock, or when the
-        viewer closes.
-        """
-        if self._closed:
-            return
-        self._closed = True
-        self._debounce.stop()
+    def stop_work(self) -> list[Any]:
+        """Stop the refresh timer and close the session's queue (the serving worker ends);
+        the result layers stay in the viewer with their store (a temporary store is deleted
+        when Python exits)."""
         self._refresh.stop()
-        self.mpp.layer = None
         workers = [self._serve_worker, self._build_worker]
         session, self.session, self._serve_worker = self.session, None, None
         if session is not None:
             session.queue.close()
-        if self._gc_hold is not None:
-            self._gc_hold.release()
-            self._gc_hold = None
-        self._disconnect()
-        stop_workers(workers)
-
-    def close(self) -> None:
-        """Stop the workers and disconnect from the viewer's events (the results stay)."""
-        self._teardown()
-        super().close()
+        return workers

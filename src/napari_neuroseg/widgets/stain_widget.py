@@ -4,7 +4,7 @@ An image-translation model (``ihc-to-he``, a CycleGAN generator, or a checkpoint
 the visible region at its resolution in a worker; its output, brought from the spec's
 normalisation range back to 0-255, replaces the widget's RGB image layer, aligned with the
 slide. The region, model loading, "Follow the view" and cancellation are those of
-:class:`~napari_neuroseg.widgets.nuclei_widget.ViewAnalysisWidget`.
+:class:`~napari_neuroseg.widgets._view_analysis.ViewAnalysisWidget`.
 """
 
 from typing import TYPE_CHECKING
