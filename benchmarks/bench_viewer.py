@@ -228,7 +228,7 @@ V3_HISTORY = (
     " now made at 16 µm/px on every slide (`slide_tissue_mask_at`). And layer data that is"
     ' not a dask array was wrapped with dask\'s 128 MB "auto" chunks, so each batch of tiles'
     " read whole 6688 x 6688 chunks of the 100k slide (5000 x 5000 on the 10k); such data now"
-    " gets 512-pixel chunks (`widgets._common.lazy_level`), which also made both slides"
+    " gets 512-pixel chunks (`io.layers.lazy_level`), which also made both slides"
     " faster. Each slide now runs in its own process, in the order 10k, 100k, 100k, 10k.")
 
 STALL_NOTE = (
