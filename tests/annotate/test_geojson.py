@@ -9,7 +9,6 @@ from napari_neuroseg.annotate.geojson import (
     GeoJSONError,
     geojson_to_labels,
     labels_to_geojson,
-    mask_polygons,
     read_geojson,
     write_geojson,
 )
@@ -35,28 +34,6 @@ def tissue_labels():
 
 def _iou(a, b):
     return np.logical_and(a, b).sum() / max(1, np.logical_or(a, b).sum())
-
-
-def test_a_square_with_a_hole_gives_its_exact_corners():
-    mask = np.zeros((8, 8), bool)
-    mask[1:6, 1:6] = True
-    mask[3, 3] = False
-    (polygon,) = mask_polygons(mask)
-    outer, hole = polygon
-    assert sorted(map(tuple, outer)) == [(1, 1), (1, 6), (6, 1), (6, 6)]
-    assert sorted(map(tuple, hole)) == [(3, 3), (3, 4), (4, 3), (4, 4)]
-
-    def area(ring):
-        x, y = ring[:, 0], ring[:, 1]
-        return np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y) / 2
-
-    assert area(outer) == 25 and area(hole) == -1  # right-hand rule: holes run backwards
-
-
-def test_diagonal_pixels_are_separate_pieces():
-    mask = np.zeros((4, 4), bool)
-    mask[1, 1] = mask[2, 2] = True
-    assert len(mask_polygons(mask)) == 2
 
 
 def test_export_matches_qupaths_format(tissue_labels):
