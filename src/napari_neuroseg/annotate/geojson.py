@@ -35,7 +35,6 @@ __all__ = [
     "ImportedLabels",
     "geojson_to_labels",
     "labels_to_geojson",
-    "mask_polygons",
     "read_geojson",
     "write_geojson",
 ]
