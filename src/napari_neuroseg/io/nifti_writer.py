@@ -32,7 +32,7 @@ import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from ._atomic import atomic_path
-from .writers import WriterError
+from ._write_common import WriterError, fitting_int_type
 
 __all__ = ["GEOMETRY_KEYS", "geometry_metadata", "write_nifti_labels"]
 
@@ -150,10 +150,9 @@ def _labels_volume(path: Path, data: Any) -> np.ndarray:
     if array.dtype.name in _NIFTI_LABEL_TYPES:
         return array
     low, high = int(array.min()), int(array.max())
-    for name in _NIFTI_LABEL_TYPES:
-        info = np.iinfo(name)
-        if info.min <= low and high <= info.max:
-            return array.astype(name)
+    name = fitting_int_type(low, high, _NIFTI_LABEL_TYPES)
+    if name is not None:
+        return array.astype(name)
     raise WriterError(path, f"label values {low}..{high} do not fit a NIfTI integer type")
 
 

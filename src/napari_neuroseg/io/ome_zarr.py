@@ -27,7 +27,7 @@ import numpy as np
 import zarr
 
 from napari_neuroseg.io._atomic import atomic_directory
-from napari_neuroseg.io.writers import WriterError, _halve_mean, _halve_nearest, _pyramid
+from napari_neuroseg.io._write_common import WriterError, halve_mean, halve_nearest, halving_pyramid
 
 NGFF_VERSION = "0.4"
 _UNITS = {"um": "micrometer", "µm": "micrometer", "mm": "millimeter", "nm": "nanometer"}
@@ -171,12 +171,12 @@ def _write_multiscale(
     chunks: int,
 ) -> dict[str, Any]:
     """Write ``array``'s pyramid into ``group``; return its ``multiscales`` attributes."""
-    halve = _halve_nearest if kind == "labels" else _halve_mean
+    halve = halve_nearest if kind == "labels" else halve_mean
     spatial = tuple(float(s) for s in (scale or (1.0, 1.0)))
     origin = tuple(float(t) for t in (translate or (0.0, 0.0)))
     lead = (1.0,) * (len(axes) - 2)
     datasets = []
-    for i, level in enumerate(_pyramid(array, halve)):
+    for i, level in enumerate(halving_pyramid(array, halve)):
         factor = 2**i
         level_chunks = (*level.shape[:-2], chunks, chunks)
         arr = group.create_array(
