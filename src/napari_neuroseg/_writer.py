@@ -13,32 +13,24 @@ def _neuroseg(attributes: dict[str, Any]) -> dict[str, Any]:
     return dict((attributes.get("metadata") or {}).get("neuroseg") or {})
 
 
-def _unit(attributes: dict[str, Any]) -> str | None:
-    return _neuroseg(attributes).get("unit")
+def _raster_options(attributes: dict[str, Any]) -> dict[str, Any]:
+    """What the TIFF / PNG writers take from a layer: scale, unit, pyramid and name."""
+    return {
+        "scale": attributes.get("scale"),
+        "unit": _neuroseg(attributes).get("unit"),
+        "pyramid": bool(attributes.get("multiscale")),
+        "metadata": {"name": attributes.get("name")},
+    }
 
 
 def write_labels_layer(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     """Write a labels layer (multiscale ones as a pyramidal OME-TIFF) and return the paths."""
-    return write_labels(
-        path,
-        data,
-        scale=attributes.get("scale"),
-        unit=_unit(attributes),
-        pyramid=bool(attributes.get("multiscale")),
-        metadata={"name": attributes.get("name")},
-    )
+    return write_labels(path, data, **_raster_options(attributes))
 
 
 def write_image_layer(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     """Write an image layer holding probabilities in [0, 1] and return the paths."""
-    return write_probabilities(
-        path,
-        data,
-        scale=attributes.get("scale"),
-        unit=_unit(attributes),
-        pyramid=bool(attributes.get("multiscale")),
-        metadata={"name": attributes.get("name")},
-    )
+    return write_probabilities(path, data, **_raster_options(attributes))
 
 
 def write_nifti_labels_layer(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
