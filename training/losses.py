@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_neuroseg.models.resnet import patient_max_pool_tensor
+from napari_neuroseg.models.patient_pool import patient_max_pool_tensor
 
 
 def class_weights_from_frequencies(

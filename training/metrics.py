@@ -13,7 +13,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from napari_neuroseg.models import instance_metrics as im
-from napari_neuroseg.models.resnet import patient_max_pool as resnet_patient_max_pool
+from napari_neuroseg.models.patient_pool import patient_max_pool as max_pool_by_patient
 
 __all__ = [
     "ConfusionMatrix",
@@ -147,9 +147,9 @@ def patient_max_pool(patient_ids: Sequence[Any], slice_scores: Any
                      ) -> tuple[list[Any], np.ndarray]:
     """Max of the slice scores (logits or probabilities) of each patient, in first-seen order.
 
-    The arrays form of :func:`napari_neuroseg.models.resnet.patient_max_pool`.
+    The arrays form of :func:`napari_neuroseg.models.patient_pool.patient_max_pool`.
     """
-    pooled = resnet_patient_max_pool(_numpy(slice_scores), patient_ids)
+    pooled = max_pool_by_patient(_numpy(slice_scores), patient_ids)
     return list(pooled), np.fromiter(pooled.values(), dtype=np.float64, count=len(pooled))
 
 

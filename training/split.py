@@ -4,8 +4,9 @@ batches, threshold search.
 - :func:`patient_split`: train / validation split by patient (no patient in both), stratified
   by patient label when labels are given (the CT metastasis recipe: 80/20).
 - :class:`PatientBatchSampler`: batches made of whole patients, so that slice logits can be
-  max-pooled per patient (:func:`napari_neuroseg.models.resnet.patient_max_pool_tensor`) and the
-  loss counted once per patient (:func:`training.losses.patient_bce_loss`);
+  max-pooled per patient
+  (:func:`napari_neuroseg.models.patient_pool.patient_max_pool_tensor`) and the loss counted
+  once per patient (:func:`training.losses.patient_bce_loss`);
   :func:`batch_patient_index` numbers the patients of a batch for that.
 - the probability threshold maximising patient-level F1 is
   :func:`training.metrics.threshold_search`, with its

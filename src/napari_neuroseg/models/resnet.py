@@ -12,17 +12,16 @@ Training follows a three-stage curriculum (classifier, then + layer4, then + lay
 :func:`curriculum_stage` says which groups train at which learning rate,
 :meth:`ResNet50Slice.set_stage` freezes the rest and :meth:`ResNet50Slice.param_groups`
 gives optimizer groups. Slice logits become patient logits by max pooling
-(:func:`patient_max_pool`, :func:`patient_max_pool_tensor`).
+(:mod:`napari_neuroseg.models.patient_pool`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -363,65 +362,3 @@ def curriculum_stage(stage: int) -> dict[str, float]:
     if stage not in _CURRICULUM:
         raise ValueError(f"curriculum stage must be one of {sorted(_CURRICULUM)}, got {stage!r}")
     return dict(_CURRICULUM[stage])
-
-
-def patient_max_pool(
-    slice_logits: Sequence[float] | np.ndarray | torch.Tensor, patient_ids: Sequence[Hashable]
-) -> dict[Hashable, float]:
-    """Patient logit = maximum of its slice logits (the CT metastasis recipe's MAX pooling).
-
-    Parameters
-    ----------
-    slice_logits : array-like, shape (n_slices,) or (n_slices, 1)
-    patient_ids : sequence
-        Patient of each slice (any hashable), same length.
-
-    Returns
-    -------
-    dict
-        ``{patient: max logit}`` in order of first appearance.
-    """
-    logits = np.asarray(
-        slice_logits.detach().cpu() if isinstance(slice_logits, torch.Tensor) else slice_logits,
-        dtype=np.float64,
-    ).reshape(-1)
-    ids = list(patient_ids)
-    if len(ids) != logits.size:
-        raise ValueError(f"{logits.size} slice logits but {len(ids)} patient ids")
-    pooled: dict[Hashable, float] = {}
-    for pid, value in zip(ids, logits, strict=True):
-        pooled[pid] = max(pooled.get(pid, -np.inf), float(value))
-    return pooled
-
-
-def patient_max_pool_tensor(
-    slice_logits: torch.Tensor, patient_index: torch.Tensor, n_patients: int | None = None
-) -> torch.Tensor:
-    """Differentiable max over the slices of each patient (for patient-level losses).
-
-    Parameters
-    ----------
-    slice_logits : Tensor, shape (n_slices,) or (n_slices, 1)
-    patient_index : Tensor of int, shape (n_slices,)
-        Patient number ``0 .. n_patients - 1`` of each slice.
-    n_patients : int, optional
-        Defaults to ``patient_index.max() + 1``.
-
-    Returns
-    -------
-    Tensor, shape (n_patients,)
-        The gradient flows to the maximal slice of each patient only. A patient without
-        slices gets ``-inf``.
-    """
-    logits = slice_logits.reshape(-1)
-    index = patient_index.reshape(-1).to(device=logits.device, dtype=torch.long)
-    if index.numel() != logits.numel():
-        raise ValueError(f"{logits.numel()} slice logits but {index.numel()} patient indices")
-    if index.numel() and int(index.min()) < 0:
-        raise ValueError("patient indices must be >= 0")
-    if n_patients is None:
-        n_patients = int(index.max()) + 1 if index.numel() else 0
-    out = logits.new_full((int(n_patients),), float("-inf"))
-    if index.numel() and int(index.max()) >= n_patients:
-        raise ValueError(f"patient index {int(index.max())} >= n_patients {n_patients}")
-    return out.scatter_reduce(0, index, logits, reduce="amax", include_self=True)
