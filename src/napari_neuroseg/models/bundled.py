@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import struct
+import warnings
+from collections.abc import Callable, Container
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,62 @@ def check_weights_file(path: str | os.PathLike[str]) -> None:
         raise BundledWeightsError(
             f"{p}: {size} bytes but its header declares {expected} (truncated or corrupt)"
         )
+
+
+def usable_bundled_sidecars(
+    folder: str | os.PathLike[str],
+    read_spec: Callable[[Path], ModelSpec],
+    check: Callable[[ModelSpec], object],
+    *,
+    known: Container[str] = (),
+) -> list[Path]:
+    """The sidecars of ``folder``'s shipped checkpoints that can be used, in file-name order.
+
+    Each ``<name>.json`` must be a checkpoint sidecar whose spec is named ``<name>``, next to
+    a complete ``<name>.safetensors`` (:func:`check_weights_file`) that ``check`` accepts. A
+    pair that is not is skipped with a ``UserWarning`` naming it.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The folder of checkpoint pairs (none for a missing folder).
+    read_spec : callable
+        Reads a sidecar's spec (raising ``OSError``, ``ValueError`` or ``LookupError``).
+    check : callable
+        Raises the same when the spec's model cannot be built.
+    known : container of str
+        Names of the models declared already (the warning says whether one keeps its spec).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The usable sidecars.
+    """
+    usable: list[Path] = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return usable
+    for sidecar in sorted(folder.glob("*.json")):
+        try:
+            spec = read_spec(sidecar)
+            if spec.name != sidecar.stem:
+                raise BundledWeightsError(f"its spec is named {spec.name!r}, not {sidecar.stem!r}")
+            check_weights_file(sidecar.with_suffix(".safetensors"))
+            check(spec)
+        except (OSError, ValueError, LookupError) as err:  # CheckpointError, SpecError...
+            fallback = (
+                "the declared spec stays, with random weights"
+                if sidecar.stem in known
+                else "no such model is registered"
+            )
+            warnings.warn(
+                f"bundled checkpoint {sidecar} is not used: {err} ({fallback})",
+                UserWarning,
+                stacklevel=4,
+            )
+            continue
+        usable.append(sidecar)
+    return usable
 
 
 def training_data_text(spec: ModelSpec) -> str | None:

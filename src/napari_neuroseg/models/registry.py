@@ -17,7 +17,6 @@ import copy
 import dataclasses
 import inspect
 import os
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -42,7 +41,7 @@ from napari_neuroseg.models._registry_checks import (
 )
 from napari_neuroseg.models.bundled import (
     bundled_weights_folder,
-    check_weights_file,
+    usable_bundled_sidecars,
     weights_provenance,
 )
 from napari_neuroseg.models.spec import ModelSpec
@@ -254,37 +253,11 @@ class ModelRegistry:
             Names of the models registered, in file-name order (none for a missing folder).
         """
         names: list[str] = []
-        folder = Path(folder)
-        if not folder.is_dir():
-            return names
-        for sidecar in sorted(folder.glob("*.json")):
-            try:
-                spec = self._bundled_spec(sidecar)
-            except (OSError, ValueError, LookupError) as err:  # CheckpointError, SpecError...
-                fallback = (
-                    "the declared spec stays, with random weights"
-                    if sidecar.stem in self._specs
-                    else "no such model is registered"
-                )
-                warnings.warn(
-                    f"bundled checkpoint {sidecar} is not used: {err} ({fallback})",
-                    UserWarning,
-                    stacklevel=3,
-                )
-                continue
-            self.register_checkpoint(sidecar)
+        for sidecar in usable_bundled_sidecars(folder, read_spec, self.check, known=self._specs):
+            spec = self.register_checkpoint(sidecar)
             self._bundled.add(spec.name)
             names.append(spec.name)
         return names
-
-    def _bundled_spec(self, sidecar: Path) -> ModelSpec:
-        """The spec of a bundled pair after the cheap checks of :meth:`register_bundled`."""
-        spec = read_spec(sidecar)
-        if spec.name != sidecar.stem:
-            raise RegistryError(f"its spec is named {spec.name!r}, not {sidecar.stem!r}")
-        check_weights_file(sidecar.with_suffix(".safetensors"))
-        self.check(spec)
-        return spec
 
     def register_checkpoints(self, folder: str | os.PathLike[str]) -> list[str]:
         """Register every checkpoint (``*.json`` sidecar with its weights) in ``folder``.
