@@ -360,7 +360,7 @@ def test_a_label_store_exports_each_committed_region_once(tmp_path):
     assert np.array_equal(data.read_mask(item), labels)
     assert data.read_image(item).shape == (64, 96, 3)
     # the Export widget's worker takes the store's path, as its layer metadata gives it
-    from napari_neuroseg.widgets.export_widget import run_export
+    from napari_neuroseg.widgets._export_job import run_export
 
     again = run_export(image, str(tmp_path / "store"), None, None, "tissue",
                        class_map.class_map(), str(tmp_path / "ds"), {"slide_id": "S"})

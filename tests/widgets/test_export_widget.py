@@ -10,7 +10,8 @@ from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.samples.ct import write_ct_series
 from napari_neuroseg.samples.mri import write_lgg_patient
 from napari_neuroseg.samples.slide import write_synthetic_slide
-from napari_neuroseg.widgets.export_widget import ExportWidget, parse_class_text
+from napari_neuroseg.widgets._export_job import parse_class_text
+from napari_neuroseg.widgets.export_widget import ExportWidget
 
 pytestmark = pytest.mark.gui
 PLUGIN = "napari-neuroseg"
@@ -59,13 +60,6 @@ def _points(geometry):
 def _click_and_wait(widget, qtbot, button, until):
     button.clicked.emit()
     qtbot.waitUntil(until, timeout=TIMEOUT)
-
-
-def test_parse_class_text():
-    assert parse_class_text("0: background, 2: tumour") == {0: "background", 2: "tumour"}
-    assert parse_class_text("background\ntumour") == {0: "background", 1: "tumour"}
-    with pytest.raises(ValueError, match="empty"):
-        parse_class_text(" ")
 
 
 def test_a_slide_region_is_exported_and_round_trips_through_geojson(viewer, widget, qtbot,

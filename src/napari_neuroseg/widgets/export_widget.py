@@ -9,8 +9,6 @@ scratch) or, for a multiscale layer backed by a label store (``metadata["neurose
 ["label_store"]``), every committed region of the store.
 """
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,25 +26,19 @@ from magicgui.widgets import (
 )
 from qtpy.QtCore import QTimer
 
-from napari_neuroseg.annotate.export import EXPORT_TASKS, ExportReport, export_items
-from napari_neuroseg.annotate.export_plan import (
-    label_store_items,
-    nuclei_tile_items,
-    slide_items,
-    slide_region,
-    volume_items,
-)
-from napari_neuroseg.annotate.geojson import (
-    ImportedLabels,
-    geojson_to_labels,
-    labels_to_geojson,
-    write_geojson,
-)
-from napari_neuroseg.annotate.layer_classes import class_map_of_metadata, export_task_of_metadata
-from napari_neuroseg.dataset.manifest import DatasetError, parse_class_map
+from napari_neuroseg.annotate.export import EXPORT_TASKS, ExportReport
+from napari_neuroseg.annotate.geojson import ImportedLabels
+from napari_neuroseg.annotate.layer_classes import export_task_of_metadata
+from napari_neuroseg.dataset.manifest import DatasetError
 from napari_neuroseg.dataset.tasks import CT_CLASSES, FIXED_CLASS_MAPS, NUCLEI_CLASSES
-from napari_neuroseg.io import LazyImage
-from napari_neuroseg.io.layers import channel_layers, image_from_layer, stack_from_layers
+from napari_neuroseg.widgets._export_geojson import GeoJSONExchange
+from napari_neuroseg.widgets._export_job import (
+    format_class_map,
+    image_record,
+    layer_class_map,
+    parse_class_text,
+    run_export,
+)
 from napari_neuroseg.widgets._panel import fit_panel
 from napari_neuroseg.widgets._workers import connect_events, report_error, start_worker
 
@@ -56,91 +48,9 @@ if TYPE_CHECKING:
 __all__ = ["ExportWidget", "format_class_map", "parse_class_text"]
 
 TASK_OF_MODALITY = {"slide": "tissue", "MR": "mri", "CT": "ct"}
-GEOJSON_MAX_SIDE = 4096  # importing without a labels layer: the finest level this small
 
 
-def parse_class_text(text: str) -> dict[int, str]:
-    """``"0: background, 1: tumour"`` (or bare names, ids 0, 1, ...) as a class map.
-
-    Raises
-    ------
-    DatasetError
-        If it is empty or malformed.
-    """
-    parts = [p.strip() for chunk in text.splitlines() for p in chunk.split(",") if p.strip()]
-    if not parts:
-        raise DatasetError("the class map is empty: give e.g. '0: background, 1: tumour'")
-    out: dict[Any, str] = {}
-    for k, part in enumerate(parts):
-        key, name = part.split(":", 1) if ":" in part else (str(k), part)
-        out[key.strip()] = name.strip()
-    return parse_class_map(out, "class map")
-
-
-def format_class_map(class_map: dict[int, str]) -> str:
-    """The inverse of :func:`parse_class_text`."""
-    return ", ".join(f"{k}: {v}" for k, v in sorted(class_map.items()))
-
-
-def layer_class_map(layer: Any) -> dict[int, str] | None:
-    """Class names a labels layer carries: what made it (a result's model, a label store),
-    else palette metadata, ``classes``, or its features."""
-    if layer is None:
-        return None
-    meta = layer.metadata.get("neuroseg", {})
-    own = class_map_of_metadata(meta)
-    if own is not None:
-        return NUCLEI_CLASSES if own.kind == "instance" else own.class_map()
-    names = (meta.get("class_map") or {}).get("names") or meta.get("classes")
-    if names:
-        if (meta.get("class_map") or {}).get("kind") == "instance":
-            return {0: str(names[0]), 1: str(names[-1])}
-        return {k: str(n) for k, n in enumerate(names)}
-    features = getattr(layer, "features", None)
-    if features is not None and "class" in features and len(features):
-        index = features["index"] if "index" in features else range(len(features))
-        return {int(i): str(n) for i, n in zip(index, features["class"], strict=True)}
-    return None
-
-
-def image_record(layer: Any, layers: Any) -> LazyImage:
-    """The :class:`LazyImage` of an image layer; an MR channel brings its sibling channels."""
-    meta = layer.metadata.get("neuroseg", {})
-    if meta.get("modality") == "MR" and layer.ndim == 3:
-        stack = stack_from_layers(channel_layers(layers, layer))
-        keep = ("patient_id", "files", "series_uid", "slice_numbers", "absent_slices")
-        stack.metadata.update({k: meta[k] for k in keep if k in meta})
-        return stack
-    return image_from_layer(layer)
-
-
-def run_export(image: LazyImage, labels: Any, scale: Any, translate: Any, task: str,
-               class_map: dict[int, str], folder: str, options: dict[str, Any],
-               on_progress: Callable[[int, int], None] | None = None) -> ExportReport:
-    """Plan, validate and write (runs in a worker). ``labels`` may be a label store path."""
-    ids = {"patient_id": options.get("patient_id") or None,
-           "corrected_by_person": options.get("corrected", True)}
-    if task in ("mri", "ct"):
-        items = volume_items(image, task=task, labels=None if task == "ct" else labels,
-                             slice_labels=options.get("slice_labels"),
-                             patient_label=options.get("patient_label"),
-                             series_id=options.get("slide_id") or None, **ids)
-    elif isinstance(labels, str):
-        from napari_neuroseg.annotate.labelstore import LabelStore
-
-        items = label_store_items(image, LabelStore.open(labels), task=task,
-                                  slide_id=options.get("slide_id") or None,
-                                  patient_id=ids["patient_id"])
-    else:
-        region = slide_region(image, scale, translate)
-        items = slide_items(image, labels, region, task="nuclei" if "nuclei" in task else task,
-                            slide_id=options.get("slide_id") or None, **ids)
-    if task == "nuclei-tiles":
-        items = [t for item in items for t in nuclei_tile_items(item, options["tile_size"])]
-    return export_items(items, folder, task, class_map, on_progress=on_progress)
-
-
-class ExportWidget(Container):
+class ExportWidget(GeoJSONExchange, Container):
     """Export corrected labels as training data; exchange slide labels with QuPath.
 
     Parameters
@@ -384,84 +294,6 @@ class ExportWidget(Container):
         report_error(err, "Export")
         self.status.value = f"Failed: {err}"
 
-    # -- GeoJSON ------------------------------------------------------------------------------
-    def export_geojson(self) -> None:
-        """Write the labels layer as QuPath GeoJSON (level-0 pixel coordinates)."""
-        try:
-            layer, path = self.labels_layer.value, str(self.geojson_file.value)
-            if layer is None or self.image_layer.value is None:
-                raise ValueError("choose the labels layer and the slide it belongs to")
-            if not path or path == ".":
-                raise ValueError("choose a GeoJSON file to write")
-            labels, _, _ = self._labels_data()
-            if isinstance(labels, str):
-                raise ValueError("GeoJSON export works on a labels layer, not a label store")
-            region = slide_region(image_from_layer(self.image_layer.value), layer.scale,
-                                  layer.translate)
-            downsample, offset = region.downsample, region.offset
-            classes = parse_class_text(self.classes.value)
-            instances = self.task.value in ("nuclei", "nuclei-tiles")
-            colors = {k: tuple(layer.get_color(k)[:3]) for k in classes
-                      if k and layer.get_color(k) is not None}
-        except ValueError as err:
-            self._fail(err)
-            return
-
-        def work() -> Path:
-            data = labels_to_geojson(labels, classes, offset=offset, downsample=downsample,
-                                     instances=instances, colors=colors)
-            return write_geojson(path, data)
-
-        self.status.value = "Writing GeoJSON ..."
-        start_worker(work, on_done=lambda p: setattr(self.status, "value", f"Wrote {p}"),
-                     on_error=self._fail)
-
-    def import_geojson(self) -> None:
-        """Rasterise a QuPath GeoJSON file into a new labels layer (unknown classes added)."""
-        try:
-            path = str(self.geojson_file.value)
-            if not Path(path).is_file():
-                raise ValueError(f"{path}: choose an existing GeoJSON file")
-            if self.image_layer.value is None:
-                raise ValueError("choose the slide the annotations belong to")
-            image = image_from_layer(self.image_layer.value)
-            layer = self.labels_layer.value
-            if layer is not None and not getattr(layer, "multiscale", False):
-                shape = layer.data.shape[-2:]
-                scale, translate = tuple(layer.scale), tuple(layer.translate)
-            else:
-                shape, scale, translate = _level_grid(image)
-            region = slide_region(image, scale, translate)
-            classes = parse_class_text(self.classes.value)
-            instances = self.task.value in ("nuclei", "nuclei-tiles")
-        except ValueError as err:
-            self._fail(err)
-            return
-
-        def work() -> ImportedLabels:
-            return geojson_to_labels(path, shape, classes, offset=region.offset,
-                                     downsample=region.downsample, instances=instances,
-                                     unknown="add")
-
-        def done(result: ImportedLabels) -> None:
-            self.last_import = result
-            names = list(result.class_map.values())
-            new = self._viewer.add_labels(
-                result.labels, name=f"{Path(path).stem} (GeoJSON)", scale=scale,
-                translate=translate, opacity=0.5,
-                features=None if instances else {"index": list(result.class_map),
-                                                 "class": names},
-                metadata={"neuroseg": {"classes": names, "source": image.source}})
-            self.labels_layer.value = new
-            if result.added:
-                self.classes.value = format_class_map(result.class_map)
-            self.status.value = (f"Imported {result.features} feature(s)"
-                                 + (f", skipped {result.skipped}" if result.skipped else "")
-                                 + (f"; new classes {result.added}" if result.added else ""))
-
-        self.status.value = "Reading GeoJSON ..."
-        start_worker(work, on_done=done, on_error=self._fail)
-
     def _teardown(self) -> None:
         """Stop polling and disconnect from the viewer's events (once; also when napari
         removes the dock or the viewer closes)."""
@@ -475,18 +307,3 @@ class ExportWidget(Container):
         """Disconnect from the viewer's events."""
         self._teardown()
         super().close()
-
-
-def _level_grid(image: LazyImage) -> tuple[tuple[int, int], tuple[float, float],
-                                           tuple[float, float]]:
-    """Shape, scale and translate of the finest level with both sides <= GEOJSON_MAX_SIDE."""
-    downsamples = image.downsamples()
-    for level, array in enumerate(image.levels):
-        if max(array.shape[:2]) <= GEOJSON_MAX_SIDE or level == len(image.levels) - 1:
-            base = float(image.scale[-1])
-            mpp = base * downsamples[level]
-            t0 = tuple(image.translate or (0.0, 0.0))[-2:]
-            shift = (mpp - base) / 2
-            return ((int(array.shape[0]), int(array.shape[1])), (mpp, mpp),
-                    (t0[0] + shift, t0[1] + shift))
-    raise ValueError("the slide has no levels")
