@@ -4,8 +4,9 @@ Pure Python over the engine: no napari, no Qt. The widgets turn the viewer's cam
 numbers and call these.
 """
 
-from napari_neuroseg.live.session import LiveSession, LiveUpdate, ViewTooLarge
+from napari_neuroseg.live.session import LiveSession
 from napari_neuroseg.live.store import ResultStore
+from napari_neuroseg.live.update import LiveUpdate, ViewTooLarge
 from napari_neuroseg.live.viewport import Box, box_to_pixels, visible_box
 
 __all__ = [

@@ -6,7 +6,8 @@ with the visible world box whenever the view settles; that maps the box to worki
 tiles, skips the ones already in the store, cancels what the previous view asked for and
 queues the rest nearest to the centre first. A worker thread iterates
 :meth:`LiveSession.serve`, which computes batches, writes each finished tile core into the
-store and yields a :class:`LiveUpdate` the GUI uses to refresh its layers.
+store and yields a :class:`~napari_neuroseg.live.update.LiveUpdate` the GUI uses to refresh
+its layers.
 
 With ``preview`` on, a request whose view needs more than ``preview_min_tiles`` cores first
 queues a coarse pass (:class:`~napari_neuroseg.live.preview.CoarsePass`: the model on a
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,59 +43,12 @@ from napari_neuroseg.engine import (
 from napari_neuroseg.engine.stitch import contribution
 from napari_neuroseg.live.preview import CoarseGrid, CoarsePass
 from napari_neuroseg.live.store import ResultStore
+from napari_neuroseg.live.update import LiveUpdate, ViewTooLarge
 from napari_neuroseg.live.viewport import Box, box_to_pixels
 
-__all__ = ["LiveSession", "LiveUpdate", "ViewTooLarge"]
+__all__ = ["LiveSession"]
 
 Key = tuple[int | None, int, int]
-
-
-class ViewTooLarge(ValueError):
-    """The view needs more tiles than live mode computes (zoom in, or run the whole image)."""
-
-
-@dataclass(frozen=True)
-class LiveUpdate:
-    """What one step of :meth:`LiveSession.serve` did, for the GUI.
-
-    Attributes
-    ----------
-    tiles : int
-        Tile cores written to the store in this step.
-    region : Region or None
-        Bounding box of the written cores (working pixels); None when nothing was written.
-    computed, cached, skipped : int
-        How this step's tiles were obtained (predictor, tile cache, tissue filter).
-    pending : int
-        Cores of the current request not yet finished.
-    requested : int
-        Cores the current request asked for (for a progress bar).
-    generation : int
-        The request this step served.
-    error : str or None
-        A failed batch (its tiles are dropped; the session goes on).
-    preview : bool
-        This step wrote the coarse pass (``tiles`` counts the cores it painted).
-    preview_mpp : float or None
-        Pixel size the coarse pass ran at (slide units), with ``preview``.
-    """
-
-    tiles: int = 0
-    region: Region | None = None
-    computed: int = 0
-    cached: int = 0
-    skipped: int = 0
-    pending: int = 0
-    requested: int = 0
-    generation: int = 0
-    error: str | None = None
-    preview: bool = False
-    preview_mpp: float | None = None
-
-    @property
-    def done(self) -> bool:
-        """Whether the current request is finished."""
-        return self.pending == 0
 
 
 def _bounding(regions: list[Region]) -> Region | None:
