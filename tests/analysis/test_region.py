@@ -10,7 +10,6 @@ from scipy import ndimage as ndi
 from napari_neuroseg.analysis.region import (
     DEFAULT_POSTPROCESS,
     cap_region,
-    nuclei_density,
     postprocess_options,
     segment_nuclei,
     to_uint8_rgb,
@@ -129,11 +128,6 @@ def test_postprocess_options_from_spec_and_overrides():
     assert postprocess_options(saved, {"min_size": 4})["min_size"] == 4
     with pytest.raises(ValueError, match="ksize"):
         postprocess_options(base, {"ksize": 4})
-
-
-def test_density_formula():
-    assert nuclei_density(50, 0.25) == 200.0
-    assert nuclei_density(3, 0.0) == 0.0
 
 
 def test_stain_output_is_uint8_rgb_aligned_with_the_source():

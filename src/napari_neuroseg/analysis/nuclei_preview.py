@@ -5,7 +5,7 @@ hematoxylin watershed (:mod:`napari_neuroseg.analysis.nuclei_classical`) is seve
 faster and gives nuclear instances of the same kind. :func:`preview_nuclei` runs it over the
 region the model will analyse (same capping, same working grid), on every ``step``-th pixel
 when the region is larger than ``max_pixels`` (nuclei are still several pixels across at
-1 µm/px), and returns a :class:`~napari_neuroseg.analysis.region.NucleiResult` aligned like
+1 µm/px), and returns a :class:`~napari_neuroseg.analysis.results.NucleiResult` aligned like
 the model's, whose ``preview`` says what it is. It is not the model: the widgets show it
 as a preview until the model's result replaces it.
 """
@@ -17,7 +17,8 @@ import math
 import numpy as np
 
 from napari_neuroseg.analysis.nuclei_classical import ClassicalNucleiOptions, classical_nuclei
-from napari_neuroseg.analysis.region import DEFAULT_MAX_SIZE, NucleiResult, cap_region
+from napari_neuroseg.analysis.region import DEFAULT_MAX_SIZE, cap_region
+from napari_neuroseg.analysis.results import NucleiResult
 from napari_neuroseg.analysis.slide import SlidePlan
 from napari_neuroseg.engine import Region, TileCounts
 from napari_neuroseg.engine.stitch import world_offset
