@@ -49,6 +49,21 @@ def _check(image: np.ndarray, mask: Mask) -> None:
         raise ValueError(f"mask {mask.shape} does not match image {image.shape[:2]}")
 
 
+class _IntensityAugment:
+    """Base of the intensity-only augmentations: the mask passes through unchanged.
+
+    Subclasses implement :meth:`_apply` on the image as float32 in [0, 1] (a view of a float32
+    input: copy before writing into it); the result is clipped and given the input's dtype.
+    """
+
+    def __call__(self, image: np.ndarray, mask: Mask = None, rng=None) -> Pair:
+        _check(image, mask)
+        return _restore(self._apply(_float(image), _rng(rng)), image), mask
+
+    def _apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+
 class Compose:
     """Apply augmentations in order."""
 
@@ -76,62 +91,50 @@ class RandomApply:
 
 
 @dataclass(frozen=True)
-class Gamma:
+class Gamma(_IntensityAugment):
     """``image ** g`` with ``g`` uniform in ``[low, high]``."""
 
     low: float = 0.9
     high: float = 1.1
 
-    def __call__(self, image: np.ndarray, mask: Mask = None, rng=None) -> Pair:
-        _check(image, mask)
-        g = _rng(rng).uniform(self.low, self.high)
-        return _restore(np.clip(_float(image), 0, 1) ** g, image), mask
+    def _apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.clip(image, 0, 1) ** rng.uniform(self.low, self.high)
 
 
 @dataclass(frozen=True)
-class GaussianBlur:
+class GaussianBlur(_IntensityAugment):
     """Gaussian blur over H and W with sigma uniform in ``[sigma_low, sigma_high]`` pixels."""
 
     sigma_low: float = 0.3
     sigma_high: float = 0.7
 
-    def __call__(self, image: np.ndarray, mask: Mask = None, rng=None) -> Pair:
-        _check(image, mask)
-        sigma = _rng(rng).uniform(self.sigma_low, self.sigma_high)
-        sigmas = (sigma, sigma) + (0,) * (image.ndim - 2)
-        return _restore(ndimage.gaussian_filter(_float(image), sigmas), image), mask
+    def _apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        sigma = rng.uniform(self.sigma_low, self.sigma_high)
+        return ndimage.gaussian_filter(image, (sigma, sigma) + (0,) * (image.ndim - 2))
 
 
 @dataclass(frozen=True)
-class Clahe:
+class Clahe(_IntensityAugment):
     """Contrast-limited adaptive histogram equalisation (``equalize_adapthist``)."""
 
     clip_limit: float = 0.01
     kernel_size: int | None = None
 
-    def __call__(self, image: np.ndarray, mask: Mask = None, rng=None) -> Pair:
-        _check(image, mask)
-        src = np.clip(_float(image), 0, 1)
-        out = exposure.equalize_adapthist(
-            src, kernel_size=self.kernel_size, clip_limit=self.clip_limit
-        )
-        return _restore(out, image), mask
+    def _apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return exposure.equalize_adapthist(np.clip(image, 0, 1), kernel_size=self.kernel_size,
+                                           clip_limit=self.clip_limit)
 
 
 @dataclass(frozen=True)
-class Sharpen:
+class Sharpen(_IntensityAugment):
     """Unsharp mask ``x + amount * (x - blur(x))`` (the CT metastasis recipe: "2x sharpening")."""
 
     amount: float = 2.0
     radius: float = 1.0
 
-    def __call__(self, image: np.ndarray, mask: Mask = None, rng=None) -> Pair:
-        _check(image, mask)
-        axis = -1 if image.ndim == 3 else None
-        out = filters.unsharp_mask(
-            _float(image), radius=self.radius, amount=self.amount, channel_axis=axis
-        )
-        return _restore(out, image), mask
+    def _apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return filters.unsharp_mask(image, radius=self.radius, amount=self.amount,
+                                    channel_axis=-1 if image.ndim == 3 else None)
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,7 @@ class Affine:
 
 
 @dataclass(frozen=True)
-class ColorJitter:
+class ColorJitter(_IntensityAugment):
     """Brightness, contrast, saturation (factors ``1 +- x``) and hue (shift ``+- hue``) jitter."""
 
     brightness: float = 0.2
@@ -197,20 +200,18 @@ class ColorJitter:
     saturation: float = 0.2
     hue: float = 0.05
 
-    def __call__(self, image: np.ndarray, mask: Mask = None, rng=None) -> Pair:
-        _check(image, mask)
-        rng = _rng(rng)
+    def _apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         b, c, s = (rng.uniform(1 - x, 1 + x) for x in (self.brightness, self.contrast,
                                                         self.saturation))  # fmt: skip
         h = rng.uniform(-self.hue, self.hue)
-        out = _float(image) * b
+        out = image * b
         out = (out - out.mean()) * c + out.mean()
         if image.ndim == 3 and image.shape[2] == 3:
             hsv = color.rgb2hsv(np.clip(out, 0, 1))
             hsv[..., 0] = (hsv[..., 0] + h) % 1.0
             hsv[..., 1] = np.clip(hsv[..., 1] * s, 0, 1)
             out = color.hsv2rgb(hsv)
-        return _restore(out, image), mask
+        return out
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,7 @@ class Cutout:
 
 
 @dataclass(frozen=True)
-class ChannelIntensity:
+class ChannelIntensity(_IntensityAugment):
     """Per-channel intensity and contrast changes, each channel on its own.
 
     For images whose channels are separate measurements (the pre-contrast, FLAIR and
@@ -256,10 +257,8 @@ class ChannelIntensity:
     contrast: float = 0.15
     shift: float = 0.05
 
-    def __call__(self, image: np.ndarray, mask: Mask = None, rng=None) -> Pair:
-        _check(image, mask)
-        rng = _rng(rng)
-        out = _float(image).copy()
+    def _apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        out = image.copy()
         planes = out[..., None] if out.ndim == 2 else out
         for c in range(planes.shape[-1]):
             plane = planes[..., c]
@@ -268,11 +267,11 @@ class ChannelIntensity:
                 rng.uniform(1 - self.gain, 1 + self.gain)
             planes[..., c] = (plane - mean) * contrast + mean * gain + \
                 rng.uniform(-self.shift, self.shift)
-        return _restore(out, image), mask
+        return out
 
 
 @dataclass(frozen=True)
-class StainAugment:
+class StainAugment(_IntensityAugment):
     """H&E stain augmentation in HED optical-density space (Tellez et al. 2018 style).
 
     The optical density ``-log(rgb)`` is unmixed into haematoxylin, eosin and DAB with
@@ -285,17 +284,14 @@ class StainAugment:
     scale: float = 0.05
     shift: float = 0.01
 
-    def __call__(self, image: np.ndarray, mask: Mask = None, rng=None) -> Pair:
-        _check(image, mask)
+    def _apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"stain augmentation needs an RGB (H, W, 3) image, got {image.shape}")
-        rng = _rng(rng)
         alpha = rng.uniform(1 - self.scale, 1 + self.scale, 3)
         beta = rng.uniform(-self.shift, self.shift, 3)
-        optical_density = -np.log(np.clip(_float(image), _OD_FLOOR, 1.0))
+        optical_density = -np.log(np.clip(image, _OD_FLOOR, 1.0))
         hed = optical_density @ color.hed_from_rgb
-        perturbed = (hed * alpha + beta) @ color.rgb_from_hed
-        return _restore(np.exp(-perturbed), image), mask
+        return np.exp(-((hed * alpha + beta) @ color.rgb_from_hed))
 
 
 # -- the recipes' augmentations -------------------------------------------------------------
