@@ -242,26 +242,8 @@ def predict_region(
     """
     computer, tiles, region = _plan_image(image, predictor, options, region, cache, cache_key)
     outputs = _outputs(computer, tiles, options, should_stop, on_progress)
-    values, covered, counts = stitch(
-        outputs,
-        len(tiles),
-        shape=region.shape,
-        origin=region.start,
-        blend=options.blend.value,
-        mode=options.mode.value,
-        n_outputs=options.n_outputs,
-        aggregator=aggregator,
-    )
-    return PredictionResult(
-        probabilities=values,
-        labels=labels_from_probabilities(values, options.threshold),
-        covered=covered,
-        region=region,
-        scale=tuple(float(s) for s in scale),
-        translate=world_offset(translate, scale, region.start),
-        counts=counts,
-        complete=counts.cancelled == 0,
-    )
+    return _stitched(outputs, len(tiles), options, aggregator, region, region.shape,
+                     region.start, scale, translate)
 
 
 def predict_volume(
@@ -295,25 +277,27 @@ def predict_volume(
     blended = options.blend is not BlendMode.NONE
     tiles = [t for z in z_range for t in computer.grid.tiles_in(region, blended=blended, z=z)]
     outputs = _outputs(computer, tiles, options, should_stop, on_progress)
-    start = (z_range.start, *region.start)
+    return _stitched(outputs, len(tiles), options, aggregator, region,
+                     (len(z_range), *region.shape), (z_range.start, *region.start), scale,
+                     translate, planes=z_range)
+
+
+def _stitched(outputs: Any, n_tiles: int, options: EngineOptions,
+              aggregator: AggregatorFactory | None, region: Region, shape: tuple[int, ...],
+              origin: tuple[int, ...], scale: Sequence[float], translate: Sequence[float],
+              planes: range | None = None) -> PredictionResult:
+    """Stitch the tile outputs over ``shape`` at ``origin`` into a placed result."""
     values, covered, counts = stitch(
-        outputs,
-        len(tiles),
-        shape=(len(z_range), *region.shape),
-        origin=start,
-        blend=options.blend.value,
-        mode=options.mode.value,
-        n_outputs=options.n_outputs,
-        aggregator=aggregator,
-    )
+        outputs, n_tiles, shape=shape, origin=origin, blend=options.blend.value,
+        mode=options.mode.value, n_outputs=options.n_outputs, aggregator=aggregator)
     return PredictionResult(
         probabilities=values,
         labels=labels_from_probabilities(values, options.threshold),
         covered=covered,
         region=region,
-        planes=z_range,
+        planes=planes,
         scale=tuple(float(s) for s in scale),
-        translate=world_offset(translate, scale, start),
+        translate=world_offset(translate, scale, origin),
         counts=counts,
         complete=counts.cancelled == 0,
     )
