@@ -108,16 +108,16 @@ def _tissue_specs() -> list[ModelSpec]:
     tissue_kwargs: dict[str, Any] = {
         "in_channels": 3, "n_source_classes": 8, "first_filters": 48, "growth_rate": 16,
         "down_blocks": [4, 5, 7, 10, 12], "bottleneck_layers": 15}
+    common: dict[str, Any] = {"task": "semantic_segmentation", "architecture": "tissue",
+                              "output": "probabilities"}
     return [
         ModelSpec(
             name="gbm-tissue-8",
-            task="semantic_segmentation",
-            architecture="tissue",
+            **common,
             arch_kwargs={**tissue_kwargs, "mapping_head": False},
             input=_he_tissue_input(("tissue_mask",)),
             classes=GBM_CLASSES,
             colors=tuple(REGION_COLORS[c] for c in GBM_CLASSES),
-            output="probabilities",
             description="8-class glioblastoma H&E region segmentation (IvyGAP anatomic "
             "structures) with the GBM_WSSM FC-DenseNet; the source model of lgg-tissue "
             "(the LGG tissue recipe).",
@@ -125,13 +125,11 @@ def _tissue_specs() -> list[ModelSpec]:
         ),
         ModelSpec(
             name="lgg-tissue",
-            task="semantic_segmentation",
-            architecture="tissue",
+            **common,
             arch_kwargs={**tissue_kwargs, "n_target_classes": 4, "mapping_head": True},
             input=_he_tissue_input(),
             classes=LGG_CLASSES,
             colors=tuple(REGION_COLORS[c] for c in LGG_CLASSES),
-            output="probabilities",
             description="Lower-grade glioma H&E regions (cellular tumour, leading edge, "
             "infiltrating tumour) by transfer from the 8-class GBM model through a 1x1 "
             "mapping head, Macenko-normalised (the LGG tissue recipe).",
@@ -153,17 +151,13 @@ def _mri_specs() -> list[ModelSpec]:
         "output": "logit",
         "extra": {"seed": "001", "dataset": "Kaggle LGG MRI segmentation (Buda et al. 2019)"},
     }
+    # the three sequences in, one FLAIR-abnormality logit out, 32 features at full resolution
+    sequences_in_logit_out = {"in_channels": 3, "out_channels": 1, "base_features": 32}
     return [
         ModelSpec(
             name="mri-flair-unet",
             architecture="unet",
-            arch_kwargs={
-                "in_channels": 3,
-                "out_channels": 1,
-                "depth": 5,
-                "base_features": 32,
-                "convs_per_block": 2,
-            },
+            arch_kwargs={**sequences_in_logit_out, "depth": 5, "convs_per_block": 2},
             input=_mri_input(),
             description="FLAIR-abnormality segmentation of brain MRI slices (pre-contrast, "
             "FLAIR, post-contrast) with the 5-floor U-Net of the FLAIR MRI recipe (model 1).",
@@ -173,9 +167,7 @@ def _mri_specs() -> list[ModelSpec]:
             name="mri-flair-transunet",
             architecture="transunet",
             arch_kwargs={
-                "in_channels": 3,
-                "out_channels": 1,
-                "base_features": 32,
+                **sequences_in_logit_out,
                 "depth": 4,
                 "embed_dim": 256,
                 "num_heads": 8,
