@@ -14,8 +14,8 @@ from napari_neuroseg.preprocess.stain import (
     HE_REFERENCE,
     MAX_CONCENTRATIONS_REFERENCE,
     MacenkoNormalizer,
-    estimate_stains,
 )
+from napari_neuroseg.preprocess.stain_estimate import estimate_stains
 from napari_neuroseg.preprocess.tissue import tissue_mask
 from napari_neuroseg.samples._slide_texture import he_region
 

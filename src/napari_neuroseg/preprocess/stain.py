@@ -6,8 +6,9 @@ ISBI 2009. Colours are mapped to optical density ``OD = -log(I / Io)``; pixels w
 ``beta`` in any channel are transparent and ignored; the stain vectors are the directions at
 the ``alpha`` and ``100 - alpha`` angle percentiles in the plane of the two main eigenvectors
 of the OD covariance; concentrations are least-squares solutions, scaled so that their 99th
-percentiles match the target's. The default target is the H&E reference of the common
-Macenko implementations. Fitting and mapping in numpy; :meth:`MacenkoNormalizer.transform_torch`
+percentiles match the target's (the estimate: :mod:`napari_neuroseg.preprocess.stain_estimate`).
+The default target is the H&E reference of the common Macenko implementations. Fitting and
+mapping in numpy; :meth:`MacenkoNormalizer.transform_torch`
 does the same mapping in torch on any device.
 """
 
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_neuroseg.preprocess.stain_estimate import estimate_stains, optical_density
 from napari_neuroseg.preprocess.tissue import lowres_level
 from napari_neuroseg.preprocess.tissue import tissue_mask as hsv_tissue_mask
 
@@ -28,16 +30,12 @@ __all__ = [
     "HE_REFERENCE",
     "MAX_CONCENTRATIONS_REFERENCE",
     "MacenkoNormalizer",
-    "estimate_stains",
-    "optical_density",
 ]
 
 #: Reference H&E stain vectors (rows: hematoxylin, eosin; unit OD vectors in R, G, B).
 HE_REFERENCE = ((0.5626, 0.7201, 0.4062), (0.2159, 0.8012, 0.5581))
 #: Reference 99th-percentile concentrations of hematoxylin and eosin.
 MAX_CONCENTRATIONS_REFERENCE = (1.9705, 1.0308)
-#: Fewer non-transparent pixels than this cannot give a stable stain estimate.
-MIN_STAINED_PIXELS = 100
 #: Arrays of a :meth:`MacenkoNormalizer.to_dict` record and their shapes.
 _RECORD_ARRAYS = (
     ("stain_matrix", (2, 3)),
@@ -48,107 +46,6 @@ _RECORD_ARRAYS = (
 #: Pixels per block in the numpy transform: temporaries stay in cache, and BLAS stays
 #: single-threaded (larger blocks were up to 10x slower with 2 busy cores).
 _BLOCK = 1 << 14
-
-
-def optical_density(rgb: np.ndarray, io: float = 240.0) -> np.ndarray:
-    """Optical density ``-log(max(I, 1) / io)`` of an RGB image.
-
-    Parameters
-    ----------
-    rgb : numpy.ndarray
-        ``(..., 3)`` intensities in 0-255.
-    io : float, optional
-        Transmitted (background) light intensity.
-
-    Returns
-    -------
-    numpy.ndarray
-        float64 array of the same shape (negative where ``I > io``).
-    """
-    return -np.log(np.maximum(np.asarray(rgb, dtype=np.float64), 1.0) / io)
-
-
-def estimate_stains(
-    rgb: np.ndarray,
-    tissue_mask: np.ndarray | None = None,
-    *,
-    io: float = 240.0,
-    alpha: float = 1.0,
-    beta: float = 0.15,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Estimate the H&E stain matrix and 99th-percentile concentrations of an image (Macenko).
-
-    Parameters
-    ----------
-    rgb : numpy.ndarray
-        ``(H, W, 3)`` (or ``(N, 3)`` pixels) uint8 RGB.
-    tissue_mask : numpy.ndarray, optional
-        Bool mask of the pixels to use (same leading shape as ``rgb``).
-    io : float, optional
-        Transmitted light intensity.
-    alpha : float, optional
-        Angle percentile (in percent) of the extreme stain directions.
-    beta : float, optional
-        Pixels with OD below this in any channel are treated as transparent.
-
-    Returns
-    -------
-    stain_matrix : numpy.ndarray
-        ``(2, 3)`` unit OD vectors, hematoxylin first.
-    max_concentrations : numpy.ndarray
-        ``(2,)`` 99th percentiles of the concentrations over the stained pixels.
-
-    Raises
-    ------
-    ValueError
-        If fewer than ``MIN_STAINED_PIXELS`` stained pixels are left (blank or masked out).
-    """
-    od = _stained_pixels(rgb, tissue_mask, io, beta)
-    basis = _principal_plane(od)
-    projected = od @ basis
-    angles = np.arctan2(projected[:, 1], projected[:, 0])
-    low, high = np.percentile(angles, [alpha, 100.0 - alpha])
-    first = basis @ np.array([np.cos(low), np.sin(low)])
-    second = basis @ np.array([np.cos(high), np.sin(high)])
-    # Hematoxylin absorbs more red than eosin does.
-    stains = np.stack([first, second] if first[0] > second[0] else [second, first])
-    stains /= np.linalg.norm(stains, axis=1, keepdims=True)
-    max_concentrations = np.percentile(od @ np.linalg.pinv(stains), 99, axis=0)
-    if not np.all(max_concentrations > 0):
-        raise ValueError(f"cannot estimate stains: 99th-percentile concentrations "
-                         f"{max_concentrations} are not positive (is only one stain present?)")
-    return stains, max_concentrations
-
-
-def _stained_pixels(
-    rgb: np.ndarray, mask: np.ndarray | None, io: float, beta: float
-) -> np.ndarray:
-    rgb = np.asarray(rgb)
-    if rgb.shape[-1] != 3:
-        raise ValueError(f"Macenko needs RGB pixels (..., 3), got shape {rgb.shape}")
-    od = optical_density(rgb, io).reshape(-1, 3)
-    keep = np.all(od >= beta, axis=1)
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != rgb.shape[:-1]:
-            raise ValueError(f"tissue mask shape {mask.shape} does not match image {rgb.shape}")
-        keep &= mask.reshape(-1)
-    if keep.sum() < MIN_STAINED_PIXELS:
-        raise ValueError(
-            f"cannot estimate stains: only {int(keep.sum())} stained pixels (optical density "
-            f">= {beta} in every channel, inside the tissue mask); need {MIN_STAINED_PIXELS}. "
-            "Is the image blank background, or the tissue mask empty?"
-        )
-    return od[keep]
-
-
-def _principal_plane(od: np.ndarray) -> np.ndarray:
-    """The two main eigenvectors of the OD covariance as columns, the first pointing into OD>0."""
-    _, vectors = np.linalg.eigh(np.cov(od, rowvar=False))
-    basis = vectors[:, [2, 1]].copy()
-    if basis[:, 0].sum() < 0:
-        basis[:, 0] *= -1
-    return basis
 
 
 class MacenkoNormalizer:
@@ -229,17 +126,7 @@ class MacenkoNormalizer:
                    ) -> MacenkoNormalizer:
         """Fit the target stains on a reference image instead of the H&E reference values.
 
-        Parameters
-        ----------
-        rgb : numpy.ndarray
-            ``(H, W, 3)`` uint8 RGB with the wanted staining.
-        tissue_mask : numpy.ndarray, optional
-            ``(H, W)`` bool; only these pixels are used.
-
-        Returns
-        -------
-        MacenkoNormalizer
-            ``self``.
+        As :meth:`fit`, with ``rgb`` an image of the wanted staining; returns ``self``.
         """
         self.target_stain_matrix, self.target_max_concentrations = self._estimate(rgb, tissue_mask)
         return self
