@@ -28,10 +28,8 @@ from napari_neuroseg.dataset import Dataset
 from napari_neuroseg.models.checkpoint import LoadedModel
 from training.tasks._common import DataError, task_split
 from training.tasks.nuclei.data import rgb
-from training.tasks.nuclei.task import (
-    mean_instance_scores,
-    postprocess_options,
-)
+from training.tasks.nuclei.scoring import mean_instance_scores
+from training.tasks.nuclei.task import postprocess_options
 
 __all__ = ["BASELINES", "SPLITS", "baseline_options", "baseline_scores", "compare",
            "comparison_table", "evaluation_indices"]

@@ -32,6 +32,7 @@ from training.tasks._common import (
     write_outputs,
 )
 from training.tasks.nuclei.data import nuclei_augment
+from training.tasks.nuclei.scoring import METRIC_KEYS, mean_instance_scores, predict_instances
 from training.tasks.nuclei.sources import (
     MixedCrops,
     RandomMacenko,
@@ -41,13 +42,10 @@ from training.tasks.nuclei.sources import (
 )
 from training.tasks.nuclei.targets import HoVerNetLoss
 from training.tasks.nuclei.task import (
-    METRIC_KEYS,
     MODEL,
     Config,
     fit_best,
-    mean_instance_scores,
     postprocess_options,
-    predict_instances,
     type_classes,
 )
 

@@ -22,8 +22,9 @@ from napari_neuroseg.models.hovernet_post import hovernet_instances, instance_ty
 from napari_neuroseg.models.runner import normalize
 from training.tasks._common import DataError
 from training.tasks.nuclei.data import macenko_normalise, rgb
+from training.tasks.nuclei.scoring import mean_instance_scores
 from training.tasks.nuclei.sources import resize_labels, resize_rgb, type_lookup, working_shape
-from training.tasks.nuclei.task import mean_instance_scores, postprocess_options, uses_macenko
+from training.tasks.nuclei.task import postprocess_options, uses_macenko
 from training.tasks.nuclei.type_scores import type_scores
 
 __all__ = ["TileMaps", "model_scores", "tile_maps", "typed_names"]

@@ -32,25 +32,21 @@ so :func:`evaluate` and the plugin segment with the values the model was selecte
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from napari_neuroseg.dataset import Dataset
 from napari_neuroseg.models.checkpoint import LoadedModel, load_checkpoint
-from napari_neuroseg.models.hovernet_post import PostprocessOptions, hovernet_instances
+from napari_neuroseg.models.hovernet_post import PostprocessOptions
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.spec import ModelSpec
 from training.config import TrainConfig
 from training.ddp import DistInfo
 from training.loop import Trainer
-from training.metrics import nuclei_metrics
 from training.runfolder import RunFolder
 from training.tasks._common import (
     DataError,
@@ -66,6 +62,14 @@ from training.tasks._common import (
     write_outputs,
 )
 from training.tasks.nuclei.data import NucleiTiles, crops_per_tile, nuclei_augment
+from training.tasks.nuclei.scoring import (
+    METRIC_KEYS,
+    instance_scores,
+    plot_example,
+)
+from training.tasks.nuclei.scoring import (  # imported from here by other tasks
+    mean_instance_scores as mean_instance_scores,
+)
 from training.tasks.nuclei.sources import is_source_folder
 from training.tasks.nuclei.targets import HoVerNetLoss
 
@@ -84,7 +88,6 @@ DESCRIPTION = (
 MODEL = "nuclei-hovernet"
 #: Post-processing options (:func:`hovernet_instances` keywords) and the Config fields.
 POSTPROCESS = PostprocessOptions.names()
-METRIC_KEYS = ("dice", "aji", "dq", "sq", "pq")
 
 
 @dataclass
@@ -204,60 +207,6 @@ def uses_macenko(spec: ModelSpec, setting: bool | None = None) -> bool:
     return "macenko" in spec.input.preprocessing if setting is None else bool(setting)
 
 
-def predict_instances(model: nn.Module, x: torch.Tensor, post: dict[str, Any]
-                      ) -> list[np.ndarray]:
-    """Instance labels of a normalised batch ``(N, 3, H, W)`` (model already in eval mode).
-
-    The network's ``np`` logits become probabilities (softmax, as in
-    :class:`~napari_neuroseg.models.runner.ModelRunner`) and go with ``hv`` through
-    :func:`hovernet_instances` with the options ``post``.
-    """
-    out = model(x)
-    prob = torch.softmax(out["np"].float(), dim=1)[:, 1].cpu().numpy()
-    hv = out["hv"].float().cpu().numpy()
-    return [hovernet_instances(p, h, **post) for p, h in zip(prob, hv, strict=True)]
-
-
-def instance_scores(model: nn.Module, loader, device: torch.device, post: dict[str, Any]
-                    ) -> dict[str, Any]:
-    """Mean Dice, AJI, DQ, SQ, PQ over the tiles of ``loader`` and the nuclei counted.
-
-    Tiles are scored one by one as they come (nothing but the scores is kept).
-    """
-    model.eval()
-
-    def pairs():
-        with torch.inference_mode():
-            for x, _, instances in loader:
-                yield from zip(instances.numpy(), predict_instances(model, x.to(device), post),
-                               strict=True)
-
-    return mean_instance_scores(pairs())
-
-
-def mean_instance_scores(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
-    """Score ``(true, predicted)`` instance-label pairs one at a time (:func:`nuclei_metrics`)
-    and return the NaN-aware means of :data:`METRIC_KEYS`, ``n_images``, ``nuclei_true`` and
-    ``nuclei_pred`` ({} for no pairs). Models and baselines are scored through this alike."""
-    rows, n_true, n_pred = [], 0, 0
-    for true, pred in pairs:
-        scores = nuclei_metrics([true], [pred])
-        rows.append([np.nan if scores[k] is None else scores[k] for k in METRIC_KEYS])
-        n_true += len(np.unique(true[true > 0]))
-        n_pred += int(pred.max())
-    if not rows:
-        return {}
-    means = np.nanmean(np.asarray(rows, dtype=np.float64), axis=0)
-    out: dict[str, Any] = {k: float(v) if np.isfinite(v) else None
-                           for k, v in zip(METRIC_KEYS, means, strict=True)}
-    out.update(n_images=len(rows), nuclei_true=n_true, nuclei_pred=n_pred)
-    return out
-
-
-def _loader(tiles: NucleiTiles, batch_size: int) -> DataLoader:
-    return DataLoader(tiles, batch_size=batch_size if tiles.same_shape else 1, shuffle=False)
-
-
 def evaluate(loaded: LoadedModel, data: Dataset, device: torch.device,
              batch_size: int = 8) -> dict[str, Any]:
     """Dice, AJI and PQ (with DQ, SQ) of a checkpoint's instances on every tile of ``data``.
@@ -317,33 +266,6 @@ def _check_nuclei(data: Dataset, train_indices: np.ndarray) -> None:
         for cid, n in per_item.items():
             counts[cid] = counts.get(cid, 0) + n
     check_classes_present(data, counts)
-
-
-def _plot_example(model: nn.Module, tiles: NucleiTiles, device: torch.device,
-                  post: dict[str, Any], path: Path) -> Path:
-    """Image, true and predicted instance outlines of the first validation tile."""
-    from skimage.segmentation import find_boundaries
-
-    from training.report import _pyplot, _save
-
-    image, _ = tiles.read(tiles.indices[0])
-    x, _, true = tiles[0]
-    model.eval()
-    with torch.inference_mode():
-        pred = predict_instances(model, x[None].to(device), post)[0]
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
-    for ax, labels, title in ((axes[0], None, "image"), (axes[1], true.numpy(), "annotation"),
-                              (axes[2], pred, "prediction")):
-        shown = np.array(image, copy=True)
-        if labels is not None:
-            shown[find_boundaries(labels, mode="inner")] = (255, 255, 0)
-            title = f"{title}: {len(np.unique(labels[labels > 0]))} nuclei"
-        ax.imshow(shown)
-        ax.set_title(title)
-        ax.axis("off")
-    fig.suptitle(tiles.data.items[tiles.indices[0]].id, fontsize=9)
-    return _save(fig, path)
 
 
 def fit_best(model: nn.Module, spec: ModelSpec, train, val, loss: nn.Module, evaluate_fn,
@@ -413,7 +335,7 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
                    train_tiles=len(split.train_indices), val_tiles=len(split.val_indices))
     plots = []
     if config.out and (dist is None or dist.is_main):
-        plots.append(_plot_example(final, val_tiles, trainer.device, post,
+        plots.append(plot_example(final, val_tiles, trainer.device, post,
                                    RunFolder(config.out).plots / "instances.png"))
     write_outputs(config, spec, data, metrics, history, dist=dist, plots=plots, notes=[
         f"Patient-wise split: {len(split.train_patients)} training patient(s) "

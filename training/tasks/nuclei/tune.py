@@ -39,12 +39,8 @@ from napari_neuroseg.models.spec import ModelSpec
 from training.tasks._common import DataError
 from training.tasks.nuclei.compare import baseline_scores, comparison_table, evaluation_indices
 from training.tasks.nuclei.native import TileMaps, tile_maps
-from training.tasks.nuclei.task import (
-    METRIC_KEYS,
-    POSTPROCESS,
-    mean_instance_scores,
-    postprocess_options,
-)
+from training.tasks.nuclei.scoring import METRIC_KEYS, mean_instance_scores
+from training.tasks.nuclei.task import POSTPROCESS, postprocess_options
 
 __all__ = ["BASELINE_GRID", "DEFAULT_GRID", "SMALL_GRID", "load_grid", "network_outputs",
            "score_options", "tune", "tune_sources", "write_checkpoint"]

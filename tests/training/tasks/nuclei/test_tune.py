@@ -17,7 +17,7 @@ from napari_neuroseg.models.checkpoint import (
 from training.cli import main
 from training.tasks.nuclei.compare import baseline_scores, evaluation_indices
 from training.tasks.nuclei.data import NucleiTiles
-from training.tasks.nuclei.task import _loader, instance_scores
+from training.tasks.nuclei.scoring import instance_scores, tile_loader
 from training.tasks.nuclei.tune import (
     BASELINE_GRID,
     DEFAULT_GRID,
@@ -83,7 +83,7 @@ def test_tune_scores_like_the_task_and_picks_the_max_pq_row(dataset, checkpoint)
     # each row is what the training task's own scoring gives with those options
     tiles = NucleiTiles(data, indices, loaded.spec)
     for post, row in zip(GRID, result["grid"], strict=True):
-        expected = instance_scores(loaded.model, _loader(tiles, 2), torch.device("cpu"), post)
+        expected = instance_scores(loaded.model, tile_loader(tiles, 2), torch.device("cpu"), post)
         for key in ("dice", "aji", "pq", "nuclei_pred"):
             assert row[key] == pytest.approx(expected[key], abs=1e-6)
     rows = result["baseline_grid"]
