@@ -141,7 +141,7 @@ def run_task(args: argparse.Namespace) -> int:
     """Build the task's configuration (defaults, --config, then flags), print it, run it."""
     from training.config import build_config, format_config
     from training.ddp import cleanup, init_distributed
-    from training.loop import seed_everything
+    from training.seeding import seed_everything
     from training.tasks import load_task
 
     module = load_task(args.task)

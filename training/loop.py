@@ -2,18 +2,16 @@
 
 Task recipes plug in through the constructor: a loss, an optimiser factory, epoch-start
 callbacks (unfreezing, curricula), an evaluation function and an optional ``forward``.
-See docs/training-loop.md for the resume and determinism rules.
+See docs/training-loop.md for the resume and determinism rules (:mod:`training.seeding`).
 """
 
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -28,8 +26,9 @@ from training.runfolder import (
     load_training_state,
     save_training_state,
 )
+from training.seeding import seed_everything
 
-__all__ = ["NonFiniteLossError", "Trainer", "seed_everything", "seed_worker"]
+__all__ = ["NonFiniteLossError", "Trainer"]
 
 Batch = Any
 Callback = Callable[["Trainer", int], None]
@@ -43,23 +42,6 @@ def _numbers(values: dict[str, Any]) -> dict[str, float]:
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped, the last good checkpoint is kept."""
-
-
-def seed_everything(seed: int, *, deterministic: bool = True) -> None:
-    """Seed Python, NumPy and torch; optionally ask torch for deterministic kernels."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 - third-party code draws from the global RNG
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-
-
-def seed_worker(worker_id: int) -> None:
-    """``worker_init_fn`` for DataLoaders: seeds NumPy and ``random`` from torch's worker seed."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)  # noqa: NPY002 - the global RNG is what augmentations use
-    random.seed(seed)
 
 
 def _to_device(obj: Any, device: torch.device, channels_last: bool) -> Any:
@@ -108,8 +90,7 @@ class Trainer:
     channels_last : bool or None
         Channels-last memory format for 4-D inputs and the model. None: on CUDA only. On a
         CPU with oneDNN it made a narrow U-Net's training step 1.6x faster here
-        (benchmarks/bench_channels_last.py measures it), with
-        the same float32 arithmetic.
+        (benchmarks/bench_channels_last.py measures it), with the same float32 arithmetic.
     grad_clip : float, optional
         Clip the gradient norm to this value.
     callbacks : sequence of callable

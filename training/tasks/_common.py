@@ -28,9 +28,9 @@ from napari_neuroseg.models.spec import ModelSpec
 from training import events
 from training.config import TrainConfig, effective_config
 from training.ddp import DistInfo, distributed_loader
-from training.loop import seed_worker
 from training.report import plot_history, write_report
 from training.runfolder import RunFolder, atomic_write_json
+from training.seeding import seed_worker
 from training.split import PatientSplit, patient_split
 
 __all__ = [

@@ -25,7 +25,7 @@ from napari_neuroseg.models.spec import ModelSpec
 from napari_neuroseg.preprocess.ct import brain_mask, slice_quality
 from napari_neuroseg.preprocess.ct_input import ct_model_input, is_recipe_input
 from training.augment import ClassConditionalAugment
-from training.loop import seed_worker
+from training.seeding import seed_worker
 from training.split import PatientBatchSampler
 from training.tasks._common import DataError
 

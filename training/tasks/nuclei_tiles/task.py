@@ -56,9 +56,10 @@ from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.spec import ModelSpec
 from training.config import TrainConfig, save_config
 from training.ddp import DistInfo
-from training.loop import Trainer, seed_everything
+from training.loop import Trainer
 from training.losses import make_loss
 from training.runfolder import RunFolder
+from training.seeding import seed_everything
 from training.tasks._common import (
     DataError,
     build_spec,
