@@ -20,7 +20,8 @@ from napari_neuroseg.models.source import ModelSource
 from napari_neuroseg.models.spec import ModelSpec
 
 __all__ = ["ANALYSE", "HEATMAP_COLORMAPS", "add_heatmap_layer", "add_labels_layer",
-           "class_colormap", "heatmap_layer_props", "labels_layer_props", "result_metadata"]
+           "class_colormap", "heatmap_layer_props", "labels_layer_props", "placement",
+           "result_metadata"]
 
 ANALYSE = "Analyse slide"  #: ``result_of`` of the Analyse widget's layers
 HEATMAP_COLORMAPS = ("inferno", "magma", "viridis", "turbo", "plasma", "gray")
@@ -111,3 +112,9 @@ def add_heatmap_layer(viewer: Any, session: LiveSession, class_index: int, name:
     return viewer.add_image(name=name, colormap=colormap, opacity=opacity, blending="additive",
                             **heatmap_layer_props(session, class_index, source, result_of),
                             **_geometry(session, units))
+
+
+def placement(layer: Any) -> dict[str, Any]:
+    """Keyword arguments that put a new layer exactly over ``layer``."""
+    return {"scale": tuple(layer.scale), "translate": tuple(layer.translate),
+            "units": tuple(layer.units)}

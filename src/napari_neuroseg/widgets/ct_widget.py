@@ -24,8 +24,6 @@ from magicgui.widgets import (
     ProgressBar,
     PushButton,
 )
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
 from napari.utils.colormaps import DirectLabelColormap
 
 from napari_neuroseg.analysis.ct_view import (
@@ -43,7 +41,8 @@ from napari_neuroseg.io.layers import image_from_layer, image_layers
 from napari_neuroseg.preprocess.ct import WINDOW_PRESETS
 from napari_neuroseg.widgets._model_picker import ModelPicker
 from napari_neuroseg.widgets._panel import fit_panel
-from napari_neuroseg.widgets._results import result_metadata
+from napari_neuroseg.widgets._results import placement, result_metadata
+from napari_neuroseg.widgets._slice_plot import SliceProbabilityPlot
 from napari_neuroseg.widgets._workers import (
     connect_events,
     report_error,
@@ -61,52 +60,6 @@ RANDOM_TITLE = "RANDOM weights: probabilities mean nothing"
 NO_DECISION_RANDOM = ("no decision: the model has random weights (no trained model), so its "
                       "probabilities mean nothing; choose a trained checkpoint")
 NOT_CLASSIFIED = "not classified yet"
-
-
-class SliceProbabilityPlot(FigureCanvasQTAgg):
-    """Probability against slice position (mm), the threshold line and the current slice."""
-
-    def __init__(self) -> None:
-        self.figure = Figure(figsize=(4.0, 2.6), layout="tight")
-        super().__init__(self.figure)
-        self.axes = self.figure.add_subplot()
-        self.axes.set(xlabel="slice position (mm)", ylabel="metastasis probability",
-                      ylim=(-0.02, 1.02))
-        (self.curve,) = self.axes.plot([], [], "o-", color="tab:blue", markersize=3)
-        self.threshold_line = self.axes.axhline(0.5, color="tab:red", linestyle="--", lw=1)
-        self.marker = self.axes.axvline(0.0, color="tab:orange", lw=1.5, visible=False)
-        self.setMinimumHeight(180)
-
-    def set_curve(self, positions: np.ndarray, probabilities: np.ndarray) -> None:
-        """Show per-slice probabilities at their positions (mm)."""
-        self.curve.set_data(positions, probabilities)
-        if len(positions):
-            lo, hi = float(np.min(positions)), float(np.max(positions))
-            pad = max(0.02 * (hi - lo), 1.0)
-            self.axes.set_xlim(lo - pad, hi + pad)
-        self.draw_idle()
-
-    def set_threshold(self, value: float) -> None:
-        """Move the threshold line."""
-        self.threshold_line.set_ydata([value, value])
-        self.draw_idle()
-
-    def set_warning(self, text: str | None) -> None:
-        """Show ``text`` as the plot's title, in red (None: no title)."""
-        self.axes.set_title(text or "", fontsize=9, color="tab:red")
-        self.draw_idle()
-
-    @property
-    def warning(self) -> str:
-        """The plot's title ("" when there is none)."""
-        return self.axes.get_title()
-
-    def set_marker(self, position: float | None) -> None:
-        """Put the current-slice marker at ``position`` mm (hidden for ``None``)."""
-        self.marker.set_visible(position is not None)
-        if position is not None:
-            self.marker.set_xdata([position, position])
-        self.draw_idle()
 
 
 class CTWidget(Container):
@@ -337,7 +290,7 @@ class CTWidget(Container):
             layer = self.cam_layer = self._viewer.add_image(
                 np.zeros(source.data.shape, np.float32), name=f"{name} Grad-CAM",
                 colormap="inferno", blending="additive", opacity=0.6, contrast_limits=(0, 1),
-                metadata={"source_layer": name}, **_placement(source))
+                metadata={"source_layer": name}, **placement(source))
         layer.metadata = {**layer.metadata, "neuroseg": made_by}
         layer.data[plane] = cam
         layer.refresh()
@@ -358,7 +311,7 @@ class CTWidget(Container):
             colormap=DirectLabelColormap(color_dict={0: (0, 0, 0, 0), 1: BRAIN_COLOR,
                                                      None: (0, 0, 0, 0)}),
             features={"index": [0, 1], "class": ["background", "brain"]},
-            opacity=0.4, **_placement(source))
+            opacity=0.4, **placement(source))
         self.mask_volume_ml = None
         self.mask_progress.max, self.mask_progress.value = int(image.shape[0]), 0
         spacing = (float(image.scale[1]), float(image.scale[2]))
@@ -440,9 +393,3 @@ class CTWidget(Container):
         """Stop the workers, disconnect from the viewer and close."""
         self._teardown()
         super().close()
-
-
-def _placement(layer: Any) -> dict[str, Any]:
-    """Keyword arguments that put a new layer exactly over ``layer``."""
-    return {"scale": tuple(layer.scale), "translate": tuple(layer.translate),
-            "units": tuple(layer.units)}
