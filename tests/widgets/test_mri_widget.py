@@ -295,10 +295,9 @@ def test_real_lgg_slices_are_stacked_segmented_and_measured(viewer, widget, qtbo
     assert "voxel size unknown" in widget.volume.value
 
 
-def test_cleanup_keeps_painted_corrections_and_is_one_undo_step(make_napari_viewer, qtbot,
-                                                                 tmp_path):
-    """Issue 12, items 6 and 7: paint on the segmentation, tick "Drop components on a single
-    slice": the painted voxels stay, and Ctrl+Z / Ctrl+Shift+Z undo and redo the clean-up."""
+def _segmented_specks(make_napari_viewer, qtbot, tmp_path):
+    """A shown viewer with the specks stack segmented (clean-up off): viewer, widget, truth,
+    lesion voxels."""
     viewer = make_napari_viewer(show=True)
     widget = no_cleanup(MRIWidget(viewer))
     viewer.window.add_dock_widget(widget)
@@ -307,6 +306,14 @@ def test_cleanup_keeps_painted_corrections_and_is_one_undo_step(make_napari_view
     widget.layer.value = layers[1]
     widget.load_model = threshold_model()
     _segment(widget, qtbot)
+    return viewer, widget, truth, lesion
+
+
+def test_cleanup_keeps_painted_corrections_and_is_one_undo_step(make_napari_viewer, qtbot,
+                                                                 tmp_path):
+    """Issue 12, items 6 and 7: paint on the segmentation, tick "Drop components on a single
+    slice": the painted voxels stay, and Ctrl+Z / Ctrl+Shift+Z undo and redo the clean-up."""
+    viewer, widget, truth, lesion = _segmented_specks(make_napari_viewer, qtbot, tmp_path)
     layer = widget.labels_layer
     np.testing.assert_array_equal(layer.data, truth)
     # the user's corrections: a brush stroke on slice 3 (a one-slice lesion the model missed)
@@ -342,14 +349,7 @@ def test_cleanup_keeps_painted_corrections_and_is_one_undo_step(make_napari_view
 
 def test_loosening_cleanup_brings_back_the_model_voxels_but_not_erased_ones(
         make_napari_viewer, qtbot, tmp_path):
-    viewer = make_napari_viewer(show=True)
-    widget = no_cleanup(MRIWidget(viewer))
-    viewer.window.add_dock_widget(widget)
-    path, truth, _lesion = _stack_with_specks(tmp_path)
-    layers = viewer.open(str(path), plugin=PLUGIN)
-    widget.layer.value = layers[1]
-    widget.load_model = threshold_model()
-    _segment(widget, qtbot)
+    _viewer, widget, truth, _lesion = _segmented_specks(make_napari_viewer, qtbot, tmp_path)
     _volume_after(widget, qtbot, lambda: setattr(widget.single_slice, "value", True))
     layer = widget.labels_layer
     assert layer.data[6, 2:7, 2:7].sum() == 0

@@ -12,9 +12,8 @@ option brings back what a stricter one dropped), and the change is written as on
 (Ctrl+Z restores the labels as they were).
 """
 
-import dataclasses
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,23 +26,17 @@ from magicgui.widgets import (
     ProgressBar,
     PushButton,
 )
-from napari.utils.colormaps import DirectLabelColormap
 
-from napari_neuroseg.analysis import segment_volume
-from napari_neuroseg.analysis.cleanup import (
-    clean_labels,
-    min_voxels_for_volume,
-    volume_ml,
-    voxel_volume_ml,
-)
+from napari_neuroseg.analysis.cleanup import voxel_volume_ml
 from napari_neuroseg.io import LazyImage
 from napari_neuroseg.io.layers import channel_layers, stack_from_layers
 from napari_neuroseg.models.source import ModelSource
 from napari_neuroseg.models.spec import ModelSpec
 from napari_neuroseg.widgets._model_picker import ModelPicker
+from napari_neuroseg.widgets._mri_jobs import cleanup_and_measure, load_model, segment_stack
 from napari_neuroseg.widgets._mri_stack import StackComboBox
 from napari_neuroseg.widgets._panel import fit_panel
-from napari_neuroseg.widgets._results import result_metadata
+from napari_neuroseg.widgets._results import class_colormap, result_metadata
 from napari_neuroseg.widgets._undoable import write_labels
 from napari_neuroseg.widgets._workers import (
     connect_events,
@@ -62,67 +55,6 @@ RESULT_MODALITY = "result"  # marks the widget's own layers so they are not offe
 TITLE = "MRI"  # ``result_of`` of the widget's result layers
 
 
-def load_model(source: ModelSource) -> tuple[Callable[[np.ndarray], np.ndarray], ModelSpec]:
-    """The predictor and spec of ``source`` (run in the worker: it builds the network)."""
-    return source.runner(), source.spec()
-
-
-def segment_stack(image: LazyImage, source: ModelSource, load: Callable[..., Any],
-                  stop: threading.Event, planes_per_step: int = 4) -> Iterator[tuple]:
-    """Load the model, then segment the stack a few planes at a time (a generator worker).
-
-    Yields ``("model", spec)`` once, then ``("planes", range, labels, foreground)`` per step
-    (``foreground``: the summed probability of the non-background classes). Ends early, without
-    yielding an unfinished step, when ``stop`` is set.
-    """
-    predictor, spec = load(source)
-    yield ("model", spec)
-    depth = image.shape[0]
-    for z0 in range(0, depth, planes_per_step):
-        if stop.is_set():
-            return
-        planes = range(z0, min(z0 + planes_per_step, depth))
-        result = segment_volume(image, predictor, spec, planes=planes,
-                                batch_size=planes_per_step, should_stop=stop.is_set)
-        if not result.complete:
-            return
-        probabilities = np.asarray(result.probabilities, dtype=np.float32)
-        yield ("planes", planes, np.asarray(result.labels), probabilities[1:].sum(axis=0))
-
-
-def cleanup_and_measure(raw: np.ndarray, *, min_size: float, size_unit: str,
-                        drop_single_slice: bool, scale: Sequence[float], unit: str,
-                        current: np.ndarray | None = None,
-                        edited: np.ndarray | None = None) -> dict[str, Any]:
-    """Clean the labels and measure them (run in a worker; pure).
-
-    Parameters
-    ----------
-    raw : numpy.ndarray
-        The model's labels.
-    current, edited : numpy.ndarray, optional
-        The labels on screen and where the user changed them (bool). There the user's value
-        is the clean-up's input, and it is kept in the result whatever the options.
-    """
-    base = raw if edited is None else np.where(edited, current, raw)
-    min_voxels = (round(min_size) if size_unit == "voxels"
-                  else min_voxels_for_volume(min_size, scale, unit))
-    result = clean_labels(base, min_voxels=min_voxels, drop_single_slice=drop_single_slice)
-    if edited is not None and edited.any():
-        result = dataclasses.replace(result, labels=np.where(edited, current, result.labels))
-    return {"cleanup": result, "min_voxels": min_voxels,
-            "raw_ml": volume_ml(base, scale, unit), "ml": volume_ml(result.labels, scale, unit),
-            "voxels": int(np.count_nonzero(result.labels))}
-
-
-def labels_colormap(spec: ModelSpec) -> DirectLabelColormap:
-    """The spec's class colours (background transparent)."""
-    colors: dict[Any, Any] = {i: c for i, c in enumerate(spec.colors)}
-    colors[0] = "transparent"
-    colors[None] = "transparent"
-    return DirectLabelColormap(color_dict=colors)
-
-
 class MRIWidget(Container):
     """Segment an MRI stack slice by slice, clean it up in 3-D, and measure the tumour.
 
@@ -134,14 +66,15 @@ class MRIWidget(Container):
     Attributes
     ----------
     load_model : callable
-        ``ModelSource -> (predictor, spec)``, called in the worker (:func:`load_model`; tests
-        swap in a stand-in model).
+        ``ModelSource -> (predictor, spec)``, called in the worker
+        (:func:`~napari_neuroseg.widgets._mri_jobs.load_model`; tests swap in a stand-in).
     planes_per_step : int
         Planes segmented between two progress updates (and Cancel checks).
     labels_layer, heatmap_layer : napari layers or None
         The results, once a segmentation started.
     last_measure : dict or None
-        The latest clean-up and volume (:func:`cleanup_and_measure`).
+        The latest clean-up and volume
+        (:func:`~napari_neuroseg.widgets._mri_jobs.cleanup_and_measure`).
     """
 
     def __init__(self, viewer: "napari.viewer.Viewer") -> None:
@@ -308,11 +241,11 @@ class MRIWidget(Container):
         heat = np.zeros(image.shape[:3], np.float32)
         if self.labels_layer is None:
             self.labels_layer = self._viewer.add_labels(
-                labels, name=f"{image.name} segmentation", colormap=labels_colormap(spec),
+                labels, name=f"{image.name} segmentation", colormap=class_colormap(spec),
                 features=features, opacity=0.6, **geometry)
         else:
             self.labels_layer.data = labels
-            self.labels_layer.colormap = labels_colormap(spec)
+            self.labels_layer.colormap = class_colormap(spec)
             self.labels_layer.features = features
             self.labels_layer.scale, self.labels_layer.translate = image.scale, image.translate
             self.labels_layer.metadata = {**self.labels_layer.metadata, **geometry["metadata"]}
