@@ -22,13 +22,7 @@ SMALL = ("image_size: 32\nhidden: 16\nstage_starts: [0, 1]\nmin_brain_fraction: 
          "milestone_every: 1\n")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """ResNet-50 is the cost here; one thread avoids OpenMP oversubscription on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
