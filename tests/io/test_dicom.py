@@ -313,17 +313,21 @@ def test_file_without_pixel_data_is_an_error_alone(tmp_path):
         read_dicom(header)
 
 
-def presentation_state(path):
+def new_dataset(sop_class_uid):
+    """An empty DICOM dataset of ``sop_class_uid`` with a new instance UID, ready to save
+    (explicit VR little endian)."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.11.1"
+    meta.MediaStorageSOPClassUID = sop_class_uid
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = (
-        meta.MediaStorageSOPClassUID,
-        meta.MediaStorageSOPInstanceUID,
-    )
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class_uid, meta.MediaStorageSOPInstanceUID
+    return ds
+
+
+def presentation_state(path):
+    ds = new_dataset("1.2.840.10008.5.1.4.1.1.11.1")
     ds.Modality, ds.SeriesInstanceUID = "PR", generate_uid()
     ds.save_as(path, enforce_file_format=True)
 
@@ -417,16 +421,7 @@ def test_is_dicom_file_and_folder(ct_folder, tmp_path):
 
 
 def enhanced_ct(path, positions, frames, functional_groups=True):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = (
-        meta.MediaStorageSOPClassUID,
-        meta.MediaStorageSOPInstanceUID,
-    )
+    ds = new_dataset("1.2.840.10008.5.1.4.1.1.2.1")  # Enhanced CT Image Storage
     ds.SeriesInstanceUID, ds.Modality, ds.SeriesNumber = generate_uid(), "CT", 7
     ds.Rows, ds.Columns = frames.shape[1:]
     ds.NumberOfFrames, ds.SamplesPerPixel, ds.PhotometricInterpretation = (
@@ -511,13 +506,7 @@ def write_mr_series(folder, volume, windows, description=""):
     folder.mkdir(parents=True, exist_ok=True)
     uid = generate_uid()
     for index, (plane, window) in enumerate(zip(volume, windows, strict=True)):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.4", generate_uid()
+        ds = new_dataset("1.2.840.10008.5.1.4.1.1.4")  # MR Image Storage
         ds.SeriesInstanceUID, ds.Modality, ds.SeriesNumber = uid, "MR", 4
         if description:
             ds.SeriesDescription = description

@@ -21,14 +21,7 @@ from napari_neuroseg.io.layers import (
     to_layer_data,
 )
 
-
-def _slide() -> LazyImage:
-    levels = [da.zeros((64, 96, 3), dtype=np.uint8, chunks=16), da.zeros((32, 48, 3), np.uint8)]
-    return LazyImage(
-        levels=levels, axes="yxc", scale=(0.5, 0.5), unit="um", name="s", modality="slide",
-        source="/x/s.svs", display={"rgb": True}, metadata={"vendor": "aperio"},
-        warnings=["MPP unknown"],
-    )
+from .conftest import lazy_slide
 
 
 def _ct() -> LazyImage:
@@ -86,7 +79,7 @@ def _same(image: LazyImage, back: LazyImage) -> None:
 
 
 def test_slide_layer_data_is_multiscale_with_physical_scale():
-    image = _slide()
+    image = lazy_slide()
     assert image.downsamples() == [1.0, 2.0]
     ((data, kwargs, kind),) = to_layer_data([image])
     assert kind == "image" and isinstance(data, list) and len(data) == 2
@@ -116,7 +109,7 @@ def test_channel_image_needs_rgb_or_channel_axis():
 # --- round trips ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make", [_slide, _ct])
+@pytest.mark.parametrize("make", [lazy_slide, _ct])
 def test_round_trip_through_a_stand_in_layer(make):
     image = make()
     if image.translate is None:  # napari's default: no offset
@@ -130,7 +123,7 @@ def test_round_trip_through_a_stand_in_layer(make):
     assert image_modality(layer) == image.modality
 
 
-@pytest.mark.parametrize("make", [_slide, _ct])
+@pytest.mark.parametrize("make", [lazy_slide, _ct])
 def test_round_trip_through_a_napari_layer(make):
     image = make()
     image.translate = image.translate or (0.0,) * len(image.scale)

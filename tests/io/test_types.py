@@ -1,18 +1,10 @@
 import dask.array as da
-import numpy as np
 import pytest
 
 from napari_neuroseg.io import LazyImage, ReaderError
 from napari_neuroseg.io._describe import describe
 
-
-def _slide() -> LazyImage:
-    levels = [da.zeros((64, 96, 3), dtype=np.uint8, chunks=16), da.zeros((32, 48, 3), np.uint8)]
-    return LazyImage(
-        levels=levels, axes="yxc", scale=(0.5, 0.5), unit="um", name="s", modality="slide",
-        source="/x/s.svs", display={"rgb": True}, metadata={"vendor": "aperio"},
-        warnings=["MPP unknown"],
-    )
+from .conftest import lazy_slide
 
 
 def test_reader_error_names_file_and_problem():
@@ -32,7 +24,7 @@ def test_lazy_image_validates_axes_and_scale():
 
 
 def test_describe_lists_levels_metadata_and_warnings():
-    text = describe(_slide())
+    text = describe(lazy_slide())
     assert "Levels: 2 (64x96, 32x48)" in text
     assert "Vendor: aperio" in text
     assert "Pixel size: 0.5 x 0.5 um" in text
