@@ -7,7 +7,6 @@ from napari_neuroseg.io import open_image
 from napari_neuroseg.models.runner import ModelRunner
 from napari_neuroseg.models.spec import InputSpec, ModelSpec
 from napari_neuroseg.samples.ct import write_ct_series
-from napari_neuroseg.samples.slide import write_synthetic_slide
 
 
 def _spec(resolution=1.0, preprocessing=("tissue_mask",), **kw) -> ModelSpec:
@@ -26,11 +25,8 @@ def _spec(resolution=1.0, preprocessing=("tissue_mask",), **kw) -> ModelSpec:
 
 
 @pytest.fixture(scope="module")
-def slide(tmp_path_factory):
-    path = write_synthetic_slide(tmp_path_factory.mktemp("s") / "s.tif", size=(1024, 1024),
-                                 tile=256, mpp=0.5, layout="pages", compression="zlib",
-                                 levels=3)
-    return open_image(path)[0]
+def slide(synthetic_slide):
+    return synthetic_slide
 
 
 class Counting:

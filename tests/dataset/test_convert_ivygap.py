@@ -132,10 +132,8 @@ def test_stems_give_patient_and_block_and_a_bad_stem_is_named(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_real_sections_map_every_pixel_and_hold_the_rare_classes(shared_data, tmp_path):
-    source = shared_data / "gbm_tissue_ivygap"
-    if not source.is_dir():
-        pytest.skip(f"{source} not found")
+def test_real_sections_map_every_pixel_and_hold_the_rare_classes(shared_sample, tmp_path):
+    source = shared_sample("gbm_tissue_ivygap")
     stems = ("W3-1-1-A.2.01", "W30-1-1-A.01")  # W30-1-1-A.01 is one of 3 sections with IT
     for sub in ("images", "labels"):
         (tmp_path / "src" / sub).mkdir(parents=True)

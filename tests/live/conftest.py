@@ -3,9 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_neuroseg.io import open_image
 from napari_neuroseg.models.spec import InputSpec, ModelSpec
-from napari_neuroseg.samples.slide import write_synthetic_slide
 
 
 def _toy_spec(task="semantic_segmentation", patch=64, halo=8, preprocessing=(), **extra):
@@ -41,11 +39,8 @@ class _Counting:
 
 
 @pytest.fixture(scope="session")
-def slide(tmp_path_factory):
-    path = write_synthetic_slide(tmp_path_factory.mktemp("live") / "s.tif", size=(1024, 1024),
-                                 tile=256, mpp=0.5, layout="pages", compression="zlib",
-                                 levels=3)
-    return open_image(path)[0]
+def slide(synthetic_slide):
+    return synthetic_slide
 
 
 @pytest.fixture(scope="session")

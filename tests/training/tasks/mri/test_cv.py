@@ -5,22 +5,18 @@ import json
 import numpy as np
 import pytest
 
-from napari_neuroseg.dataset import Dataset, convert_kaggle_lgg
+from napari_neuroseg.dataset import Dataset
 from napari_neuroseg.models.checkpoint import load_checkpoint
-from napari_neuroseg.samples.mri import write_lgg_patient
 from training.cli import main
 from training.tasks.mri.cv import choose, flair_zscores, pool
 from training.tasks.mri.volumes import PostProcess, patient_volumes, score_volumes
 
 
 @pytest.fixture(scope="module")
-def folds(tmp_path_factory):
+def folds(tmp_path_factory, kaggle_lgg_dataset):
     """Four patients, two one-epoch fold runs of a 4-channel U-Net."""
     root = tmp_path_factory.mktemp("cv")
-    for n in range(4):
-        write_lgg_patient(root / "kaggle", patient_id=f"TCGA_XX_{n:04d}_20000101", n_slices=3,
-                          size=32, seed=n)
-    data = convert_kaggle_lgg(root / "kaggle", root / "dataset").path
+    data = kaggle_lgg_dataset(root, n_slices=3, size=32)
     config = root / "tiny.yaml"
     config.write_text("base_features: 2\nbatch_size: 4\naugment: false\nmonitor: train_loss\n"
                       "mode: min\nchannels_last: true\n")

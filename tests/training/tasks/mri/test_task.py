@@ -9,22 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_neuroseg.dataset import Dataset, convert_kaggle_lgg
+from napari_neuroseg.dataset import Dataset
 from napari_neuroseg.models.checkpoint import load_checkpoint
 from napari_neuroseg.models.runner import ModelRunner
-from napari_neuroseg.samples.mri import write_lgg_patient
 from training.cli import main
 
 REPO = Path(__file__).resolve().parents[4]
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lgg")
-    for n in range(4):
-        write_lgg_patient(root / "kaggle", patient_id=f"TCGA_XX_{n:04d}_20000101", n_slices=4,
-                          size=64, seed=n)
-    return convert_kaggle_lgg(root / "kaggle", root / "dataset").path
+def dataset(tmp_path_factory, kaggle_lgg_dataset):
+    return kaggle_lgg_dataset(tmp_path_factory.mktemp("lgg"), n_slices=4, size=64)
 
 
 def test_one_epoch_gives_a_checkpoint_the_plugin_loads(dataset, tmp_path, capsys):

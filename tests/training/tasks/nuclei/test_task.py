@@ -234,10 +234,8 @@ def test_an_even_ksize_is_refused_before_training(dataset, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_evaluate_an_untrained_tiny_model_on_two_real_tiles(shared_data, tmp_path):
-    src = shared_data / "nuclei_lgg_tiles"
-    if not src.is_dir():
-        pytest.skip(f"{src} not found")
+def test_evaluate_an_untrained_tiny_model_on_two_real_tiles(shared_sample, tmp_path):
+    src = shared_sample("nuclei_lgg_tiles")
     raw, xml = tmp_path / "raw", tmp_path / "xml"
     raw.mkdir()
     xml.mkdir()
