@@ -19,10 +19,8 @@ do not belong together is refused instead of silently mixed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from napari_neuroseg.models.checkpoint import sha256_of, temporary_sibling
 
 __all__ = [
     "STATE_FORMAT",
@@ -51,14 +51,10 @@ class StateError(ValueError):
     """A training state that cannot be resumed from; the message names the file."""
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-
-
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` via a temporary sibling and :func:`os.replace`."""
     target = Path(path)
-    tmp = _tmp(target)
+    tmp = temporary_sibling(target)
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, target)
@@ -225,14 +221,6 @@ def decode_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return {k: decode_state(v, tensors) for k, v in obj.items()}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_training_state(run: RunFolder, state: dict[str, Any]) -> None:
     """Commit a resumable state: tensors to safetensors, the rest to JSON, both atomically.
 
@@ -246,10 +234,10 @@ def save_training_state(run: RunFolder, state: dict[str, Any]) -> None:
     """
     tensors: dict[str, torch.Tensor] = {}
     encoded = encode_state(state, tensors, "s")
-    tmp = _tmp(run.state_tensors)
+    tmp = temporary_sibling(run.state_tensors)
     try:
         save_file(tensors, str(tmp))
-        record = {"format": STATE_FORMAT, "version": 1, "tensors_sha256": _sha256(tmp),
+        record = {"format": STATE_FORMAT, "version": 1, "tensors_sha256": sha256_of(tmp),
                   "state": encoded}
         os.replace(tmp, run.state_tensors)
     finally:
@@ -277,7 +265,7 @@ def load_training_state(run: RunFolder) -> dict[str, Any]:
         raise StateError(f"{run.state_json}: not a {STATE_FORMAT} file")
     if not run.state_tensors.is_file():
         raise StateError(f"{run.state_tensors}: missing (state JSON without its tensors)")
-    if _sha256(run.state_tensors) != record.get("tensors_sha256"):
+    if sha256_of(run.state_tensors) != record.get("tensors_sha256"):
         raise StateError(
             f"{run.state_tensors}: does not match {run.state_json.name} (SHA-256 differs: the "
             "run was interrupted while saving); delete state/ to restart from scratch"

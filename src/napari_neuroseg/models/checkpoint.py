@@ -58,6 +58,8 @@ __all__ = [
     "read_sidecar",
     "read_spec",
     "save_checkpoint",
+    "sha256_of",
+    "temporary_sibling",
 ]
 
 _PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile wrappers
