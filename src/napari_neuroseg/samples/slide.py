@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import tifffile
@@ -32,6 +32,17 @@ SMALLEST_LEVEL = 1024
 JPEG_QUALITY = 90
 #: Distinct tissue tiles per level in ``fast`` mode (plus one background tile).
 FAST_VARIANTS = 12
+
+
+class _Level(NamedTuple):
+    """One pyramid level being written: its shape, the level-0 size, the downsample factor,
+    the tile side and the texture's seed."""
+
+    shape: tuple[int, int]
+    size: tuple[int, int]
+    downsample: int
+    tile: int
+    seed: int
 
 
 def write_synthetic_slide(
@@ -87,8 +98,9 @@ def write_synthetic_slide(
     with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=big, ome=layout == "ome") as tw:
         for number, shape in enumerate(shapes):
             downsample = 2**number
+            level = _Level(shape, size, downsample, tile, seed)
             tw.write(
-                _level_data(shape, size, downsample, tile, seed, options, fast),
+                _repeated_tiles(level, options) if fast else _texture_tiles(level),
                 shape=(*shape, 3),
                 dtype=np.uint8,
                 **options,
@@ -182,44 +194,23 @@ def _level_tags(
     return tags
 
 
-def _level_data(
-    shape: tuple[int, int],
-    size: tuple[int, int],
-    downsample: int,
-    tile: int,
-    seed: int,
-    options: dict[str, Any],
-    fast: bool,
-) -> Iterator[np.ndarray] | Iterator[bytes]:
-    if fast:
-        return _repeated_tiles(shape, size, downsample, tile, seed, options)
-    return _texture_tiles(shape, size, downsample, tile, seed)
-
-
-def _texture_tiles(
-    shape: tuple[int, int], size: tuple[int, int], downsample: int, tile: int, seed: int
-) -> Iterator[np.ndarray]:
+def _texture_tiles(level: _Level) -> Iterator[np.ndarray]:
     """Every tile of one level, row by row, generated on demand."""
-    for y in range(0, shape[0], tile):
-        for x in range(0, shape[1], tile):
-            yield he_region(y, x, tile, tile, downsample=downsample, size=size, seed=seed)
+    tile = level.tile
+    for y in range(0, level.shape[0], tile):
+        for x in range(0, level.shape[1], tile):
+            yield he_region(y, x, tile, tile, downsample=level.downsample, size=level.size,
+                            seed=level.seed)
 
 
-def _repeated_tiles(
-    shape: tuple[int, int],
-    size: tuple[int, int],
-    downsample: int,
-    tile: int,
-    seed: int,
-    options: dict[str, Any],
-) -> Iterator[bytes]:
+def _repeated_tiles(level: _Level, options: dict[str, Any]) -> Iterator[bytes]:
     """Encoded tiles of one level drawn from a few pre-encoded variants (fast mode).
 
     Tiles inside the central ellipse are tissue variants, the others plain background.
     """
-    variants = _encode_variants(size, downsample, tile, seed, options)
+    variants = _encode_variants(level, options)
     background, tissue = variants[0], variants[1:]
-    rows, cols = -(-shape[0] // tile), -(-shape[1] // tile)
+    rows, cols = -(-level.shape[0] // level.tile), -(-level.shape[1] // level.tile)
     for row in range(rows):
         for col in range(cols):
             dy = (row + 0.5) / rows - 0.5
@@ -228,10 +219,9 @@ def _repeated_tiles(
             yield tissue[(row * 7 + col * 3) % len(tissue)] if inside else background
 
 
-def _encode_variants(
-    size: tuple[int, int], downsample: int, tile: int, seed: int, options: dict[str, Any]
-) -> list[bytes]:
+def _encode_variants(level: _Level, options: dict[str, Any]) -> list[bytes]:
     """A background tile and ``FAST_VARIANTS`` tissue tiles, encoded like the slide's tiles."""
+    size, downsample, tile, seed = level.size, level.downsample, level.tile, level.seed
     tiles = [np.full((tile, tile, 3), 242, dtype=np.uint8)]
     centre_y, centre_x = size[0] // (2 * downsample), size[1] // (2 * downsample)
     for k in range(FAST_VARIANTS):
