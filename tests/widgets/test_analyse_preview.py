@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 
 from napari_neuroseg.analysis import plan_slide
-from napari_neuroseg.io import open_image
-from napari_neuroseg.io.layers import layer_kwargs
 from napari_neuroseg.live import LiveSession
 from napari_neuroseg.models.spec import InputSpec, ModelSpec
-from napari_neuroseg.samples.slide import write_synthetic_slide
 from napari_neuroseg.widgets import analyse_widget
 from napari_neuroseg.widgets.analyse_widget import AnalyseWidget
+
+from .conftest import docked, look_at
 
 pytestmark = pytest.mark.gui
 
@@ -38,13 +37,6 @@ class Pointwise:
         return np.concatenate([1 - p, p], axis=1).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def slide_path(tmp_path_factory):
-    return write_synthetic_slide(tmp_path_factory.mktemp("ap") / "s.tif", size=(1024, 1536),
-                                 tile=256, mpp=0.5, layout="pages", compression="zlib",
-                                 levels=3)
-
-
 @pytest.fixture
 def predictor(monkeypatch):
     """The widget's sessions run the toy dense model with a pointwise predictor."""
@@ -56,12 +48,6 @@ def predictor(monkeypatch):
 
     monkeypatch.setattr(analyse_widget, "build_session", build)
     return made
-
-
-def _look_at(viewer, center, width_um):
-    camera = viewer.scene.camera
-    camera.zoom = viewer.canvas.size[1] / width_um
-    camera.center = (0.0, *center) if len(camera.center) == 3 else center
 
 
 def _idle(widget):
@@ -88,13 +74,7 @@ def _assert_refined(widget, cores):
 
 def test_preview_first_then_refined_then_a_pan_then_switched_off(make_napari_viewer, qtbot,
                                                                  slide_path, predictor):
-    viewer = make_napari_viewer()
-    image = open_image(slide_path)[0]
-    layer = viewer.add_image(image.levels, **layer_kwargs(image))
-    widget = AnalyseWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.layer.value = layer
-    widget.picker.device.value = "cpu"
+    viewer, _layer, widget = docked(make_napari_viewer, slide_path, AnalyseWidget)
     statuses = []  # the status after each update of the session
     on_update = widget._on_update
 
@@ -103,7 +83,7 @@ def test_preview_first_then_refined_then_a_pan_then_switched_off(make_napari_vie
         statuses.append(widget.status.value)
 
     widget._on_update = record  # (connected when the session starts)
-    _look_at(viewer, (200.0, 200.0), 240.0)
+    look_at(viewer, (200.0, 200.0), 240.0)
     widget.live.value = True
     qtbot.waitUntil(lambda: _idle(widget), timeout=60000)
     first = next(i for i, s in enumerate(statuses) if s.startswith("Preview"))
@@ -114,11 +94,11 @@ def test_preview_first_then_refined_then_a_pan_then_switched_off(make_napari_vie
     # a pan while the tiles are refined: the rest of the old view is dropped
     predictor.delay = 0.2
     statuses.clear()
-    _look_at(viewer, (300.0, 560.0), 240.0)
+    look_at(viewer, (300.0, 560.0), 240.0)
     qtbot.waitUntil(lambda: any(s.startswith("Preview") for s in statuses), timeout=30000)
     qtbot.waitUntil(lambda: widget.counts["computed"] > 0 and "pending" in statuses[-1],
                     timeout=30000)
-    _look_at(viewer, (260.0, 420.0), 240.0)
+    look_at(viewer, (260.0, 420.0), 240.0)
     qtbot.waitUntil(lambda: _idle(widget) and widget.session.queue.generation >= 3,
                     timeout=60000)
     _assert_refined(widget, _view_cores(widget))  # the view on screen: no stale tile
@@ -128,7 +108,7 @@ def test_preview_first_then_refined_then_a_pan_then_switched_off(make_napari_vie
     assert widget.session.preview is False
     statuses.clear()
     generation = widget.session.queue.generation
-    _look_at(viewer, (390.0, 150.0), 240.0)
+    look_at(viewer, (390.0, 150.0), 240.0)
     qtbot.waitUntil(lambda: widget.session.queue.generation > generation and _idle(widget)
                     and any("pending" in s for s in statuses), timeout=60000)
     assert not any(s.startswith("Preview") for s in statuses)

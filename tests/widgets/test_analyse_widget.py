@@ -8,11 +8,11 @@ from qtpy.QtCore import QTimer
 
 from napari_neuroseg.analysis import predict_slide
 from napari_neuroseg.io import open_image
-from napari_neuroseg.io.layers import layer_kwargs
-from napari_neuroseg.samples.slide import write_synthetic_slide
 from napari_neuroseg.widgets import _slide_view, analyse_widget
 from napari_neuroseg.widgets._gc import GcFreeze
 from napari_neuroseg.widgets.analyse_widget import AnalyseWidget
+
+from .conftest import add_slide, look_at
 
 pytestmark = pytest.mark.gui
 MODEL = "nuclei-lenet"  # the cheapest slide model (random weights); tile mode, windows overlap
@@ -29,13 +29,6 @@ class Counted:
     def __call__(self, batch):
         self.tiles += len(batch)
         return self.predictor(batch)
-
-
-@pytest.fixture(scope="module")
-def slide_path(tmp_path_factory):
-    return write_synthetic_slide(tmp_path_factory.mktemp("aw") / "s.tif", size=(1024, 1536),
-                                 tile=256, mpp=0.5, layout="pages", compression="zlib",
-                                 levels=3)
 
 
 @pytest.fixture
@@ -65,9 +58,7 @@ def closing():
 
 def _widget(make_napari_viewer, path, closing, show=False):
     viewer = make_napari_viewer(show=show)
-    image = open_image(path)[0]
-    return viewer, _docked(viewer, viewer.add_image(image.levels, **layer_kwargs(image)),
-                           closing)
+    return viewer, _docked(viewer, add_slide(viewer, path), closing)
 
 
 def _docked(viewer, layer, closing):
@@ -79,13 +70,6 @@ def _docked(viewer, layer, closing):
     widget.picker.model.value = MODEL
     widget.picker.device.value = "cpu"
     return widget
-
-
-def _look_at(viewer, center, width_um):
-    """Centre the camera on ``center`` (µm) with ``width_um`` µm across the canvas."""
-    camera = viewer.scene.camera
-    camera.zoom = viewer.canvas.size[1] / width_um
-    camera.center = (0.0, *center) if len(camera.center) == 3 else center
 
 
 def _settle(qtbot, widget, timeout=60000):
@@ -105,7 +89,7 @@ def _expected_tiles(session, box, before=()):
 def test_live_computes_only_new_tiles_aligned_with_the_engine(make_napari_viewer, qtbot,
                                                               slide_path, counted, closing):
     viewer, widget = _widget(make_napari_viewer, slide_path, closing)
-    _look_at(viewer, (128.0, 128.0), 100.0)
+    look_at(viewer, (128.0, 128.0), 100.0)
     widget.live.value = True
     _settle(qtbot, widget)
     session, predictor = widget.session, counted[0]
@@ -113,13 +97,13 @@ def test_live_computes_only_new_tiles_aligned_with_the_engine(make_napari_viewer
     first = _expected_tiles(session, first_box)
     assert predictor.tiles == len(first) > 0
     # pan right: only tiles not computed before
-    _look_at(viewer, (128.0, 400.0), 100.0)
+    look_at(viewer, (128.0, 400.0), 100.0)
     _settle(qtbot, widget)
     second = _expected_tiles(session, widget.visible_box(), first)
     assert 0 < len(second) and predictor.tiles == len(first) + len(second)
     # pan back: nothing new
     calls = predictor.tiles
-    _look_at(viewer, (128.0, 128.0), 100.0)
+    look_at(viewer, (128.0, 128.0), 100.0)
     _settle(qtbot, widget)
     assert predictor.tiles == calls
     assert "computed" in widget.status.value or "Everything" in widget.status.value
@@ -143,14 +127,14 @@ def test_live_computes_only_new_tiles_aligned_with_the_engine(make_napari_viewer
 def test_heartbeat_while_live_inference_runs(make_napari_viewer, qtbot, slide_path, counted,
                                              closing):
     viewer, widget = _widget(make_napari_viewer, slide_path, closing)
-    _look_at(viewer, (256.0, 384.0), 80.0)
+    look_at(viewer, (256.0, 384.0), 80.0)
     widget.live.value = True
     qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
     beats = []
     timer = QTimer()
     timer.timeout.connect(lambda: beats.append(time.perf_counter()))
     timer.start(10)
-    _look_at(viewer, (256.0, 384.0), 300.0)  # a wider view: a few dozen tiles
+    look_at(viewer, (256.0, 384.0), 300.0)  # a wider view: a few dozen tiles
     _settle(qtbot, widget)
     timer.stop()
     assert counted[0].tiles >= 16
@@ -169,7 +153,7 @@ def test_heartbeat_while_live_inference_runs(make_napari_viewer, qtbot, slide_pa
 def test_heatmap_class_colormap_opacity_rerender_only(make_napari_viewer, qtbot, slide_path,
                                                       counted, closing):
     viewer, widget = _widget(make_napari_viewer, slide_path, closing)
-    _look_at(viewer, (128.0, 128.0), 60.0)
+    look_at(viewer, (128.0, 128.0), 60.0)
     widget.live.value = True
     _settle(qtbot, widget)
     calls = counted[0].tiles
@@ -240,7 +224,7 @@ def test_live_on_the_real_svs(make_napari_viewer, qtbot, shared_data, counted, c
     layer = widget.layer.value
     h, w = layer.data[0].shape[:2]
     centre = (h / 2 * layer.scale[0], w / 2 * layer.scale[1])
-    _look_at(viewer, centre, 60 * layer.scale[1] * 4)
+    look_at(viewer, centre, 60 * layer.scale[1] * 4)
     widget.live.value = True
     _settle(qtbot, widget, timeout=120000)
     region = widget.session.working_region(widget.visible_box())
@@ -257,7 +241,7 @@ def test_live_settings_change_replaces_the_layers_data_in_place(make_napari_view
     show the new session's store and the old store closes once nothing shows it.
     """
     viewer, widget = _widget(make_napari_viewer, slide_path, closing, show=True)
-    _look_at(viewer, (256.0, 384.0), 400.0)
+    look_at(viewer, (256.0, 384.0), 400.0)
     widget.live.value = True
     _settle(qtbot, widget)
     labels, heatmap = widget.labels_layer, widget.heatmap_layer
@@ -285,7 +269,7 @@ def test_live_settings_change_replaces_the_layers_data_in_place(make_napari_view
 
 def test_heatmap_class_change_keeps_the_layer(make_napari_viewer, qtbot, slide_path, closing):
     viewer, widget = _widget(make_napari_viewer, slide_path, closing, show=True)
-    _look_at(viewer, (256.0, 384.0), 400.0)
+    look_at(viewer, (256.0, 384.0), 400.0)
     widget.live.value = True
     _settle(qtbot, widget)
     heatmap = widget.heatmap_layer
@@ -314,7 +298,7 @@ def test_mpp_of_a_layer_napari_opened_is_shown_and_settable(make_napari_viewer, 
     layer = viewer.add_image(image.levels[0].compute(), rgb=True, name="tile.png")  # no meta
     widget = _docked(viewer, layer, closing)
     assert widget.mpp.value_box.value == 1.0 and "ASSUMED" in widget.mpp.origin.value
-    _look_at(viewer, (256.0, 384.0), 400.0)
+    look_at(viewer, (256.0, 384.0), 400.0)
     widget.live.value = True
     _settle(qtbot, widget)
     first = widget.session
@@ -335,7 +319,7 @@ def test_mpp_of_a_layer_napari_opened_is_shown_and_settable(make_napari_viewer, 
 def test_result_layers_record_the_weights_that_made_them(make_napari_viewer, qtbot,
                                                          slide_path, closing):
     viewer, widget = _widget(make_napari_viewer, slide_path, closing)
-    _look_at(viewer, (256.0, 384.0), 400.0)
+    look_at(viewer, (256.0, 384.0), 400.0)
     widget.live.value = True
     _settle(qtbot, widget)
     for layer in (widget.labels_layer, widget.heatmap_layer):

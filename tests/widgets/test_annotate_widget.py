@@ -8,12 +8,11 @@ from napari_neuroseg.annotate import labelstore
 from napari_neuroseg.annotate.labelstore import LabelStore
 from napari_neuroseg.annotate.palette import STANDARD_CLASS_MAPS
 from napari_neuroseg.engine import Region
-from napari_neuroseg.io import open_image
-from napari_neuroseg.io.layers import layer_kwargs
 from napari_neuroseg.live.viewport import Box, box_to_pixels
-from napari_neuroseg.samples.slide import write_synthetic_slide
 from napari_neuroseg.widgets import _annotate_slide
 from napari_neuroseg.widgets.annotate_widget import AnnotateWidget
+
+from .conftest import add_slide, write_slide
 
 pytestmark = pytest.mark.gui
 LGG = "LGG tissue (4 classes)"
@@ -28,9 +27,7 @@ def _um(*pixels):
 
 @pytest.fixture(scope="module")
 def slide_path(tmp_path_factory):
-    return write_synthetic_slide(tmp_path_factory.mktemp("annot") / "s.tif", size=(1024, 1536),
-                                 tile=256, mpp=SLIDE_MPP, layout="pages", compression="zlib",
-                                 levels=3)
+    return write_slide(tmp_path_factory.mktemp("annot"), mpp=SLIDE_MPP)
 
 
 @pytest.fixture
@@ -40,8 +37,7 @@ def fast_autosave(monkeypatch):
 
 def _slide_widget(make_napari_viewer, slide_path, store_dir):
     viewer = make_napari_viewer()
-    image = open_image(slide_path)[0]
-    slide = viewer.add_image(image.levels, **layer_kwargs(image))
+    slide = add_slide(viewer, slide_path)
     widget = AnnotateWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.image.value = slide
@@ -280,12 +276,18 @@ def _two_nuclei_layer(viewer):
     return viewer.add_labels(labels, name="nuclei")
 
 
-def test_a_merge_is_one_undo_step_and_keeps_the_paint_history(make_napari_viewer, qtbot):
+def _nuclei_widget(make_napari_viewer):
+    """The two-nuclei layer, chosen in an Annotate widget with the nuclei class map."""
     viewer = make_napari_viewer()
     layer = _two_nuclei_layer(viewer)
     widget = AnnotateWidget(viewer)
     widget.labels.value = layer
     widget.class_map.value = "nuclei (instances)"
+    return layer, widget
+
+
+def test_a_merge_is_one_undo_step_and_keeps_the_paint_history(make_napari_viewer, qtbot):
+    layer, widget = _nuclei_widget(make_napari_viewer)
     layer.data_setitem((np.arange(20, 25), np.arange(30, 35)), 5)  # a paint stroke first
     painted = layer.data.copy()
     widget.instances.ids.value = "3, 7"
@@ -303,11 +305,7 @@ def test_a_merge_is_one_undo_step_and_keeps_the_paint_history(make_napari_viewer
 
 
 def test_a_split_keeps_what_was_painted_while_it_ran(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    layer = _two_nuclei_layer(viewer)
-    widget = AnnotateWidget(viewer)
-    widget.labels.value = layer
-    widget.class_map.value = "nuclei (instances)"
+    layer, widget = _nuclei_widget(make_napari_viewer)
     widget.instances.ids.value = "3"
     widget.instances.delete_button.clicked()
     layer.data_setitem((np.array([4]), np.array([4])), 9)  # painted before the worker ends

@@ -95,6 +95,13 @@ def test_classify_plots_probabilities_and_decides_at_the_threshold(session, qtbo
     assert widget.plot.marker.get_xdata()[0] == pytest.approx(xs[5])
 
 
+def _assert_over(overlay, layer):
+    """``overlay`` lies exactly over ``layer``: same shape, scale and translate."""
+    assert overlay.data.shape == layer.data.shape
+    np.testing.assert_allclose(overlay.scale, layer.scale)
+    np.testing.assert_allclose(overlay.translate, layer.translate)
+
+
 def test_gradcam_layer_is_the_current_slice_aligned_with_the_ct(session, qtbot):
     viewer, widget, layer, image = session
     lesion_plane = N_SLICES // 2
@@ -102,9 +109,7 @@ def test_gradcam_layer_is_the_current_slice_aligned_with_the_ct(session, qtbot):
     widget.cam_button.clicked.emit()
     qtbot.waitUntil(lambda: widget.cam_layer is not None, timeout=30000)
     cam = widget.cam_layer
-    assert cam.data.shape == layer.data.shape
-    np.testing.assert_allclose(cam.scale, layer.scale)
-    np.testing.assert_allclose(cam.translate, layer.translate)
+    _assert_over(cam, layer)
     assert tuple(cam.contrast_limits) == (0.0, 1.0)
     runner = widget._runner[1]
     expected = slice_gradcam(runner.model, runner.spec, np.asarray(image.levels[0][lesion_plane]),
@@ -130,9 +135,7 @@ def test_brain_mask_layer_fills_the_skull_and_is_aligned(session, qtbot):
     widget.mask_button.clicked.emit()
     qtbot.waitUntil(lambda: widget.mask_volume_ml is not None, timeout=30000)
     mask = widget.mask_layer
-    assert mask.data.shape == layer.data.shape
-    np.testing.assert_allclose(mask.scale, layer.scale)
-    np.testing.assert_allclose(mask.translate, layer.translate)
+    _assert_over(mask, layer)
     assert list(mask.features["class"]) == ["background", "brain"]
     middle = np.asarray(image.levels[0][3])
     np.testing.assert_array_equal(mask.data[3] > 0, brain_mask(middle, spacing=SPACING[1:]))

@@ -16,11 +16,12 @@ from napari_neuroseg.models.checkpoint import save_checkpoint
 from napari_neuroseg.models.hovernet import hv_targets
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.source import ModelSource
-from napari_neuroseg.samples.slide import write_synthetic_slide
 from napari_neuroseg.widgets import _slide_view, _view_analysis
 from napari_neuroseg.widgets._gc import GcFreeze
 from napari_neuroseg.widgets._model_picker import FROM_FILE
 from napari_neuroseg.widgets.nuclei_widget import NucleiWidget
+
+from .conftest import docked, look_at, run_checkpoint, wait_runs
 
 pytestmark = pytest.mark.gui
 
@@ -45,24 +46,6 @@ class Oracle:
         return out
 
 
-@pytest.fixture(scope="module")
-def slide_path(tmp_path_factory):
-    return write_synthetic_slide(tmp_path_factory.mktemp("nw") / "s.tif", size=(1024, 1536),
-                                 tile=256, mpp=0.5, layout="pages", compression="zlib",
-                                 levels=3)
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    """nuclei-hovernet with a tiny random network (a checkpoint, so no warning)."""
-    registry = ModelRegistry()
-    base = registry.get("nuclei-hovernet")
-    spec = dataclasses.replace(base, name="tiny-hovernet", arch_kwargs={
-        **base.arch_kwargs, "base_features": 4, "encoder_depth": 2, "blocks_per_level": 1})
-    torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("ck") / "tiny", registry.build(spec), spec)
-
-
 @pytest.fixture
 def oracle(monkeypatch):
     """Registry models get the oracle instead of random weights (model loading skipped)."""
@@ -79,20 +62,7 @@ def warnings(monkeypatch):
 
 
 def _widget(make_napari_viewer, path):
-    viewer = make_napari_viewer()
-    [(data, kwargs, kind)] = to_layer_data(open_image(path))
-    layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
-    widget = NucleiWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.layer.value = layer
-    widget.picker.device.value = "cpu"
-    return viewer, layer, widget
-
-
-def _look_at(viewer, center, width_um):
-    camera = viewer.scene.camera
-    camera.zoom = viewer.canvas.size[1] / width_um
-    camera.center = (0.0, *center) if len(camera.center) == 3 else center
+    return docked(make_napari_viewer, path, NucleiWidget)
 
 
 def _expected_region(viewer, layer):
@@ -101,16 +71,12 @@ def _expected_region(viewer, layer):
     return box_to_pixels(box, layer.scale, layer.translate, layer.data[0].shape)
 
 
-def _wait_runs(qtbot, widget, n, timeout=30000):
-    qtbot.waitUntil(lambda: widget.runs >= n and not widget.busy, timeout=timeout)
-
-
 def test_nuclei_of_the_view_aligned_counted(make_napari_viewer, qtbot, slide_path, oracle,
                                             warnings):
     viewer, slide, widget = _widget(make_napari_viewer, slide_path)
-    _look_at(viewer, (250.0, 380.0), 150.0)
+    look_at(viewer, (250.0, 380.0), 150.0)
     widget.run_button.native.click()
-    _wait_runs(qtbot, widget, 1)
+    wait_runs(qtbot, widget, 1)
     if widget.picker.checkpoint() is None:
         assert warnings and "random weights" in warnings[0]
     else:  # trained real-data weights ship with the package: nothing to warn about
@@ -143,7 +109,7 @@ def test_nuclei_of_the_view_aligned_counted(make_napari_viewer, qtbot, slide_pat
     # the same view again: every tile from the widget's cache, the same nuclei
     tiles, before = oracle.tiles, layer.data.copy()
     widget.run()
-    _wait_runs(qtbot, widget, 2)
+    wait_runs(qtbot, widget, 2)
     assert oracle.tiles == tiles and widget.result.counts.computed == 0
     assert widget.result.counts.cached > 0
     np.testing.assert_array_equal(layer.data, before)
@@ -156,16 +122,16 @@ def test_follow_the_view_reruns_replaces_and_cancels_stale_runs(make_napari_view
                                                                 slide_path, oracle):
     viewer, slide, widget = _widget(make_napari_viewer, slide_path)
     n_callbacks = len(viewer.scene.camera.events.center.callbacks) - 1
-    _look_at(viewer, (200.0, 200.0), 100.0)
+    look_at(viewer, (200.0, 200.0), 100.0)
     widget.follow.value = True  # runs at once
-    _wait_runs(qtbot, widget, 1)
+    wait_runs(qtbot, widget, 1)
     first_layer, first_region = widget.result_layer, widget.result.region
     oracle.delay = 1.0  # slow enough to move the camera during a run
-    _look_at(viewer, (300.0, 500.0), 100.0)
+    look_at(viewer, (300.0, 500.0), 100.0)
     qtbot.waitUntil(lambda: widget._worker is not None, timeout=5000)
-    _look_at(viewer, (320.0, 520.0), 100.0)  # moved again while that run computes
-    _look_at(viewer, (330.0, 600.0), 100.0)
-    _wait_runs(qtbot, widget, 2)
+    look_at(viewer, (320.0, 520.0), 100.0)  # moved again while that run computes
+    look_at(viewer, (330.0, 600.0), 100.0)
+    wait_runs(qtbot, widget, 2)
     qtbot.wait(_view_analysis.DEBOUNCE_MS + 100)
     assert not widget.busy
     assert widget.runs == 2 and widget.discarded == 1  # the stale run was not shown
@@ -176,7 +142,7 @@ def test_follow_the_view_reruns_replaces_and_cancels_stale_runs(make_napari_view
     np.testing.assert_allclose(first_layer.data_to_world((0, 0)),
                                slide.data_to_world((y0, x0)))
     widget.follow.value = False
-    _look_at(viewer, (100.0, 100.0), 100.0)
+    look_at(viewer, (100.0, 100.0), 100.0)
     qtbot.wait(_view_analysis.DEBOUNCE_MS + 100)
     assert widget.runs == 2 and not widget.busy
     widget.close()
@@ -189,16 +155,16 @@ def test_big_views_are_capped_and_errors_are_notifications(make_napari_viewer, q
     monkeypatch.setattr(_slide_view, "report_error", lambda err, where="": errors.append(err))
     viewer, _, widget = _widget(make_napari_viewer, slide_path)
     widget.max_size.value = 256
-    _look_at(viewer, (256.0, 384.0), 800.0)  # the whole slide
+    look_at(viewer, (256.0, 384.0), 800.0)  # the whole slide
     widget.run()
-    _wait_runs(qtbot, widget, 1)
+    wait_runs(qtbot, widget, 1)
     assert widget.result.capped and max(widget.result_layer.data.shape) <= 256
     assert "only its centre" in widget.status.value
-    _look_at(viewer, (-5000.0, -5000.0), 100.0)  # off the slide
+    look_at(viewer, (-5000.0, -5000.0), 100.0)  # off the slide
     widget.run()
     assert errors and "does not show the slide" in str(errors[-1])
     widget.picker.model.value = FROM_FILE  # no file chosen
-    _look_at(viewer, (256.0, 384.0), 100.0)
+    look_at(viewer, (256.0, 384.0), 100.0)
     widget.run()
     assert "choose a checkpoint" in str(errors[-1])
     assert not widget.busy and widget.runs == 1  # still usable
@@ -206,13 +172,9 @@ def test_big_views_are_capped_and_errors_are_notifications(make_napari_viewer, q
 
 
 def test_a_real_checkpoint_runs_on_the_view(make_napari_viewer, qtbot, slide_path,
-                                            tiny_checkpoint, warnings):
+                                            tiny_hovernet, warnings):
     viewer, _, widget = _widget(make_napari_viewer, slide_path)
-    widget.picker.model.value = FROM_FILE
-    widget.picker.file.value = tiny_checkpoint
-    _look_at(viewer, (250.0, 380.0), 150.0)
-    widget.run()
-    _wait_runs(qtbot, widget, 1)
+    run_checkpoint(qtbot, viewer, widget, tiny_hovernet, (250.0, 380.0), 150.0)
     assert not warnings  # trained weights from a file: nothing to warn about
     labels = widget.result_layer.data
     assert labels.dtype == np.int32 and labels.shape == widget.result.working_region.shape
@@ -222,7 +184,7 @@ def test_a_real_checkpoint_runs_on_the_view(make_napari_viewer, qtbot, slide_pat
 
 
 @pytest.mark.realdata
-def test_real_nuclei_tile(make_napari_viewer, qtbot, shared_data, tiny_checkpoint):
+def test_real_nuclei_tile(make_napari_viewer, qtbot, shared_data, tiny_hovernet):
     from skimage.io import imread
 
     tiles = sorted((shared_data / "nuclei_lgg_tiles" / "raw_image").glob("*.png"))
@@ -233,12 +195,7 @@ def test_real_nuclei_tile(make_napari_viewer, qtbot, shared_data, tiny_checkpoin
     slide = viewer.add_image(pixels, rgb=True, scale=(0.5, 0.5), name="tile")
     widget = NucleiWidget(viewer)
     widget.layer.value = slide
-    widget.picker.model.value = FROM_FILE
-    widget.picker.file.value = tiny_checkpoint
-    widget.picker.device.value = "cpu"
-    _look_at(viewer, (128.0, 128.0), 300.0)
-    widget.run()
-    _wait_runs(qtbot, widget, 1)
+    run_checkpoint(qtbot, viewer, widget, tiny_hovernet, (128.0, 128.0), 300.0)
     labels = widget.result_layer.data
     assert labels.shape == pixels.shape[:2]
     assert int(widget.count.value) == len(np.unique(labels[labels > 0]))
@@ -258,9 +215,9 @@ def test_the_canvas_keeps_its_width_after_a_run(make_napari_viewer, qtbot, slide
     widget.picker.device.value = "cpu"
     qtbot.wait(100)
     canvas = viewer.window._qt_viewer.canvas.native.width()
-    _look_at(viewer, (250.0, 380.0), 150.0)
+    look_at(viewer, (250.0, 380.0), 150.0)
     widget.run_button.clicked.emit()
-    _wait_runs(qtbot, widget, 1)
+    wait_runs(qtbot, widget, 1)
     widget.status.value += "; a long note " * 40  # whatever the notes say
     widget.picker.provenance.value = "weights from /a/very/long/path/" * 10
     qtbot.wait(100)
@@ -286,29 +243,29 @@ def test_slides_offered_leave_out_result_layers_and_a_new_mpp_replans(make_napar
                                   metadata={"neuroseg": {"result_of": "Stain translation"}})
     assert translated not in [layer for _name, layer in widget._slide_choices()]
     assert slide in [layer for _name, layer in widget._slide_choices()]
-    _look_at(viewer, (250.0, 380.0), 150.0)
+    look_at(viewer, (250.0, 380.0), 150.0)
     widget.run_button.clicked.emit()
-    _wait_runs(qtbot, widget, 1)
+    wait_runs(qtbot, widget, 1)
     first = widget.loaded.plan
     widget.mpp.value_box.value = 0.25  # the slide's pixels are half as big
     assert tuple(slide.scale) == (0.25, 0.25)
     widget.run_button.clicked.emit()
-    _wait_runs(qtbot, widget, 2)
+    wait_runs(qtbot, widget, 2)
     assert widget.loaded.plan is not first and widget.loaded.plan.image.scale == (0.25, 0.25)
 
 
 def test_the_result_layer_records_the_checkpoint_that_made_it(make_napari_viewer, qtbot,
-                                                             slide_path, tiny_checkpoint):
+                                                             slide_path, tiny_hovernet):
     """Issue 12, item 9: "Start from" needs the checkpoint behind a result, not a name."""
     viewer, _, widget = _widget(make_napari_viewer, slide_path)
     widget.picker.model.value = FROM_FILE
-    widget.picker.file.value = tiny_checkpoint
-    _look_at(viewer, (250.0, 380.0), 150.0)
+    widget.picker.file.value = tiny_hovernet
+    look_at(viewer, (250.0, 380.0), 150.0)
     widget.run_button.clicked.emit()
-    _wait_runs(qtbot, widget, 1)
+    wait_runs(qtbot, widget, 1)
     meta = widget.result_layer.metadata["neuroseg"]
     assert meta["result_of"] == "Nuclei"
-    assert Path(meta["checkpoint"]) == Path(tiny_checkpoint).absolute()
+    assert Path(meta["checkpoint"]) == Path(tiny_hovernet).absolute()
 
 
 TYPES = ["background", "tumour", "immune"]
@@ -343,9 +300,9 @@ def test_types_of_a_typed_model_in_their_own_layer_and_text(make_napari_viewer, 
     _typed_source(monkeypatch, TypedOracle(), TYPES, "typed")
     viewer, slide, widget = _widget(make_napari_viewer, slide_path)
     assert widget.types.native.isHidden()
-    _look_at(viewer, (250.0, 380.0), 150.0)
+    look_at(viewer, (250.0, 380.0), 150.0)
     widget.run_button.clicked.emit()
-    _wait_runs(qtbot, widget, 1)
+    wait_runs(qtbot, widget, 1)
     result, labels = widget.result, widget.result_layer.data
     assert result.type_names == tuple(TYPES) and result.count > 5
     assert set(result.types) == set(range(1, result.count + 1))
@@ -378,14 +335,14 @@ def test_types_of_a_typed_model_in_their_own_layer_and_text(make_napari_viewer, 
     assert {features["type"][i] for i in range(1, result.count + 1)} <= {"tumour", "immune"}
     # again: the same types layer, updated in place
     widget.run_button.clicked.emit()
-    _wait_runs(qtbot, widget, 2)
+    wait_runs(qtbot, widget, 2)
     assert widget.types_layer is types
     assert sum(isinstance(la, Labels) for la in viewer.layers) == 2
     # a model without types: its layer goes, the text hides, nothing invented
     _typed_source(monkeypatch, Oracle(), [], "untyped")
     widget.tissue.value = not widget.tissue.value  # new settings: the model is reloaded
     widget.run_button.clicked.emit()
-    _wait_runs(qtbot, widget, 3)
+    wait_runs(qtbot, widget, 3)
     assert widget.result.types == {} and widget.types_layer is None
     assert types not in viewer.layers and widget.types.native.isHidden()
     assert "type" not in widget.result_layer.features
@@ -396,13 +353,13 @@ def test_a_types_layer_the_user_deleted_comes_back(make_napari_viewer, qtbot, sl
                                                    monkeypatch):
     _typed_source(monkeypatch, TypedOracle(), TYPES, "typed")
     viewer, _, widget = _widget(make_napari_viewer, slide_path)
-    _look_at(viewer, (250.0, 380.0), 150.0)
+    look_at(viewer, (250.0, 380.0), 150.0)
     widget.run()
-    _wait_runs(qtbot, widget, 1)
+    wait_runs(qtbot, widget, 1)
     viewer.layers.remove(widget.types_layer)
     assert widget.types_layer is None
     widget.run()
-    _wait_runs(qtbot, widget, 2)
+    wait_runs(qtbot, widget, 2)
     assert widget.types_layer in viewer.layers
     widget.close()
 
@@ -419,11 +376,7 @@ def test_a_tiny_random_checkpoint_with_a_type_branch(make_napari_viewer, qtbot, 
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "tiny-typed", registry.build(spec), spec)
     viewer, _, widget = _widget(make_napari_viewer, slide_path)
-    widget.picker.model.value = FROM_FILE
-    widget.picker.file.value = ckpt
-    _look_at(viewer, (250.0, 380.0), 100.0)
-    widget.run()
-    _wait_runs(qtbot, widget, 1)
+    run_checkpoint(qtbot, viewer, widget, ckpt, (250.0, 380.0), 100.0)
     result = widget.result
     assert result.type_names == tuple(TYPES) and result.count > 0
     assert set(result.types) == set(range(1, result.count + 1))
@@ -437,7 +390,7 @@ def test_quick_preview_first_then_the_model_in_the_same_layer(make_napari_viewer
     viewer, _slide, widget = _widget(make_napari_viewer, slide_path)
     assert widget.preview.native.isVisibleTo(widget.native) and widget.preview.value  # on
     oracle.delay = 1.0  # the model is slow: the preview is on screen meanwhile
-    _look_at(viewer, (250.0, 380.0), 150.0)
+    look_at(viewer, (250.0, 380.0), 150.0)
     widget.run()
     qtbot.waitUntil(lambda: widget.previews == 1, timeout=30000)
     assert widget.runs == 0 and widget.busy
@@ -447,7 +400,7 @@ def test_quick_preview_first_then_the_model_in_the_same_layer(make_napari_viewer
     assert "not the model" in layer.metadata["neuroseg"]["preview"]
     preview = layer.data.copy()
     assert preview.max() > 5
-    _wait_runs(qtbot, widget, 1)
+    wait_runs(qtbot, widget, 1)
     assert widget.result_layer is layer  # replaced in place
     assert layer.metadata["neuroseg"]["preview"] == ""
     assert not widget.count.value.endswith("(preview)") and "µm/px" in widget.status.value
@@ -455,8 +408,8 @@ def test_quick_preview_first_then_the_model_in_the_same_layer(make_napari_viewer
     # switched off: the next run shows only the model
     oracle.delay = 0.0
     widget.preview.value = False
-    _look_at(viewer, (300.0, 500.0), 150.0)
+    look_at(viewer, (300.0, 500.0), 150.0)
     widget.run()
-    _wait_runs(qtbot, widget, 2)
+    wait_runs(qtbot, widget, 2)
     assert widget.previews == 1
     widget.close()

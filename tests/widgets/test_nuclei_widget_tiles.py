@@ -1,17 +1,13 @@
 """The Nuclei widget on a plain H&E tile (a PNG that states no µm/px), at the µm/px the user
 sets in its µm/px field."""
 
-import dataclasses
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from napari_neuroseg.engine import Region
 from napari_neuroseg.io import open_image, to_layer_data
-from napari_neuroseg.models.checkpoint import save_checkpoint
-from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.samples._slide_texture import he_region
 from napari_neuroseg.widgets._model_picker import FROM_FILE
 from napari_neuroseg.widgets.nuclei_widget import NucleiWidget
@@ -19,18 +15,6 @@ from napari_neuroseg.widgets.nuclei_widget import NucleiWidget
 pytestmark = pytest.mark.gui
 
 TILE = 128
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    """nuclei-hovernet (0.5 µm/px) with a tiny random network, as a checkpoint."""
-    registry = ModelRegistry()
-    base = registry.get("nuclei-hovernet")
-    assert base.input.resolution == 0.5
-    spec = dataclasses.replace(base, name="tiny-hovernet", arch_kwargs={
-        **base.arch_kwargs, "base_features": 4, "encoder_depth": 2, "blocks_per_level": 1})
-    torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("ck") / "tiny", registry.build(spec), spec)
 
 
 @pytest.fixture
@@ -48,7 +32,7 @@ def _run(qtbot, widget):
 
 
 def test_a_png_tile_runs_at_the_mpp_the_user_sets(make_napari_viewer, qtbot, png_tile,
-                                                  tiny_checkpoint):
+                                                  tiny_hovernet):
     viewer = make_napari_viewer()
     with pytest.warns(UserWarning, match="unknown"):
         [(data, kwargs, kind)] = to_layer_data(open_image(png_tile))
@@ -58,7 +42,7 @@ def test_a_png_tile_runs_at_the_mpp_the_user_sets(make_napari_viewer, qtbot, png
     widget.layer.value = tile
     widget.picker.device.value = "cpu"
     widget.picker.model.value = FROM_FILE
-    widget.picker.file.value = tiny_checkpoint
+    widget.picker.file.value = tiny_hovernet
     assert widget.mpp.value_box.value == 1.0 and "ASSUMED" in widget.mpp.origin.value
     widget.mpp.value_box.value = 0.25  # the user knows the tile: 40x, 0.25 µm/px
     np.testing.assert_allclose(tile.scale, (0.25, 0.25))

@@ -1,21 +1,16 @@
 """The Stain widget driven like a user: translate the view; pixels land where they came from."""
 
-import dataclasses
 
 import numpy as np
 import pytest
-import torch
 from napari.layers import Image
 
-from napari_neuroseg.io import open_image, to_layer_data
 from napari_neuroseg.live.viewport import box_to_pixels, visible_box
-from napari_neuroseg.models.checkpoint import save_checkpoint
-from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.source import ModelSource
-from napari_neuroseg.samples.slide import write_synthetic_slide
 from napari_neuroseg.widgets import _view_analysis
-from napari_neuroseg.widgets._model_picker import FROM_FILE
 from napari_neuroseg.widgets.stain_widget import StainWidget
+
+from .conftest import docked, look_at, run_checkpoint, tiny_checkpoint_of, wait_runs, write_slide
 
 pytestmark = pytest.mark.gui
 
@@ -31,40 +26,17 @@ identity.output_channels = 3
 @pytest.fixture(scope="module")
 def slide_path(tmp_path_factory):
     # 0.25 µm/px: the model's 0.5 µm/px is pyramid level 1
-    return write_synthetic_slide(tmp_path_factory.mktemp("sw") / "s.tif", size=(1024, 1536),
-                                 tile=256, mpp=0.25, layout="pages", compression="zlib",
-                                 levels=3)
+    return write_slide(tmp_path_factory.mktemp("sw"), mpp=0.25)
 
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    registry = ModelRegistry()
-    base = registry.get("ihc-to-he")
-    spec = dataclasses.replace(base, name="tiny-ihc-to-he", arch_kwargs={
-        **base.arch_kwargs, "base_features": 4, "n_blocks": 1})
-    torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("ck") / "tiny", registry.build(spec), spec)
+    return tiny_checkpoint_of(tmp_path_factory.mktemp("ck"), "ihc-to-he", "tiny-ihc-to-he",
+                              base_features=4, n_blocks=1)
 
 
 def _widget(make_napari_viewer, path):
-    viewer = make_napari_viewer()
-    [(data, kwargs, kind)] = to_layer_data(open_image(path))
-    layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
-    widget = StainWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.layer.value = layer
-    widget.picker.device.value = "cpu"
-    return viewer, layer, widget
-
-
-def _look_at(viewer, center, width_um):
-    camera = viewer.scene.camera
-    camera.zoom = viewer.canvas.size[1] / width_um
-    camera.center = (0.0, *center) if len(camera.center) == 3 else center
-
-
-def _wait_runs(qtbot, widget, n, timeout=30000):
-    qtbot.waitUntil(lambda: widget.runs >= n and not widget.busy, timeout=timeout)
+    return docked(make_napari_viewer, path, StainWidget)
 
 
 def test_translated_view_lands_on_its_source_pixels(make_napari_viewer, qtbot, slide_path,
@@ -73,9 +45,9 @@ def test_translated_view_lands_on_its_source_pixels(make_napari_viewer, qtbot, s
     monkeypatch.setattr(_view_analysis, "warn", warnings.append)
     monkeypatch.setattr(ModelSource, "runner", lambda self: identity)
     viewer, slide, widget = _widget(make_napari_viewer, slide_path)
-    _look_at(viewer, (120.0, 200.0), 80.0)
+    look_at(viewer, (120.0, 200.0), 80.0)
     widget.run_button.native.click()
-    _wait_runs(qtbot, widget, 1)
+    wait_runs(qtbot, widget, 1)
     assert warnings and "random weights" in warnings[0]
     result, layer = widget.result, widget.result_layer
     camera = viewer.scene.camera
@@ -96,9 +68,9 @@ def test_translated_view_lands_on_its_source_pixels(make_napari_viewer, qtbot, s
     np.testing.assert_array_equal(
         layer.data, np.asarray(level1[y0:y0 + layer.data.shape[0], x0:x0 + layer.data.shape[1]]))
     # a second view replaces the same layer
-    _look_at(viewer, (200.0, 300.0), 80.0)
+    look_at(viewer, (200.0, 300.0), 80.0)
     widget.run()
-    _wait_runs(qtbot, widget, 2)
+    wait_runs(qtbot, widget, 2)
     assert widget.result_layer is layer and widget.result.region != result.region
     assert [la.name for la in viewer.layers].count(layer.name) == 1
     assert layer not in widget.layer.choices  # not a slide to pick
@@ -108,11 +80,7 @@ def test_translated_view_lands_on_its_source_pixels(make_napari_viewer, qtbot, s
 def test_a_checkpoint_translates_the_view(make_napari_viewer, qtbot, slide_path,
                                           tiny_checkpoint):
     viewer, _, widget = _widget(make_napari_viewer, slide_path)
-    widget.picker.model.value = FROM_FILE
-    widget.picker.file.value = tiny_checkpoint
-    _look_at(viewer, (120.0, 200.0), 80.0)
-    widget.run()
-    _wait_runs(qtbot, widget, 1)
+    run_checkpoint(qtbot, viewer, widget, tiny_checkpoint, (120.0, 200.0), 80.0)
     data = widget.result_layer.data
     assert data.dtype == np.uint8 and data.shape == (*widget.result.working_region.shape, 3)
     assert data.std() > 0  # a network output, not a blank
@@ -132,12 +100,7 @@ def test_real_ihc_image(make_napari_viewer, qtbot, shared_data, tiny_checkpoint)
     slide = viewer.add_image(pixels, rgb=True, scale=(0.5, 0.5), name="ihc")
     widget = StainWidget(viewer)
     widget.layer.value = slide
-    widget.picker.model.value = FROM_FILE
-    widget.picker.file.value = tiny_checkpoint
-    widget.picker.device.value = "cpu"
-    _look_at(viewer, (128.0, 128.0), 300.0)
-    widget.run()
-    _wait_runs(qtbot, widget, 1)
+    run_checkpoint(qtbot, viewer, widget, tiny_checkpoint, (128.0, 128.0), 300.0)
     data = widget.result_layer.data
     assert data.shape == (*pixels.shape[:2], 3) and data.dtype == np.uint8
     np.testing.assert_allclose(widget.result_layer.translate, (0.0, 0.0))
