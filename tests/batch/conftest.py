@@ -1,5 +1,9 @@
-"""The tiny slide model the batch tests run (a real U-Net, 2 floors, 4 features)."""
+"""What the batch tests share: the tiny slide model they run (a real U-Net, 2 floors,
+4 features), and a count of the tiles a model is given."""
 
+import pytest
+
+from napari_neuroseg.models.runner import ModelRunner
 from napari_neuroseg.models.spec import InputSpec, ModelSpec
 
 SPEC = ModelSpec(
@@ -14,3 +18,17 @@ SPEC = ModelSpec(
     output="probabilities",
     synthetic=True,
 )
+
+
+@pytest.fixture
+def model_calls(monkeypatch):
+    """``{"tiles": n}``: how many tiles every :class:`ModelRunner` was given in the test."""
+    counter = {"tiles": 0}
+    original = ModelRunner.__call__
+
+    def counting(self, batch):
+        counter["tiles"] += len(batch)
+        return original(self, batch)
+
+    monkeypatch.setattr(ModelRunner, "__call__", counting)
+    return counter

@@ -13,7 +13,6 @@ from napari_neuroseg.io.ome_zarr import read_ome_zarr
 from napari_neuroseg.models import registry as registry_module
 from napari_neuroseg.models.checkpoint import save_checkpoint
 from napari_neuroseg.models.registry import ModelRegistry
-from napari_neuroseg.models.runner import ModelRunner
 from napari_neuroseg.samples.ct import write_ct_series
 from napari_neuroseg.samples.slide import write_synthetic_slide
 
@@ -32,28 +31,15 @@ def inputs(tmp_path_factory):
     return ckpt, [slide, root / "ct", bad]
 
 
-def _calls(monkeypatch):
-    counter = {"tiles": 0}
-    original = ModelRunner.__call__
-
-    def counting(self, batch):
-        counter["tiles"] += len(batch)
-        return original(self, batch)
-
-    monkeypatch.setattr(ModelRunner, "__call__", counting)
-    return counter
-
-
-def test_predicts_slides_reports_failures_and_resumes(inputs, tmp_path, monkeypatch):
+def test_predicts_slides_reports_failures_and_resumes(inputs, tmp_path, model_calls):
     ckpt, paths = inputs
     source = ModelSource(str(ckpt), device="cpu")
-    calls = _calls(monkeypatch)
     rows = predict_inputs(paths, source, tmp_path / "out", region_size=128, log=lambda m: None)
     status = {r["input"]: r["status"] for r in rows}
     assert status[str(paths[0])] == "ok"
     assert status[str(paths[1])].startswith("failed") and "runs on slides" in status[str(paths[1])]
     assert status[str(paths[2])].startswith("failed")
-    first = calls["tiles"]
+    first = model_calls["tiles"]
     assert first > 0
     out = tmp_path / "out" / "slide"
     labels, attrs = read_ome_zarr(out / "prediction.ome.zarr" / "labels" / "segmentation")
@@ -74,9 +60,9 @@ def test_predicts_slides_reports_failures_and_resumes(inputs, tmp_path, monkeypa
     assert row["weights"] == str(ckpt)
 
     # the same command again: every tile comes from the disk cache
-    calls["tiles"] = 0
+    model_calls["tiles"] = 0
     predict_inputs(paths[:1], source, tmp_path / "out", region_size=128, log=lambda m: None)
-    assert calls["tiles"] == 0
+    assert model_calls["tiles"] == 0
     again, _ = read_ome_zarr(out / "prediction.ome.zarr")
     np.testing.assert_allclose(again[0].compute(), p, atol=1e-6)
 

@@ -17,7 +17,6 @@ from napari_neuroseg.io.ome_zarr import read_ome_zarr
 from napari_neuroseg.io.slide import DEFAULT_MPP
 from napari_neuroseg.models.checkpoint import save_checkpoint
 from napari_neuroseg.models.registry import ModelRegistry
-from napari_neuroseg.models.runner import ModelRunner
 from napari_neuroseg.samples._slide_texture import he_region
 from napari_neuroseg.samples.ct import write_ct_series
 from napari_neuroseg.samples.mri import write_lgg_patient
@@ -74,21 +73,8 @@ def _quiet(_message):
     pass
 
 
-def _counting(monkeypatch):
-    counter = {"tiles": 0}
-    original = ModelRunner.__call__
-
-    def counting(self, batch):
-        counter["tiles"] += len(batch)
-        return original(self, batch)
-
-    monkeypatch.setattr(ModelRunner, "__call__", counting)
-    return counter
-
-
 def test_a_folder_of_tiles_gives_one_result_per_tile_at_the_given_mpp(tiles, tiny_hovernet,
-                                                                     tmp_path, monkeypatch):
-    calls = _counting(monkeypatch)
+                                                                     tmp_path, model_calls):
     lines = []
     source = ModelSource(str(tiny_hovernet), device="cpu")
     rows = predict_inputs([tiles], source, tmp_path / "out", mpp=0.25, log=lines.append)
@@ -105,14 +91,14 @@ def test_a_folder_of_tiles_gives_one_result_per_tile_at_the_given_mpp(tiles, tin
         assert scale == pytest.approx([0.5, 0.5])
         analysed = float(row["analysed_mm2"])
         assert 0 < analysed <= (TILE * 0.25e-3) ** 2 + 1e-9
-    assert calls["tiles"] > 0
+    assert model_calls["tiles"] > 0
     # the same command again: every tile from the cache
-    done = calls["tiles"]
+    done = model_calls["tiles"]
     predict_inputs([tiles], source, tmp_path / "out", mpp=0.25, log=_quiet)
-    assert calls["tiles"] == done
+    assert model_calls["tiles"] == done
     # another µm/px is another resampling: nothing stale from the cache
     rows = predict_inputs([tiles / "b.png"], source, tmp_path / "out", mpp=0.5, log=_quiet)
-    assert calls["tiles"] > done and rows[0]["status"] == "ok"
+    assert model_calls["tiles"] > done and rows[0]["status"] == "ok"
     assert _labels(tmp_path / "out" / "b")[0].shape == (TILE, TILE)
 
 
