@@ -31,6 +31,8 @@ from napari_neuroseg.annotate.geojson import ImportedLabels
 from napari_neuroseg.annotate.layer_classes import export_task_of_metadata
 from napari_neuroseg.dataset.manifest import DatasetError
 from napari_neuroseg.dataset.tasks import CT_CLASSES, FIXED_CLASS_MAPS, NUCLEI_CLASSES
+from napari_neuroseg.io.layers import image_layers
+from napari_neuroseg.widgets._annotate_layers import labels_layers
 from napari_neuroseg.widgets._export_geojson import GeoJSONExchange
 from napari_neuroseg.widgets._export_job import (
     format_class_map,
@@ -110,12 +112,10 @@ class ExportWidget(GeoJSONExchange, Container):
 
     # -- choices and prefills -----------------------------------------------------------------
     def _labels_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        return [(layer.name, layer) for layer in self._viewer.layers
-                if layer.__class__.__name__ == "Labels"]
+        return [(layer.name, layer) for layer in labels_layers(self._viewer)]
 
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        return [(layer.name, layer) for layer in self._viewer.layers
-                if layer.__class__.__name__ == "Image"]
+        return [(layer.name, layer) for layer in image_layers(self._viewer.layers)]
 
     def _ct_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
         try:
