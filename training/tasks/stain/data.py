@@ -29,24 +29,35 @@ SIDES = ("train_a", "train_b", "val_a", "val_b")
 class UnpairedTiles(TorchDataset):
     """``(A tile, B tile)`` normalised ``(3, crop, crop)`` tensors, as the reference pairs them.
 
-    Length ``max(n_A, n_B)``; item ``i`` is A tile ``i % n_A`` with a random B tile
-    (``train``), or B tile ``i % n_B`` (validation, deterministic centre crops).
+    Length ``length`` or ``max(n_A, n_B)``; item ``i`` is A tile ``i % n_A`` with a random B
+    tile (``train``), or B tile ``i % n_B`` (validation, deterministic centre crops). With
+    ``by_area`` the random B tile is drawn in proportion to its pixels, so a few large tiles
+    (MoNuSeg's 1000 px) weigh as much as the same area of many small ones (CoNSeP's 256 px).
     """
 
     def __init__(self, data: Dataset, a_indices: np.ndarray, b_indices: np.ndarray, crop: int,
-                 spec: ModelSpec, *, train: bool, augment: bool = False) -> None:
+                 spec: ModelSpec, *, train: bool, augment: bool = False,
+                 length: int | None = None, by_area: bool = False) -> None:
         self.data, self.crop, self.train = data, int(crop), train
         self.a, self.b = [int(i) for i in a_indices], [int(i) for i in b_indices]
         self.normalization = spec.input.normalization
         self.flip = FlipRotate() if augment else None
+        self.length = int(length) if length else max(len(self.a), len(self.b))
+        area = np.asarray([np.prod(data.items[i].shape[:2]) for i in self.b], np.float64)
+        self.b_weights = area / area.sum() if by_area and area.size else None
 
     def __len__(self) -> int:
-        return max(len(self.a), len(self.b))
+        return self.length
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = (np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))
                if self.train else None)  # torch is reseeded per epoch (and per worker)
-        j = int(rng.integers(len(self.b))) if rng is not None else i % len(self.b)
+        if rng is None:
+            j = i % len(self.b)
+        elif self.b_weights is None:
+            j = int(rng.integers(len(self.b)))
+        else:
+            j = int(rng.choice(len(self.b), p=self.b_weights))
         return self._tile(self.a[i % len(self.a)], rng), self._tile(self.b[j], rng)
 
     def _tile(self, index: int, rng: np.random.Generator | None) -> torch.Tensor:

@@ -57,7 +57,13 @@ from training.tasks.stain.data import (
     crop_size,
     domain_sides,
 )
-from training.tasks.stain.gan import CycleGAN, export_generator, linear_decay
+from training.tasks.stain.gan import (
+    CycleGAN,
+    export_generator,
+    linear_decay,
+    spectral_normalise,
+)
+from training.tasks.stain.ihc_nuclei import ihc_nuclei_comparison
 from training.tasks.stain.metrics import (
     crop4,
     pair_map,
@@ -98,8 +104,15 @@ class Config(TrainConfig):
         Identity L1 weight relative to ``lambda_cycle`` (0.5); 0 turns it off.
     pool_size : int
         Generated images kept for the discriminators (50; 0 = none).
+    label_smoothing : float
+        One-sided label smoothing of the discriminators: real target ``1 - label_smoothing``
+        (0.1; the seed write-up names label smoothing among its stabilisers, 0.1 is the
+        usual value of Salimans et al. 2016; 0 = the reference CycleGAN).
+    spectral_norm : bool
+        Spectral normalisation of every discriminator convolution (the seed's other
+        stabiliser; off by default, as in the reference).
     lr_d : float or None
-        Discriminator learning rate; None = ``lr``.
+        Discriminator learning rate; None = ``lr`` (the seed found a higher one steadier).
     beta1, beta2 : float
         Adam betas (0.5, 0.999).
     epochs, batch_size, lr : int, int, float
@@ -112,6 +125,12 @@ class Config(TrainConfig):
     crop_size : int
         Training crop (random; centre crop for the validation loss). Tiles smaller than
         this set the crop (rounded down to a multiple of 4).
+    tiles_per_epoch : int or None
+        Training steps x batch size per epoch; None = ``max(n_A, n_B)`` training tiles (each
+        A tile once, with random B tiles). Sets how often validation and checkpoints (the
+        points ``--resume`` continues from) come.
+    b_by_area : bool
+        Draw the H&E tile of each step in proportion to its area (True), not uniformly.
     augment : bool
         Random flips and 90° rotations (geometry only: colour changes would teach the
         generators the wrong stain).
@@ -139,6 +158,8 @@ class Config(TrainConfig):
     lambda_cycle: float = 10.0
     lambda_identity: float = 0.5
     pool_size: int = 50
+    label_smoothing: float = 0.1
+    spectral_norm: bool = False
     epochs: int = 200
     batch_size: int = 1
     lr: float = 2e-4
@@ -147,6 +168,8 @@ class Config(TrainConfig):
     beta2: float = 0.999
     decay_epochs: int | None = None
     crop_size: int = 256
+    tiles_per_epoch: int | None = None
+    b_by_area: bool = True
     augment: bool = True
     val_fraction: float = 0.2
     grid_tiles: int = 4
@@ -162,9 +185,11 @@ def _build(config: Config, spec: ModelSpec) -> CycleGAN:
         g_ab, g_ba = registry.build(spec), registry.build(spec)
         d_a, d_b = (PatchDiscriminator(3, config.disc_features, config.disc_layers, config.norm)
                     for _ in range(2))
+        if config.spectral_norm:
+            d_a, d_b = spectral_normalise(d_a), spectral_normalise(d_b)
     return CycleGAN(g_ab, g_ba, d_a, d_b, lambda_cycle=config.lambda_cycle,
                     lambda_identity=config.lambda_identity, gan_mode=config.gan_mode,
-                    pool_size=config.pool_size)
+                    pool_size=config.pool_size, label_smoothing=config.label_smoothing)
 
 
 def _optimizer_factory(config: Config):
@@ -248,6 +273,10 @@ def evaluate(loaded: LoadedModel, data: Dataset, device: torch.device,
     paired with a B item (``extra["pair"]``) PSNR/SSIM of the translation against the real
     H&E tile, and the LAB colour-statistics distance of all translated A tiles to all B
     tiles, next to that of the untranslated tiles (see :mod:`training.tasks.stain.metrics`).
+    When A items have nuclei masks (instance ids), what the translation is for is scored
+    too (:func:`training.tasks.stain.ihc_nuclei.ihc_nuclei_comparison`): the shipped H&E
+    nuclei model on the raw and on the translated IHC, and the classical method on the raw
+    IHC; ``nuclei`` holds the rows and the Markdown table is printed.
     """
     if loaded.spec.task != "image_translation":
         raise DataError(f"{loaded.path}: model {loaded.spec.name!r} is a "
@@ -258,9 +287,14 @@ def evaluate(loaded: LoadedModel, data: Dataset, device: torch.device,
         raise DataError(f"{data.path}: no domain 'A' (IHC) items to translate")
     runner = ModelRunner(loaded.model, loaded.spec, device=device, batch_size=batch_size)
     try:
-        return translation_metrics(data, a_items, b_items, runner, None, batch_size)
+        metrics = translation_metrics(data, a_items, b_items, runner, None, batch_size)
     except ValueError as err:
         raise DataError(str(err)) from err
+    if any(item.mask is not None for item in a_items):
+        nuclei = ihc_nuclei_comparison(loaded, data, device)
+        print(nuclei.pop("table"), flush=True)
+        metrics["nuclei"] = nuclei
+    return metrics
 
 
 def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
@@ -282,7 +316,8 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
     init_weights(model.g_ab, config.init)
     train, val = make_loaders(
         UnpairedTiles(data, sides["train_a"], sides["train_b"], crop, spec, train=True,
-                      augment=config.augment),
+                      augment=config.augment, length=config.tiles_per_epoch,
+                      by_area=config.b_by_area),
         UnpairedTiles(data, sides["val_a"], sides["val_b"], crop, spec, train=False),
         config, dist)
 
