@@ -8,7 +8,8 @@ importing one (``trainjob`` for a light subprocess helper) does not load the oth
 - :mod:`~napari_neuroseg.annotate.instances`: delete, merge, split, add instances;
 - :mod:`~napari_neuroseg.annotate.export_plan`, :mod:`~napari_neuroseg.annotate.export`,
   :mod:`~napari_neuroseg.annotate.geojson`: dataset items from labels, the dataset export,
-  and QuPath GeoJSON;
+  and QuPath GeoJSON (over :mod:`~napari_neuroseg.annotate.pixel_polygons`, which traces a
+  mask's pixel boundary and fills a polygon back);
 - :mod:`~napari_neuroseg.annotate.trainjob`: ``python -m training`` as a watched process.
 """
 
