@@ -11,8 +11,10 @@ code (``pytorch-CycleGAN-and-pix2pix``): LSGAN loss, cycle weight 10, identity w
 0.5 x 10, Adam lr 2e-4 betas (0.5, 0.999), batch size 1, 100 epochs at constant lr then 100
 with linear decay, a pool of 50 fakes, instance norm, 9 residual blocks, 256 px random
 crops. Departures, as a histology maintainer would make them: no resize before cropping (it
-would change the µm/px the model is run at) and 90° rotations with the flips (tissue has no
-up).
+would change the µm/px the model is run at; ``convert_stain`` resamples whole tiles to the
+model's µm/px instead), 90° rotations with the flips (tissue has no up) and, from the seed,
+one-sided label smoothing 0.1 of the discriminators (0 restores the reference); spectral
+normalisation and a separate discriminator rate are options.
 
 Checkpoints: the Trainer saves the four-network module; ``checkpoints/best`` and ``last``
 are rewritten as the A->B generator with the ``ihc-to-he`` spec (at the start of the next
