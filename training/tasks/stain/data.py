@@ -130,7 +130,8 @@ def check_monitor(config: Any, val_pairs: dict[str, str]) -> None:
         terms += ["identity_a", "identity_b"]
     known = {"epoch", "train_loss", "val_loss", "cycle_psnr_a", "cycle_ssim_a", "cycle_psnr_b",
              "cycle_ssim_b", "color_distance_ab", "color_distance_ba",
-             "color_distance_untranslated", *(f"train_{term}" for term in terms)}
+             "color_distance_untranslated", "identity_psnr_a", "identity_ssim_a",
+             "identity_psnr_b", "identity_ssim_b", *(f"train_{term}" for term in terms)}
     if val_pairs:
         known |= {"paired_psnr_ab", "paired_ssim_ab", "paired_psnr_ba", "paired_ssim_ba"}
     if config.monitor not in known:

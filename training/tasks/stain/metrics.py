@@ -6,6 +6,9 @@ RGB in [0, 1]; translations run through the plugin's :class:`ModelRunner`):
 * ``cycle_psnr_a`` / ``cycle_ssim_a``: A -> B -> A reconstruction against the input IHC tile
   (``cycle_*_b`` the same for B -> A -> B). They measure how much of the content survives the
   round trip, NOT how H&E-like the translation looks: identity generators would score best.
+* ``identity_psnr_b`` / ``identity_ssim_b``: A -> B applied to a real H&E tile against that
+  tile (``identity_*_a``: B -> A on real IHC). A translator should leave a tile already in
+  its target stain as it is; the identity loss trains exactly that.
 * ``paired_psnr_ab`` / ``paired_ssim_ab``: A -> B against the real H&E tile an item is
   paired with (``extra["pair"]``, see :func:`pair_map`; ``paired_*_ba`` the other way).
   Only as good as the registration of the pair: consecutive sections (as in the BCI dataset)
@@ -166,6 +169,18 @@ def _side(data: Dataset, items: Sequence[Item], forward: Translate, backward: Tr
                 out["paired"].append(psnr_ssim(target, translated))
 
 
+def _identity(data: Dataset, items: Sequence[Item], translate: Translate, batch_size: int
+              ) -> list[tuple[float, float]]:
+    """PSNR/SSIM of ``translate(tile)`` against the tile, for tiles already in the target
+    stain."""
+    scores = []
+    for _, batch in _batches(data, items, batch_size):
+        same = translate(batch)
+        for real, out in zip(batch, same, strict=True):
+            scores.append(psnr_ssim(real.transpose(1, 2, 0) / 255.0, out.transpose(1, 2, 0)))
+    return scores
+
+
 def _mean_scores(scores: list[tuple[float, float]], psnr_key: str, ssim_key: str
                  ) -> dict[str, float]:
     if not scores:
@@ -197,7 +212,11 @@ def translation_metrics(data: Dataset, a_items: Sequence[Item], b_items: Sequenc
     metrics: dict[str, Any] = {"n_a": len(a_items), "n_b": len(b_items), "n_pairs": len(pairs)}
     metrics.update(_mean_scores(side_a["cycle"], "cycle_psnr_a", "cycle_ssim_a"))
     metrics.update(_mean_scores(side_a["paired"], "paired_psnr_ab", "paired_ssim_ab"))
+    metrics.update(_mean_scores(_identity(data, b_items, translate_ab, batch_size),
+                                "identity_psnr_b", "identity_ssim_b"))
     if translate_ba is not None:
+        metrics.update(_mean_scores(_identity(data, a_items, translate_ba, batch_size),
+                                    "identity_psnr_a", "identity_ssim_a"))
         reverse = {b: a for a, b in pairs.items()}
         side_b = {"source": ColorStats(), "translated": ColorStats(), "cycle": [],
                   "paired": []}

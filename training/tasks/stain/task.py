@@ -80,8 +80,10 @@ DESCRIPTION = (
     "Train a CycleGAN (two ResNet generators, two PatchGAN discriminators, LSGAN + cycle + "
     "identity losses) on unpaired IHC (domain A) and H&E (domain B) tiles of a dataset in the "
     "export layout; checkpoints/best and last hold the A->B generator (ihc-to-he) for the "
-    "plugin. Writes cycle-reconstruction PSNR/SSIM, paired PSNR/SSIM where items name their "
-    "pair in extra.pair, LAB colour-statistics distances, a tile grid and report.md."
+    "plugin. Writes cycle-reconstruction and identity PSNR/SSIM, paired PSNR/SSIM where items "
+    "name their pair in extra.pair, LAB colour-statistics distances, a tile grid and "
+    "report.md; evaluate on IHC tiles with nuclei masks scores nuclei found through the "
+    "translation."
 )
 SPEC_NAME = "ihc-to-he"
 
@@ -352,6 +354,7 @@ def run(config: Config, dist: DistInfo | None = None) -> dict[str, Any]:
         "checkpoints/best and last hold the A->B generator (ihc-to-he); best is chosen by "
         f"{config.monitor} ({config.mode}).",
         "cycle_*: A->B->A (B->A->B) reconstruction vs the input (content kept, not realism); "
+        "identity_*: A->B on real H&E (B->A on real IHC) vs the tile (should change nothing); "
         "paired_*: translation vs the paired real tile (as good as the pairs' registration); "
         "color_distance_*: LAB mean/std distance of translated tiles to the target domain "
         "(color_distance_untranslated: before translation).",

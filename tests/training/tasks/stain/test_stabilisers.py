@@ -91,3 +91,22 @@ def test_epoch_length_and_area_weighted_he_draws(tmp_path):
     assert 0.8 < bright < 0.97  # the 9x larger tile is drawn about 90% of the time
     uniform = UnpairedTiles(data, np.array([0]), np.array([1, 2]), 16, spec, train=True)
     assert len(uniform) == 2 and uniform.b_weights is None
+
+
+def test_identity_numbers_score_a_translator_on_tiles_already_in_its_target_stain(tmp_path):
+    from training.tasks.stain.metrics import PSNR_CAP, translation_metrics
+
+    with DatasetWriter(tmp_path / "d", "stain", "IHC", {0: "background"}) as writer:
+        rng = np.random.default_rng(0)
+        for domain in "AB":
+            writer.add(rng.integers(0, 255, (16, 16, 3), np.uint8), domain=domain,
+                       patient_id=domain)
+    data = Dataset.open(tmp_path / "d")
+    a = [item for item in data.items if item.domain == "A"]
+    b = [item for item in data.items if item.domain == "B"]
+    unchanged = lambda x: x / 255.0  # noqa: E731
+    darker = lambda x: x / 510.0  # noqa: E731
+    found = translation_metrics(data, a, b, unchanged, darker)
+    assert (found["identity_psnr_b"], found["identity_ssim_b"]) == (PSNR_CAP, 1.0)
+    assert found["identity_psnr_a"] < 20 and found["identity_ssim_a"] < 1
+    assert "identity_psnr_a" not in translation_metrics(data, a, b, unchanged)
