@@ -282,18 +282,22 @@ class LiveSession:
         with self._lock:  # only this worker finishes cores: pending ones stay unrefined
             targets = {key: self._clip(core.core) for key, core in self._pending.items()
                        if keep is None or keep(core)}
-        written: list[Region] = []
+        parts: list[tuple[Region, np.ndarray]] = []
         painted: set[Key] = set()
         for out in outputs:
             for key, target in targets.items():
                 for part, values in self.coarse.upsample(coarse, out, [target]):
-                    labels = labels_from_probabilities(values, self.options.threshold)
-                    self.store.write(part, values, labels, update_pyramid=False)
-                    written.append(part)
+                    parts.append((part, values))
                     painted.add(key)
-        bounds = _bounding(written)
-        if bounds is not None:
-            self.store.update_pyramid(bounds)
+        bounds = _bounding([part for part, _ in parts])
+        if bounds is not None:  # one read and one write of the store, not one per core
+            probabilities, labels = self.store.read(bounds)
+            for part, values in parts:
+                local = (slice(part.y0 - bounds.y0, part.y1 - bounds.y0),
+                         slice(part.x0 - bounds.x0, part.x1 - bounds.x0))
+                probabilities[(slice(None), *local)] = values
+                labels[local] = labels_from_probabilities(values, self.options.threshold)
+            self.store.write(bounds, probabilities, labels, update_pyramid=True)
         with self._lock:
             self.previewed |= painted - self._done
             pending, requested = len(self._pending), self._requested
