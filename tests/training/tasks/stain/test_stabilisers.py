@@ -110,3 +110,15 @@ def test_identity_numbers_score_a_translator_on_tiles_already_in_its_target_stai
     assert (found["identity_psnr_b"], found["identity_ssim_b"]) == (PSNR_CAP, 1.0)
     assert found["identity_psnr_a"] < 20 and found["identity_ssim_a"] < 1
     assert "identity_psnr_a" not in translation_metrics(data, a, b, unchanged)
+
+
+def test_the_cpu_recipe_config_builds_with_its_stabilisers():
+    from pathlib import Path
+
+    from training.config import build_config
+
+    path = Path(__file__).resolve().parents[4] / "training" / "configs" / "ihc-to-he-cpu.yaml"
+    config = build_config(Config, path, {})
+    assert (config.base_features, config.n_blocks, config.crop_size) == (16, 6, 128)
+    assert (config.epochs, config.tiles_per_epoch, config.lr_d) == (10, 1000, 4e-4)
+    assert config.label_smoothing == 0.1 and config.spectral_norm is False
