@@ -105,3 +105,41 @@ def test_real_ihc_image(make_napari_viewer, qtbot, shared_data, tiny_checkpoint)
     assert data.shape == (*pixels.shape[:2], 3) and data.dtype == np.uint8
     np.testing.assert_allclose(widget.result_layer.translate, (0.0, 0.0))
     widget.close()
+
+
+def test_nuclei_runs_on_the_translated_view_offered_by_name(make_napari_viewer, qtbot,
+                                                            slide_path, monkeypatch):
+    """The CycleGAN + HoVer-Net chain: the Stain result is a named choice of the Nuclei
+    widget ("translated H&E of <slide>"), and its nuclei lie on the translated pixels."""
+    from napari.layers import Labels
+
+    from napari_neuroseg.widgets.nuclei_widget import NucleiWidget
+
+    from .test_nuclei_widget import Oracle
+
+    monkeypatch.setattr(_view_analysis, "warn", lambda *_: None)
+    viewer, slide, widget = _widget(make_napari_viewer, slide_path)
+    monkeypatch.setattr(ModelSource, "runner", lambda self: identity)
+    look_at(viewer, (120.0, 200.0), 80.0)
+    widget.run_button.native.click()
+    wait_runs(qtbot, widget, 1)
+    translated = widget.result_layer
+    assert translated.metadata["neuroseg"]["source"] == slide.name
+    nuclei = NucleiWidget(viewer)
+    viewer.window.add_dock_widget(nuclei)
+    choices = dict(nuclei._slide_choices())
+    assert choices[slide.name] is slide
+    assert choices[f"translated H&E of {slide.name}"] is translated
+    oracle = Oracle()
+    monkeypatch.setattr(ModelSource, "runner", lambda self: oracle)
+    nuclei.layer.value = translated
+    nuclei.picker.device.value = "cpu"
+    nuclei.preview.value = False
+    nuclei.run()
+    wait_runs(qtbot, nuclei, 1)
+    labels = nuclei.result_layer
+    assert isinstance(labels, Labels) and oracle.tiles > 0
+    np.testing.assert_allclose(labels.data_to_world((0, 0)),
+                               translated.data_to_world(nuclei.result.region.start))
+    nuclei.close()
+    widget.close()

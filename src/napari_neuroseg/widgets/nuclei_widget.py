@@ -24,6 +24,7 @@ from napari_neuroseg.analysis.region import (
 if TYPE_CHECKING:
     import napari
 
+from napari_neuroseg.io.layers import image_layers
 from napari_neuroseg.widgets._nuclei_types import (
     remove_types_layer,
     show_types_layer,
@@ -32,6 +33,7 @@ from napari_neuroseg.widgets._nuclei_types import (
 from napari_neuroseg.widgets._panel import fit_panel
 from napari_neuroseg.widgets._view_analysis import ViewAnalysisWidget
 from napari_neuroseg.widgets._workers import forget_removed_layers
+from napari_neuroseg.widgets.stain_widget import StainWidget
 
 
 class NucleiWidget(ViewAnalysisWidget):
@@ -60,6 +62,15 @@ class NucleiWidget(ViewAnalysisWidget):
 
     analyse = staticmethod(segment_nuclei)
     quick = staticmethod(preview_nuclei)
+
+    def _slide_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        """The slides, then each Stain result as "translated H&E of <slide>": HoVer-Net on
+        the virtual H&E of an IHC slide (the CycleGAN + HoVer-Net recipe)."""
+        translated = [(f"translated H&E of {meta.get('source') or layer.name}", layer)
+                      for layer in image_layers(self._viewer.layers, ("slide",))
+                      for meta in [layer.metadata.get("neuroseg", {})]
+                      if meta.get("result_of") == StainWidget.TITLE]
+        return [*super()._slide_choices(_widget), *translated]
 
     def _on_layers_changed(self, _event: Any = None) -> None:
         super()._on_layers_changed(_event)

@@ -38,16 +38,20 @@ class StainWidget(ViewAnalysisWidget):
         """Replace the translated RGB layer."""
         spec = self.loaded.plan.spec if self.loaded is not None else None
         name = f"{spec.name if spec else 'stain'} view"
+        metadata = self._result_metadata()
+        slide = self.layer.value
+        # the slide it translates: the Nuclei widget offers it as "translated H&E of <slide>"
+        metadata["neuroseg"] = {**metadata["neuroseg"],
+                                "source": slide.name if slide is not None else ""}
         layer = self.result_layer
         if layer is not None and layer in self._viewer.layers:
             layer.data = result.data
             for key, value in self._layer_kwargs(result).items():
                 setattr(layer, key, value)
-            layer.metadata = {**layer.metadata, **self._result_metadata()}
+            layer.metadata = {**layer.metadata, **metadata}
         else:
             self.result_layer = self._viewer.add_image(
-                result.data, name=name, rgb=True,
-                metadata=self._result_metadata(),
+                result.data, name=name, rgb=True, metadata=metadata,
                 **self._layer_kwargs(result))
         h, w = result.working_region.shape
         self.status.value = (f"Translated {h} x {w} px at {result.mpp:.3g} µm/px; "
