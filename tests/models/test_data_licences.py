@@ -28,6 +28,8 @@ SPEC = DEFAULT_SPECS["nuclei-lenet"]
          "CC BY-NC-SA 4.0"),
         ("/data/nuclei_monuseg/TCGA-18-5592-01Z-00-DX1.jpg", "MoNuSeg", "CC BY-NC-SA 4.0"),
         ("/data/gbm_tissue_ivygap/images/W3-1-1-M.02.jpg", "IvyGAP", "Allen Institute"),
+        ("../shared/data/ihc/train/Lung1.png", "IHC samples", "BSD-3-Clause (scikit-image); "
+         "non-commercial (DeepLIIF"),
     ],
 )
 def test_the_non_commercial_public_sets_are_recognised(path, data, licence):

@@ -276,8 +276,9 @@ def _slide_specs() -> list[ModelSpec]:
             classes=RGB,
             colors=("#ff0000", "#00ff00", "#0000ff"),
             output="image",
-            description="Virtual H&E from IHC (CycleGAN ResNet generator, 9 blocks); the "
-            "output can feed nuclei-hovernet (the CycleGAN + HoVer-Net recipe).",
+            description="Virtual H&E from IHC (CycleGAN ResNet generator; declared as the "
+            "reference's 64 wide x 9 blocks, a checkpoint records its own width and depth); "
+            "the output can feed nuclei-hovernet (the CycleGAN + HoVer-Net recipe).",
             extra={"seed": "004"},
         ),
     ]

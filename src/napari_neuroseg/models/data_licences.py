@@ -61,6 +61,11 @@ KNOWN_DATA_SETS: tuple[DataLicence, ...] = (
                 "none stated, published for research use", None, ("nuclei_lgg_tiles",)),
     DataLicence("CoNSeP (Graham et al. 2019)", "none stated, published for research use",
                 None, ("nuclei_consep", "CoNSeP")),
+    # ../shared/data/ihc holds both: scikit-image's colon IHC image (BSD-3-Clause) and the
+    # DeepLIIF sample tiles (non-commercial); a model trained on the folder carries both.
+    DataLicence("IHC samples (scikit-image colon IHC; DeepLIIF sample tiles)",
+                "BSD-3-Clause (scikit-image); non-commercial (DeepLIIF sample data)", True,
+                ("ihc",)),
 )
 
 
