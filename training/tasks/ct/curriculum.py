@@ -1,4 +1,4 @@
-"""Seed 002's curriculum inside the :class:`training.loop.Trainer` of the ``ct`` task.
+"""The CT metastasis recipe's curriculum in the ``ct`` task's :class:`training.loop.Trainer`.
 
 :class:`CurriculumSwitch` is both the trainer's optimiser factory and an epoch-start callback:
 when an epoch opens a new stage it asks the trainer to rebuild its optimiser, which the
@@ -36,9 +36,9 @@ def build_curriculum(model: nn.Module, starts: Sequence[int], lrs: Sequence[floa
     model : torch.nn.Module
         A :class:`~napari_neuroseg.models.resnet.ResNet50Slice`.
     starts : sequence of int
-        First epoch of each stage (seed 002: 0, 5, 12); one to three stages.
+        First epoch of each stage (the recipe: 0, 5, 12); one to three stages.
     lrs : sequence of float
-        Rates of the head, layer4 and layer3 (seed 002: 5e-5, 1e-5, 5e-6).
+        Rates of the head, layer4 and layer3 (the recipe: 5e-5, 1e-5, 5e-6).
     optimizer : {"adam", "adamw"}
     weight_decay : float
 

@@ -1,8 +1,8 @@
 """Metrics and plots of the ``ct`` task: patient-level decisions from max-pooled slices.
 
-A patient's score is the maximum of its slices' metastasis probabilities (seed 002's MAX
-pooling; the plugin's :func:`napari_neuroseg.analysis.volume.classify_slices` pools the same
-way). The decision threshold is the one maximising patient-level F1
+A patient's score is the maximum of its slices' metastasis probabilities (the CT metastasis
+recipe's MAX pooling; the plugin's :func:`napari_neuroseg.analysis.volume.classify_slices`
+pools the same way). The decision threshold is the one maximising patient-level F1
 (:func:`training.metrics.threshold_search`) on a grid of candidates.
 """
 

@@ -1,4 +1,6 @@
-"""What ``ihc-to-he`` is for: nuclei in IHC found by an H&E nuclei model (seed 004).
+"""What ``ihc-to-he`` is for: nuclei in IHC found by an H&E nuclei model.
+
+The CycleGAN + HoVer-Net recipe (docs/training-recipes.md).
 
 On IHC tiles with nuclei ground truth (domain-A items of a ``stain`` dataset with instance
 masks, e.g. :func:`napari_neuroseg.dataset.convert_stain.convert_ihc_nuclei`), one run scores

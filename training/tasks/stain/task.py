@@ -1,4 +1,6 @@
-"""``python -m training stain``: CycleGAN IHC -> H&E stain translation (seed 004, CycleGAN part).
+"""``python -m training stain``: CycleGAN IHC -> H&E stain translation.
+
+The CycleGAN part of the CycleGAN + HoVer-Net recipe (docs/training-recipes.md).
 
 Unpaired RGB tiles, ``domain`` "A" (IHC) or "B" (H&E) (docs/dataset-format.md). Two ResNet
 generators (A->B is the plugin's ``ihc-to-he`` model) and two 70x70 PatchGAN discriminators,
@@ -75,7 +77,7 @@ from training.tasks.stain.metrics import (
 
 NAME = "stain"
 DATASET_TASK = "stain"
-HELP = "CycleGAN IHC -> H&E stain translation (ihc-to-he generator, seed 004)"
+HELP = "CycleGAN IHC -> H&E stain translation (the ihc-to-he generator)"
 DESCRIPTION = (
     "Train a CycleGAN (two ResNet generators, two PatchGAN discriminators, LSGAN + cycle + "
     "identity losses) on unpaired IHC (domain A) and H&E (domain B) tiles of a dataset in the "
