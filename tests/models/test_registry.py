@@ -325,7 +325,7 @@ def test_missing_bundled_folder_is_no_error(tmp_path):
     assert ModelRegistry(bundled=tmp_path / "absent").checkpoint("nuclei-lenet") is None
 
 
-SHIPPED = ("nuclei-hovernet", "mri-flair-unet", "nuclei-lenet")
+SHIPPED = ("nuclei-hovernet", "mri-flair-unet", "nuclei-lenet", "ihc-to-he")
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -48,7 +48,10 @@ def test_translated_view_lands_on_its_source_pixels(make_napari_viewer, qtbot, s
     look_at(viewer, (120.0, 200.0), 80.0)
     widget.run_button.native.click()
     wait_runs(qtbot, widget, 1)
-    assert warnings and "random weights" in warnings[0]
+    if widget.picker.checkpoint() is None:
+        assert warnings and "random weights" in warnings[0]
+    else:  # trained weights ship with the package: nothing to warn about
+        assert warnings == []
     result, layer = widget.result, widget.result_layer
     camera = viewer.scene.camera
     box = visible_box(camera.center, camera.zoom, viewer.canvas.size)
