@@ -32,7 +32,7 @@ from training.tasks.nuclei.scoring import mean_instance_scores
 from training.tasks.nuclei.task import postprocess_options
 
 __all__ = ["BASELINES", "SPLITS", "baseline_options", "baseline_scores", "compare",
-           "comparison_table", "evaluation_indices"]
+           "comparison_table", "evaluation_indices", "score_table"]
 
 BASELINES = ("classical",)
 SPLITS = ("all", "val", "train")
@@ -189,14 +189,22 @@ def compare(loaded: LoadedModel, data: Dataset, device: torch.device, *,
 
 def comparison_table(rows: dict[str, dict[str, Any]]) -> str:
     """A Markdown table with one row per method (Dice, AJI, PQ, DQ, SQ, tiles, nuclei)."""
-    head = ["method", "Dice", "AJI", "PQ", "DQ", "SQ", "tiles", "nuclei (true)",
-            "nuclei (found)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = ["Dice", "AJI", "PQ", "DQ", "SQ", "tiles", "nuclei (true)", "nuclei (found)"]
+    return score_table(rows, head, COLUMNS, missing="n/a")
+
+
+def score_table(rows: dict[str, dict[str, Any]], head: list[str], keys: tuple[str, ...],
+                missing: str = "n/a") -> str:
+    """A Markdown table, one row per method: ``head`` names the columns of ``keys``.
+
+    Floats are written with 3 decimals, other values as they are, absent ones as ``missing``.
+    """
+    lines = ["| " + " | ".join(["method", *head]) + " |", "|" + "---|" * (len(head) + 1)]
     for name, scores in rows.items():
         cells = [name]
-        for key in COLUMNS:
+        for key in keys:
             value = scores.get(key)
-            cells.append("n/a" if value is None else
+            cells.append(missing if value is None else
                          f"{value:.3f}" if isinstance(value, float) else str(value))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -38,6 +38,7 @@ from napari_neuroseg.models.checkpoint import LoadedModel, load_checkpoint
 from napari_neuroseg.models.registry import ModelRegistry
 from napari_neuroseg.models.runner import ModelRunner
 from training.tasks._common import DataError
+from training.tasks.nuclei.compare import score_table
 from training.tasks.nuclei.data import rgb
 from training.tasks.nuclei.native import tile_maps
 from training.tasks.nuclei.sources import resize_rgb, working_shape
@@ -199,14 +200,6 @@ def _shipped_nuclei_model() -> LoadedModel:
 
 def nuclei_table(rows: dict[str, dict[str, Any]]) -> str:
     """A Markdown table: detection F1, precision, recall, Dice, AJI, PQ, nuclei counts."""
-    head = ["method", "F1", "precision", "recall", "Dice", "AJI", "PQ", "nuclei (true)",
+    head = ["F1", "precision", "recall", "Dice", "AJI", "PQ", "nuclei (true)",
             "nuclei (found)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, scores in rows.items():
-        cells = [name]
-        for key in _COLUMNS:
-            value = scores.get(key)
-            cells.append("-" if value is None else f"{value:.3f}" if isinstance(value, float)
-                         else str(value))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return score_table(rows, head, _COLUMNS, missing="-")
